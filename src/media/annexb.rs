@@ -1,0 +1,1 @@
+//! annexb: INTERFACE STUB, being implemented.

@@ -1,0 +1,1 @@
+//! avc: INTERFACE STUB, being implemented.

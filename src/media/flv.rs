@@ -1,0 +1,1 @@
+//! flv: INTERFACE STUB, being implemented.

@@ -1,0 +1,1 @@
+//! sps: INTERFACE STUB, being implemented.

@@ -1,0 +1,1 @@
+//! RTMP handshake: INTERFACE STUB, being implemented.
