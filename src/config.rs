@@ -1,1 +1,413 @@
-//! being implemented.
+//! The command line, parsed and validated with no side effects (as ripgrep does): parsing only
+//! reads the argument list and returns a [`Config`] or an error naming the option at fault.
+//! Opening files and sockets happens later, in the driver.
+//!
+//! Invariants: every value in a [`Config`] is in range (chunk size, frame rate, sizes), the URL is
+//! a valid publish URL, and nothing in a `Config`'s `Debug` output shows the stream key.
+
+use crate::error::{Error, Result};
+use crate::url::RtmpUrl;
+
+pub const HELP: &str = "\
+v4l2rtmp: push H.264 from a camera, a pipe or a file to an RTMP server
+
+USAGE:
+    v4l2rtmp [OPTIONS] --input <PATH|-> <URL>
+
+URL:
+    rtmp://host[:port]/app[/instance]/key[?query]
+    IPv6 literals go in brackets: rtmp://[::1]:1935/live/key. The default port is 1935.
+    A query string is passed to the server with the stream key (nginx-rtmp on_publish, SRS tokens).
+
+INPUT:
+    -i, --input <PATH|->      Annex-B H.264: a file, a FIFO, or - for stdin
+
+OPTIONS:
+        --fps <RATE>          Constant frame rate for timestamps: 30, 29.97 or 30000/1001.
+                              Default: the SPS timing (VUI) when present; otherwise the arrival
+                              time of each frame for pipes and stdin, and 25 fps for files.
+        --realtime            Send a file at its frame rate, like ffmpeg -re (pipes and
+                              cameras are paced by their writer and need no pacing)
+        --start-timestamp <MS>
+                              Stream time of the first frame, in milliseconds (default 0)
+        --chunk-size <BYTES>  Outgoing RTMP chunk size, 128..16777215 (default 4096)
+        --timeout <SECONDS>   How long to wait for the connection, the handshake and each
+                              server reply (default 10)
+        --max-frame-size <BYTES>
+                              Largest access unit accepted; bounds memory (default 8388608)
+        --log-level <LEVEL>   error, warn, info, debug or trace (default info; RUST_LOG
+                              overrides)
+    -h, --help                Print this help
+    -V, --version             Print the version
+
+EXIT CODES:
+    0   the input ended and the stream was closed cleanly, or SIGINT/SIGTERM stopped it
+    64  the command line is wrong
+    65  the input is not usable H.264 (no SPS/PPS/IDR, malformed parameter sets)
+    66  the input cannot be opened
+    69  the server refused the connection or the stream (bad app, key in use, denied)
+    70  internal error (a bug: please report it)
+    75  network error (cannot connect, connection lost, timeout)
+    76  the server broke the protocol
+
+The stream key never appears in logs or error messages.
+";
+
+/// How frame timestamps are made.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum FrameRate {
+    /// From the SPS timing when present, else arrival time (live input) or 25 fps (files).
+    Auto,
+    /// `numerator / denominator` frames per second, exactly.
+    Fixed { numerator: u32, denominator: u32 },
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Command {
+    Publish(Config),
+    Help,
+    Version,
+}
+
+/// A validated publish configuration.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    pub input: String,
+    pub url: RtmpUrl,
+    pub frame_rate: FrameRate,
+    pub realtime: bool,
+    pub start_timestamp_ms: u64,
+    pub chunk_size: u32,
+    pub timeout_ms: u64,
+    pub max_frame_size: usize,
+    pub log_level: Option<log::LevelFilter>,
+}
+
+pub const DEFAULT_CHUNK_SIZE: u32 = 4096;
+pub const MIN_CHUNK_SIZE: u32 = 128;
+pub const MAX_CHUNK_SIZE: u32 = 16_777_215;
+pub const DEFAULT_MAX_FRAME_SIZE: usize = 8 * 1024 * 1024;
+
+impl Config {
+    /// A configuration with defaults for everything but input and destination.
+    pub fn new(input: impl Into<String>, url: RtmpUrl) -> Config {
+        Config {
+            input: input.into(),
+            url,
+            frame_rate: FrameRate::Auto,
+            realtime: false,
+            start_timestamp_ms: 0,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            timeout_ms: 10_000,
+            max_frame_size: DEFAULT_MAX_FRAME_SIZE,
+            log_level: None,
+        }
+    }
+}
+
+/// Parses the arguments after the program name.
+pub fn parse_args<I, S>(args: I) -> Result<Command>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<String>,
+{
+    let mut args = args.into_iter().map(Into::into);
+    let mut input = None;
+    let mut url = None;
+    let mut frame_rate = FrameRate::Auto;
+    let mut realtime = false;
+    let mut start_timestamp_ms = 0;
+    let mut chunk_size = DEFAULT_CHUNK_SIZE;
+    let mut timeout_ms = 10_000;
+    let mut max_frame_size = DEFAULT_MAX_FRAME_SIZE;
+    let mut log_level = None;
+    let mut only_positional = false;
+
+    while let Some(arg) = args.next() {
+        if only_positional || !arg.starts_with('-') || arg == "-" {
+            if url.is_some() {
+                return Err(Error::config("more than one URL given (see --help)"));
+            }
+            url = Some(RtmpUrl::parse(&arg)?);
+            continue;
+        }
+        let (name, inline_value) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => {
+                (name.to_string(), Some(value.to_string()))
+            }
+            _ => (arg.clone(), None),
+        };
+        let mut value = |what: &str| -> Result<String> {
+            match inline_value.clone().or_else(|| args.next()) {
+                Some(v) => Ok(v),
+                None => Err(Error::config(format!("{name} needs {what}"))),
+            }
+        };
+        match name.as_str() {
+            "--" => only_positional = true,
+            "-h" | "--help" => return Ok(Command::Help),
+            "-V" | "--version" => return Ok(Command::Version),
+            "-i" | "--input" => input = Some(value("a path, or - for stdin")?),
+            "--fps" => frame_rate = parse_frame_rate(&value("a frame rate")?)?,
+            "--realtime" | "--re" => realtime = true,
+            "--start-timestamp" => {
+                start_timestamp_ms = parse_number(&name, &value("milliseconds")?, 0, u64::MAX)?
+            }
+            "--chunk-size" => {
+                chunk_size = parse_number(
+                    &name,
+                    &value("a size in bytes")?,
+                    MIN_CHUNK_SIZE.into(),
+                    MAX_CHUNK_SIZE.into(),
+                )? as u32
+            }
+            "--timeout" => timeout_ms = parse_number(&name, &value("seconds")?, 1, 3600)? * 1000,
+            "--max-frame-size" => {
+                max_frame_size =
+                    parse_number(&name, &value("a size in bytes")?, 64 * 1024, 1 << 30)? as usize
+            }
+            "--log-level" => {
+                let text = value("a level")?;
+                log_level = Some(text.parse().map_err(|_| {
+                    Error::config(format!(
+                        "--log-level: {text:?} is not one of error, warn, info, debug, trace"
+                    ))
+                })?)
+            }
+            _ => return Err(Error::config(format!("unknown option {name} (see --help)"))),
+        }
+    }
+    let input = input.ok_or_else(|| {
+        Error::config("--input is required: a file, a FIFO or - for stdin (see --help)")
+    })?;
+    let url = url.ok_or_else(|| Error::config("the destination URL is missing (see --help)"))?;
+    if url.credentials.is_some() {
+        return Err(Error::config(
+            "user:password in the URL (Adobe/Limelight authentication) is not supported yet; \
+             use a query-string token instead",
+        ));
+    }
+    if url.scheme == crate::url::Scheme::Rtmps {
+        return Err(Error::config("rtmps:// is not supported yet; use rtmp://"));
+    }
+    Ok(Command::Publish(Config {
+        input,
+        url,
+        frame_rate,
+        realtime,
+        start_timestamp_ms,
+        chunk_size,
+        timeout_ms,
+        max_frame_size,
+        log_level,
+    }))
+}
+
+fn parse_number(name: &str, text: &str, min: u64, max: u64) -> Result<u64> {
+    let number: u64 = text
+        .parse()
+        .map_err(|_| Error::config(format!("{name}: {text:?} is not a whole number")))?;
+    if !(min..=max).contains(&number) {
+        return Err(Error::config(format!(
+            "{name}: {number} is outside {min}..={max}"
+        )));
+    }
+    Ok(number)
+}
+
+/// `30`, `29.97` or `30000/1001` as an exact fraction.
+pub fn parse_frame_rate(text: &str) -> Result<FrameRate> {
+    let bad = || {
+        Error::config(format!(
+            "--fps: {text:?} is not a frame rate like 30, 29.97 or 30000/1001"
+        ))
+    };
+    let (numerator, denominator) = if let Some((n, d)) = text.split_once('/') {
+        (
+            n.trim().parse::<u32>().map_err(|_| bad())?,
+            d.trim().parse::<u32>().map_err(|_| bad())?,
+        )
+    } else if let Some((whole, fraction)) = text.split_once('.') {
+        if fraction.len() > 3 || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(bad());
+        }
+        let scale = 10u32.pow(fraction.len() as u32);
+        let whole: u32 = whole.parse().map_err(|_| bad())?;
+        let fraction: u32 = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse().map_err(|_| bad())?
+        };
+        let numerator = whole
+            .checked_mul(scale)
+            .and_then(|w| w.checked_add(fraction))
+            .ok_or_else(bad)?;
+        // 29.97 and 59.94 mean the NTSC rates, exactly.
+        match (numerator, scale) {
+            (2997, 100) => (30000, 1001),
+            (5994, 100) => (60000, 1001),
+            (23976, 1000) => (24000, 1001),
+            _ => (numerator, scale),
+        }
+    } else {
+        (text.parse::<u32>().map_err(|_| bad())?, 1)
+    };
+    if numerator == 0 || denominator == 0 || f64::from(numerator) / f64::from(denominator) > 1000.0
+    {
+        return Err(bad());
+    }
+    Ok(FrameRate::Fixed {
+        numerator,
+        denominator,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::Fault;
+
+    fn publish(args: &[&str]) -> Config {
+        match parse_args(args.iter().copied()).unwrap() {
+            Command::Publish(config) => config,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_command_line_takes_defaults() {
+        let config = publish(&["--input", "-", "rtmp://127.0.0.1/live/key"]);
+        assert_eq!(config.input, "-");
+        assert_eq!(config.url.app, "live");
+        assert_eq!(config.chunk_size, 4096);
+        assert_eq!(config.frame_rate, FrameRate::Auto);
+        assert!(!config.realtime);
+        assert_eq!(config.timeout_ms, 10_000);
+    }
+
+    #[test]
+    fn every_option() {
+        let config = publish(&[
+            "rtmp://h/a/k",
+            "--input=clip.h264",
+            "--fps",
+            "30000/1001",
+            "--realtime",
+            "--start-timestamp",
+            "16777000",
+            "--chunk-size=65536",
+            "--timeout",
+            "3",
+            "--max-frame-size",
+            "1048576",
+            "--log-level",
+            "debug",
+        ]);
+        assert_eq!(config.input, "clip.h264");
+        assert_eq!(
+            config.frame_rate,
+            FrameRate::Fixed {
+                numerator: 30000,
+                denominator: 1001
+            }
+        );
+        assert!(config.realtime);
+        assert_eq!(config.start_timestamp_ms, 16_777_000);
+        assert_eq!(config.chunk_size, 65536);
+        assert_eq!(config.timeout_ms, 3000);
+        assert_eq!(config.max_frame_size, 1 << 20);
+        assert_eq!(config.log_level, Some(log::LevelFilter::Debug));
+    }
+
+    #[test]
+    fn frame_rates() {
+        assert_eq!(
+            parse_frame_rate("30").unwrap(),
+            FrameRate::Fixed {
+                numerator: 30,
+                denominator: 1
+            }
+        );
+        assert_eq!(
+            parse_frame_rate("29.97").unwrap(),
+            FrameRate::Fixed {
+                numerator: 30000,
+                denominator: 1001
+            }
+        );
+        assert_eq!(
+            parse_frame_rate("12.5").unwrap(),
+            FrameRate::Fixed {
+                numerator: 125,
+                denominator: 10
+            }
+        );
+        assert_eq!(
+            parse_frame_rate("25/1").unwrap(),
+            FrameRate::Fixed {
+                numerator: 25,
+                denominator: 1
+            }
+        );
+        for bad in ["0", "x", "30/0", "1.23456", "-5", "5000", "", "1e3"] {
+            assert!(parse_frame_rate(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_name_the_option() {
+        for (args, needle) in [
+            (
+                &["-i", "-", "rtmp://h/a/k", "--chunk-size", "127"][..],
+                "--chunk-size",
+            ),
+            (
+                &["-i", "-", "rtmp://h/a/k", "--chunk-size", "16777216"][..],
+                "--chunk-size",
+            ),
+            (&["-i", "-", "rtmp://h/a/k", "--bogus"][..], "--bogus"),
+            (&["rtmp://h/a/k"][..], "--input"),
+            (&["-i", "-"][..], "URL"),
+            (&["-i", "-", "rtmp://h/a/k", "--fps"][..], "--fps"),
+            (
+                &["-i", "-", "rtmp://h/a/k", "rtmp://h/a/k2"][..],
+                "more than one URL",
+            ),
+        ] {
+            let err = parse_args(args.iter().copied()).unwrap_err();
+            assert_eq!(err.fault(), Fault::Config);
+            assert!(
+                err.to_string().contains(needle),
+                "{err} should mention {needle}"
+            );
+        }
+    }
+
+    #[test]
+    fn help_and_version() {
+        assert_eq!(parse_args(["--help"]).unwrap(), Command::Help);
+        assert_eq!(parse_args(["-V"]).unwrap(), Command::Version);
+        for option in [
+            "--input",
+            "--fps",
+            "--realtime",
+            "--start-timestamp",
+            "--chunk-size",
+            "--timeout",
+            "--max-frame-size",
+            "--log-level",
+        ] {
+            assert!(HELP.contains(option), "--help documents {option}");
+        }
+    }
+
+    #[test]
+    fn debug_output_hides_the_key() {
+        let config = publish(&["-i", "-", "rtmp://h/live/topsecret?token=alsosecret"]);
+        let shown = format!("{config:?}");
+        assert!(
+            !shown.contains("topsecret") && !shown.contains("alsosecret"),
+            "{shown}"
+        );
+    }
+}

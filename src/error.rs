@@ -35,7 +35,11 @@ pub struct Error {
 
 impl Error {
     pub fn new(fault: Fault, message: impl Into<String>) -> Self {
-        Self { fault, message: message.into(), source: None }
+        Self {
+            fault,
+            message: message.into(),
+            source: None,
+        }
     }
 
     pub fn config(message: impl Into<String>) -> Self {
@@ -64,7 +68,11 @@ impl Error {
 
     /// An I/O error, with what we were doing when it happened.
     pub fn io(fault: Fault, context: impl Into<String>, err: std::io::Error) -> Self {
-        Self { fault, message: context.into(), source: Some(err) }
+        Self {
+            fault,
+            message: context.into(),
+            source: Some(err),
+        }
     }
 
     pub fn fault(&self) -> Fault {

@@ -1,1 +1,326 @@
-//! being implemented.
+//! RTMP destination URLs: `rtmp[s]://[user:pass@]host[:port]/app[/instance]/key[?query]`.
+//!
+//! The split between application and stream name follows FFmpeg's, which every server is tested
+//! against: with two path segments the first is the app and the second the key; with three or more,
+//! the first two are the app (`app/instance`) and the rest is the key. A query string belongs to the
+//! stream name (`publish("key?token=…")`), where nginx-rtmp's `on_publish` and SRS read it; the tcUrl
+//! carries no query.
+//!
+//! Invariants: a parsed [`RtmpUrl`] has a non-empty host, app and stream name; `Display` never shows
+//! the key, query values or a password ([`RtmpUrl::redacted`] is what logs and errors print).
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+
+/// `rtmp` or `rtmps`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Rtmp,
+    Rtmps,
+}
+
+impl Scheme {
+    pub fn default_port(self) -> u16 {
+        match self {
+            Scheme::Rtmp => 1935,
+            Scheme::Rtmps => 443,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Rtmp => "rtmp",
+            Scheme::Rtmps => "rtmps",
+        }
+    }
+}
+
+/// A validated publish destination.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RtmpUrl {
+    pub scheme: Scheme,
+    /// Host name or IP literal, without brackets (IPv6 literals are bracketed again when printed).
+    pub host: String,
+    pub port: u16,
+    /// Whether the URL named the port; tcUrl keeps the user's form.
+    pub explicit_port: bool,
+    /// The application, possibly `app/instance`.
+    pub app: String,
+    /// The stream key, without the query.
+    pub key: String,
+    /// The query string without `?`, if any; it travels with the stream name.
+    pub query: Option<String>,
+    /// `user:password` from the URL, for the servers' authentication schemes.
+    pub credentials: Option<(String, String)>,
+}
+
+impl RtmpUrl {
+    pub fn parse(text: &str) -> Result<RtmpUrl> {
+        let bad =
+            |why: &str| Error::config(format!("invalid RTMP URL {}: {why}", redact_text(text)));
+        let (scheme, rest) = if let Some(rest) = strip_prefix_ignore_case(text, "rtmp://") {
+            (Scheme::Rtmp, rest)
+        } else if let Some(rest) = strip_prefix_ignore_case(text, "rtmps://") {
+            (Scheme::Rtmps, rest)
+        } else {
+            return Err(bad("it must start with rtmp:// or rtmps://"));
+        };
+        let (authority, path) = match rest.find('/') {
+            Some(slash) => (&rest[..slash], &rest[slash + 1..]),
+            None => (rest, ""),
+        };
+        let (credentials, host_port) = match authority.rfind('@') {
+            Some(at) => {
+                let userinfo = &authority[..at];
+                let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                if user.is_empty() {
+                    return Err(bad("the user name before '@' is empty"));
+                }
+                (
+                    Some((user.to_string(), pass.to_string())),
+                    &authority[at + 1..],
+                )
+            }
+            None => (None, authority),
+        };
+        let (host, port) =
+            split_host_port(host_port).ok_or_else(|| bad("the host or port is malformed"))?;
+        if host.is_empty() {
+            return Err(bad("the host is empty"));
+        }
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, Some(query.to_string())),
+            None => (path, None),
+        };
+        let path = path.trim_end_matches('/');
+        let segments: Vec<&str> = path.split('/').collect();
+        if segments.iter().any(|s| s.is_empty()) || segments.len() < 2 {
+            return Err(bad("expected /app/key or /app/instance/key after the host"));
+        }
+        let (app, key) = if segments.len() == 2 {
+            (segments[0].to_string(), segments[1].to_string())
+        } else {
+            (segments[..2].join("/"), segments[2..].join("/"))
+        };
+        Ok(RtmpUrl {
+            scheme,
+            host: host.to_string(),
+            port: port.unwrap_or(scheme.default_port()),
+            explicit_port: port.is_some(),
+            app,
+            key,
+            query: query.filter(|q| !q.is_empty()),
+            credentials,
+        })
+    }
+
+    /// `host` as it appears in a URL: IPv6 literals in brackets.
+    pub fn host_for_url(&self) -> String {
+        if self.host.contains(':') {
+            format!("[{}]", self.host)
+        } else {
+            self.host.clone()
+        }
+    }
+
+    /// The tcUrl of the connect command: `rtmp://host[:port]/app`.
+    pub fn tc_url(&self) -> String {
+        let port = if self.explicit_port {
+            format!(":{}", self.port)
+        } else {
+            String::new()
+        };
+        format!(
+            "{}://{}{}/{}",
+            self.scheme.as_str(),
+            self.host_for_url(),
+            port,
+            self.app
+        )
+    }
+
+    /// The name given to `publish`, `releaseStream` and `FCPublish`: the key and the query.
+    pub fn stream_name(&self) -> String {
+        match &self.query {
+            Some(query) => format!("{}?{}", self.key, query),
+            None => self.key.clone(),
+        }
+    }
+
+    /// The URL with the key, query values and password hidden: safe for logs, STATUS and errors.
+    pub fn redacted(&self) -> String {
+        let user = match &self.credentials {
+            Some((user, _)) => format!("{user}:<redacted>@"),
+            None => String::new(),
+        };
+        let port = if self.explicit_port {
+            format!(":{}", self.port)
+        } else {
+            String::new()
+        };
+        let query = match &self.query {
+            Some(query) => format!("?{}", redact_query(query)),
+            None => String::new(),
+        };
+        format!(
+            "{}://{user}{}{port}/{}/<key redacted>{query}",
+            self.scheme.as_str(),
+            self.host_for_url(),
+            self.app
+        )
+    }
+}
+
+impl fmt::Display for RtmpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Debug for RtmpUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RtmpUrl({})", self.redacted())
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = text.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix)
+        .then(|| &text[prefix.len()..])
+}
+
+/// Splits `host[:port]` or `[v6]:port`. Returns None when malformed.
+fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
+    if let Some(rest) = text.strip_prefix('[') {
+        let (host, after) = rest.split_once(']')?;
+        if !host.contains(':') {
+            return None;
+        }
+        return match after {
+            "" => Some((host, None)),
+            _ => Some((host, Some(parse_port(after.strip_prefix(':')?)?))),
+        };
+    }
+    match text.split_once(':') {
+        Some((host, port)) => Some((host, Some(parse_port(port)?))),
+        None => Some((text, None)),
+    }
+}
+
+fn parse_port(text: &str) -> Option<u16> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok().filter(|&p| p != 0)
+}
+
+/// Query string with every value replaced: `token=<redacted>&x=<redacted>`.
+fn redact_query(query: &str) -> String {
+    query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}=<redacted>"),
+            None => "<redacted>".to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Best-effort redaction of a URL that did not parse: keep scheme and host, hide the path.
+pub fn redact_text(text: &str) -> String {
+    let Some(scheme_end) = text.find("://") else {
+        return "<redacted>".to_string();
+    };
+    let after = &text[scheme_end + 3..];
+    let authority = after.split('/').next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    format!("{}{}/<redacted>", &text[..scheme_end + 3], host)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn app_and_key() {
+        let url = RtmpUrl::parse("rtmp://example.com/live/abc123").unwrap();
+        assert_eq!(url.scheme, Scheme::Rtmp);
+        assert_eq!(url.host, "example.com");
+        assert_eq!(url.port, 1935);
+        assert_eq!(url.app, "live");
+        assert_eq!(url.key, "abc123");
+        assert_eq!(url.tc_url(), "rtmp://example.com/live");
+        assert_eq!(url.stream_name(), "abc123");
+    }
+
+    #[test]
+    fn app_instance_key_and_query() {
+        let url = RtmpUrl::parse("rtmp://10.1.2.3:1936/live/cam1/stream?token=s3cret&x=1").unwrap();
+        assert_eq!(url.port, 1936);
+        assert_eq!(url.app, "live/cam1");
+        assert_eq!(url.key, "stream");
+        assert_eq!(url.stream_name(), "stream?token=s3cret&x=1");
+        assert_eq!(url.tc_url(), "rtmp://10.1.2.3:1936/live/cam1");
+        assert_eq!(
+            url.redacted(),
+            "rtmp://10.1.2.3:1936/live/cam1/<key redacted>?token=<redacted>&x=<redacted>"
+        );
+    }
+
+    #[test]
+    fn deeper_paths_keep_the_rest_in_the_key_like_ffmpeg() {
+        let url = RtmpUrl::parse("rtmp://h/a/b/c/d").unwrap();
+        assert_eq!((url.app.as_str(), url.key.as_str()), ("a/b", "c/d"));
+    }
+
+    #[test]
+    fn ipv6_literals() {
+        let url = RtmpUrl::parse("rtmp://[::1]:1935/app/key").unwrap();
+        assert_eq!(url.host, "::1");
+        assert_eq!(url.tc_url(), "rtmp://[::1]:1935/app");
+        let url = RtmpUrl::parse("rtmps://[2001:db8::2]/app/key").unwrap();
+        assert_eq!((url.host.as_str(), url.port), ("2001:db8::2", 443));
+        assert!(RtmpUrl::parse("rtmp://[::1/app/key").is_err());
+        assert!(RtmpUrl::parse("rtmp://[::1]x/app/key").is_err());
+    }
+
+    #[test]
+    fn credentials_are_parsed_and_never_shown() {
+        let url = RtmpUrl::parse("rtmp://bob:hunter2@h/app/key").unwrap();
+        assert_eq!(url.credentials, Some(("bob".into(), "hunter2".into())));
+        assert_eq!(url.redacted(), "rtmp://bob:<redacted>@h/app/<key redacted>");
+        assert!(!format!("{url} {url:?}").contains("hunter2"));
+        assert!(!format!("{url} {url:?}").contains("key redacted>x"));
+    }
+
+    #[test]
+    fn rejects_what_is_not_a_publish_url() {
+        for bad in [
+            "http://h/app/key",
+            "rtmp://h",
+            "rtmp://h/app",
+            "rtmp://h/app/",
+            "rtmp:///app/key",
+            "rtmp://h:0/app/key",
+            "rtmp://h:99999/app/key",
+            "rtmp://h:12a/app/key",
+            "rtmp://h//key",
+            "rtmp://:pw@h/app/key",
+        ] {
+            let err = RtmpUrl::parse(bad).unwrap_err();
+            assert_eq!(err.fault(), crate::error::Fault::Config, "{bad}");
+        }
+    }
+
+    #[test]
+    fn errors_do_not_leak_the_key() {
+        let err = RtmpUrl::parse("rtmp://h:12a/app/supersecretkey").unwrap_err();
+        assert!(!err.to_string().contains("supersecretkey"), "{err}");
+    }
+
+    #[test]
+    fn scheme_is_case_insensitive() {
+        assert_eq!(RtmpUrl::parse("RTMP://h/a/k").unwrap().scheme, Scheme::Rtmp);
+    }
+}

@@ -1,1 +1,478 @@
-//! flv: INTERFACE STUB, being implemented.
+//! FLV video tags for H.264 (FLV 10.1 §E.4.3, "AVCVIDEOPACKET") and onMetaData, built for the
+//! zero-copy chunk writer.
+//!
+//! [`AvcMuxer`] turns access units into FLV video tag bodies described as [`Part`]s: the 5-byte
+//! tag header and each NAL unit's 4-byte length prefix are inline parts (written into header
+//! storage by the chunk writer), and the NAL units themselves are external ranges of the access
+//! unit's own buffer, never copied. It caches SPS and PPS, builds the AVC sequence header (avcC)
+//! when they first appear or change, and holds frames back until it has SPS, PPS and an IDR.
+//!
+//! Invariants: a frame is emitted only after a sequence header for the SPS/PPS in force;
+//! the first emitted frame is an IDR; AUD NAL units are dropped; composition time is 0 (hardware
+//! encoders do not reorder frames); after warm-up, [`AvcMuxer::push`] allocates nothing unless the
+//! SPS or PPS changed.
+
+use std::fmt;
+
+use crate::media::annexb::AccessUnit;
+use crate::media::avc::{write_avc_decoder_configuration_record, AvcError};
+use crate::media::sps::{Sps, SpsError};
+use crate::rtmp::amf0;
+use crate::rtmp::chunk::Part;
+
+/// FLV codec id for AVC (H.264).
+pub const CODEC_ID_AVC: u8 = 7;
+/// FLV frame types, in the high nibble of the first byte of a video tag.
+const FRAME_TYPE_KEY: u8 = 1;
+const FRAME_TYPE_INTER: u8 = 2;
+/// AVCPacketType values.
+const AVC_SEQUENCE_HEADER: u8 = 0;
+const AVC_NALU: u8 = 1;
+
+const NAL_IDR: u8 = 5;
+const NAL_SPS: u8 = 7;
+const NAL_PPS: u8 = 8;
+const NAL_AUD: u8 = 9;
+
+/// What [`AvcMuxer::push`] made of an access unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Muxed {
+    /// A frame is ready in [`AvcMuxer::frame_parts`]. When `sequence_header_changed`, send
+    /// [`AvcMuxer::sequence_header`] (and metadata, if the size changed) before it.
+    Frame {
+        keyframe: bool,
+        sequence_header_changed: bool,
+    },
+    /// The access unit was not sent: the reason says why.
+    Skipped(SkipReason),
+}
+
+/// Why an access unit was not sent.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SkipReason {
+    /// No SPS and PPS seen yet.
+    WaitingForParameterSets,
+    /// Parameter sets are known but no IDR has come yet: a decoder could not start here.
+    WaitingForKeyframe,
+    /// The access unit has no picture (only parameter sets or SEI); they were cached if any.
+    NoPicture,
+}
+
+/// Input that cannot be muxed: the source's fault.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MuxError {
+    Sps(SpsError),
+    Avc(AvcError),
+    /// A NAL unit or frame too large for FLV's 24-bit / 32-bit fields.
+    TooLarge(usize),
+}
+
+impl fmt::Display for MuxError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MuxError::Sps(e) => write!(f, "invalid SPS: {e}"),
+            MuxError::Avc(e) => write!(f, "cannot build the AVC configuration record: {e}"),
+            MuxError::TooLarge(n) => write!(f, "a NAL unit of {n} bytes is too large for FLV"),
+        }
+    }
+}
+
+impl std::error::Error for MuxError {}
+
+/// Video properties for onMetaData.
+#[derive(Clone, Debug, PartialEq)]
+pub struct VideoInfo {
+    pub width: u32,
+    pub height: u32,
+    /// Frames per second, when known.
+    pub frame_rate: Option<f64>,
+    /// Target bitrate in kbit/s, when known (an encoder setting).
+    pub data_rate_kbps: Option<f64>,
+}
+
+/// Turns access units into FLV AVC video tag bodies, by reference.
+pub struct AvcMuxer {
+    /// The SPS and PPS in force (whole NAL units), compared byte for byte with new ones so a
+    /// repeated parameter set (REPEAT_SEQ_HEADER) costs a comparison, not a parse.
+    sps: Vec<u8>,
+    pps: Vec<u8>,
+    sps_info: Option<Sps>,
+    /// The tag body of the AVC sequence header for `sps`/`pps`; empty until both are known.
+    sequence_header: Vec<u8>,
+    /// The sequence header changed since the last emitted frame and must be sent first.
+    sequence_header_pending: bool,
+    /// An IDR has been emitted, so inter frames may follow.
+    started: bool,
+    /// The parts of the last frame: reused, never shrunk.
+    parts: Vec<Part>,
+}
+
+impl Default for AvcMuxer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl AvcMuxer {
+    pub fn new() -> Self {
+        AvcMuxer {
+            sps: Vec::with_capacity(256),
+            pps: Vec::with_capacity(256),
+            sps_info: None,
+            sequence_header: Vec::with_capacity(512),
+            sequence_header_pending: false,
+            started: false,
+            parts: Vec::with_capacity(64),
+        }
+    }
+
+    /// Forgets that frames were sent (a new connection): the next frame must be an IDR and is
+    /// preceded by the sequence header. Cached parameter sets are kept.
+    pub fn restart(&mut self) {
+        self.started = false;
+        self.sequence_header_pending = !self.sequence_header.is_empty();
+    }
+
+    /// Takes one access unit. On `Muxed::Frame`, [`frame_parts`](Self::frame_parts) describes the
+    /// tag body, with external ranges relative to `au.data`.
+    pub fn push(&mut self, au: &AccessUnit<'_>) -> Result<Muxed, MuxError> {
+        let mut sps_range = None;
+        let mut pps_range = None;
+        let mut has_picture = false;
+        let mut is_idr = false;
+        for nal in au.nals {
+            match nal.nal_type {
+                NAL_SPS => sps_range = Some(*nal),
+                NAL_PPS => pps_range = Some(*nal),
+                NAL_IDR => {
+                    is_idr = true;
+                    has_picture = true;
+                }
+                1..=4 => has_picture = true,
+                _ => {}
+            }
+        }
+        if let Some(nal) = sps_range {
+            let bytes = slice(au.data, nal.start, nal.len);
+            if bytes != self.sps.as_slice() {
+                let parsed = Sps::parse(bytes).map_err(MuxError::Sps)?;
+                self.sps.clear();
+                self.sps.extend_from_slice(bytes);
+                self.sps_info = Some(parsed);
+                self.sequence_header.clear();
+            }
+        }
+        if let Some(nal) = pps_range {
+            let bytes = slice(au.data, nal.start, nal.len);
+            if bytes != self.pps.as_slice() {
+                self.pps.clear();
+                self.pps.extend_from_slice(bytes);
+                self.sequence_header.clear();
+            }
+        }
+        if self.sequence_header.is_empty() && !self.pps.is_empty() {
+            if let Some(info) = &self.sps_info {
+                self.sequence_header.extend_from_slice(&[
+                    (FRAME_TYPE_KEY << 4) | CODEC_ID_AVC,
+                    AVC_SEQUENCE_HEADER,
+                    0,
+                    0,
+                    0,
+                ]);
+                write_avc_decoder_configuration_record(
+                    &self.sps,
+                    info,
+                    &self.pps,
+                    &mut self.sequence_header,
+                )
+                .map_err(|e| {
+                    self.sequence_header.clear();
+                    MuxError::Avc(e)
+                })?;
+                self.sequence_header_pending = true;
+            }
+        }
+        if !has_picture {
+            return Ok(Muxed::Skipped(SkipReason::NoPicture));
+        }
+        if self.sequence_header.is_empty() {
+            return Ok(Muxed::Skipped(SkipReason::WaitingForParameterSets));
+        }
+        if !self.started && !is_idr {
+            return Ok(Muxed::Skipped(SkipReason::WaitingForKeyframe));
+        }
+        self.started = true;
+
+        let frame_type = if is_idr {
+            FRAME_TYPE_KEY
+        } else {
+            FRAME_TYPE_INTER
+        };
+        self.parts.clear();
+        self.parts.push(Part::inline(&[
+            (frame_type << 4) | CODEC_ID_AVC,
+            AVC_NALU,
+            0,
+            0,
+            0,
+        ]));
+        for nal in au.nals {
+            if nal.nal_type == NAL_AUD || nal.len == 0 {
+                continue;
+            }
+            let len = u32::try_from(nal.len).map_err(|_| MuxError::TooLarge(nal.len))?;
+            self.parts.push(Part::inline(&len.to_be_bytes()));
+            self.parts.push(Part::External {
+                start: nal.start,
+                len: nal.len,
+            });
+        }
+        let changed = std::mem::take(&mut self.sequence_header_pending);
+        Ok(Muxed::Frame {
+            keyframe: is_idr,
+            sequence_header_changed: changed,
+        })
+    }
+
+    /// The body of the last frame's video tag.
+    pub fn frame_parts(&self) -> &[Part] {
+        &self.parts
+    }
+
+    /// The body of the AVC sequence header tag; empty before SPS and PPS are known.
+    pub fn sequence_header(&self) -> &[u8] {
+        &self.sequence_header
+    }
+
+    /// The SPS in force, parsed.
+    pub fn sps(&self) -> Option<&Sps> {
+        self.sps_info.as_ref()
+    }
+}
+
+fn slice(data: &[u8], start: usize, len: usize) -> &[u8] {
+    data.get(start..start.saturating_add(len)).unwrap_or(&[])
+}
+
+/// Writes the body of an `@setDataFrame("onMetaData", {...})` data message, the form FFmpeg and
+/// OBS publish and every server understands.
+pub fn write_metadata(info: &VideoInfo, encoder: &str, out: &mut Vec<u8>) {
+    amf0::encode_string(out, "@setDataFrame");
+    amf0::encode_string(out, "onMetaData");
+    let count = 5 + u32::from(info.frame_rate.is_some()) + u32::from(info.data_rate_kbps.is_some());
+    amf0::encode_ecma_array_start(out, count);
+    amf0::encode_property_name(out, "duration");
+    amf0::encode_number(out, 0.0);
+    amf0::encode_property_name(out, "width");
+    amf0::encode_number(out, f64::from(info.width));
+    amf0::encode_property_name(out, "height");
+    amf0::encode_number(out, f64::from(info.height));
+    if let Some(rate) = info.data_rate_kbps {
+        amf0::encode_property_name(out, "videodatarate");
+        amf0::encode_number(out, rate);
+    }
+    if let Some(fps) = info.frame_rate {
+        amf0::encode_property_name(out, "framerate");
+        amf0::encode_number(out, fps);
+    }
+    amf0::encode_property_name(out, "videocodecid");
+    amf0::encode_number(out, f64::from(CODEC_ID_AVC));
+    amf0::encode_property_name(out, "encoder");
+    amf0::encode_string(out, encoder);
+    amf0::encode_object_end(out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::annexb::split_nals;
+
+    /// SPS and PPS of a 64x64 Baseline stream at 25 fps, as x264 writes them:
+    /// `ffmpeg -f lavfi -i testsrc2=size=64x64:rate=25 -frames:v 2 -c:v libx264 -profile:v baseline -f h264`.
+    const SPS: &[u8] = &[
+        0x67, 0x42, 0xc0, 0x0a, 0xd9, 0x04, 0x26, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00,
+        0x00, 0x03, 0x00, 0xc8, 0x3c, 0x48, 0x99, 0x20,
+    ];
+    const PPS: &[u8] = &[0x68, 0xcb, 0x83, 0xcb, 0x20];
+
+    fn annexb(nals: &[&[u8]]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for nal in nals {
+            out.extend_from_slice(&[0, 0, 0, 1]);
+            out.extend_from_slice(nal);
+        }
+        out
+    }
+
+    fn push(muxer: &mut AvcMuxer, stream: &[u8]) -> Muxed {
+        let mut nals = Vec::new();
+        split_nals(stream, &mut nals);
+        muxer
+            .push(&AccessUnit {
+                data: stream,
+                nals: &nals,
+            })
+            .unwrap()
+    }
+
+    fn flatten(parts: &[Part], data: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for part in parts {
+            match *part {
+                Part::Inline { bytes, len } => out.extend_from_slice(&bytes[..usize::from(len)]),
+                Part::External { start, len } => out.extend_from_slice(&data[start..start + len]),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn waits_for_parameter_sets_then_a_keyframe() {
+        let mut muxer = AvcMuxer::new();
+        let p_slice: &[u8] = &[0x41, 0x9a, 0x01, 0x02];
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x00];
+        assert_eq!(
+            push(&mut muxer, &annexb(&[p_slice])),
+            Muxed::Skipped(SkipReason::WaitingForParameterSets)
+        );
+        assert_eq!(
+            push(&mut muxer, &annexb(&[SPS, PPS])),
+            Muxed::Skipped(SkipReason::NoPicture)
+        );
+        assert_eq!(
+            push(&mut muxer, &annexb(&[p_slice])),
+            Muxed::Skipped(SkipReason::WaitingForKeyframe)
+        );
+        assert_eq!(
+            push(&mut muxer, &annexb(&[idr])),
+            Muxed::Frame {
+                keyframe: true,
+                sequence_header_changed: true
+            }
+        );
+        assert_eq!(
+            push(&mut muxer, &annexb(&[p_slice])),
+            Muxed::Frame {
+                keyframe: false,
+                sequence_header_changed: false
+            }
+        );
+    }
+
+    #[test]
+    fn frame_body_is_length_prefixed_without_aud_and_references_the_input() {
+        let mut muxer = AvcMuxer::new();
+        let aud: &[u8] = &[0x09, 0xf0];
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x00, 0x33];
+        let stream = annexb(&[aud, SPS, PPS, idr]);
+        assert_eq!(
+            push(&mut muxer, &stream),
+            Muxed::Frame {
+                keyframe: true,
+                sequence_header_changed: true
+            }
+        );
+        let mut expected = vec![0x17, 0x01, 0, 0, 0];
+        for nal in [SPS, PPS, idr] {
+            expected.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+            expected.extend_from_slice(nal);
+        }
+        assert_eq!(flatten(muxer.frame_parts(), &stream), expected);
+        // The NAL payloads are references, not copies.
+        let external: usize = muxer
+            .frame_parts()
+            .iter()
+            .map(|p| {
+                if let Part::External { len, .. } = p {
+                    *len
+                } else {
+                    0
+                }
+            })
+            .sum();
+        assert_eq!(external, SPS.len() + PPS.len() + idr.len());
+    }
+
+    #[test]
+    fn sequence_header_is_the_avc_record_and_resent_on_change_only() {
+        let mut muxer = AvcMuxer::new();
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x00];
+        push(&mut muxer, &annexb(&[SPS, PPS, idr]));
+        let header = muxer.sequence_header().to_vec();
+        assert_eq!(&header[..5], &[0x17, 0x00, 0, 0, 0]);
+        assert_eq!(&header[5..9], &[1, 0x42, 0xc0, 0x0a]);
+        // The same parameter sets repeated before every IDR change nothing.
+        assert_eq!(
+            push(&mut muxer, &annexb(&[SPS, PPS, idr])),
+            Muxed::Frame {
+                keyframe: true,
+                sequence_header_changed: false
+            }
+        );
+        // A new PPS does.
+        let pps2: &[u8] = &[0x68, 0xce, 0x38, 0x80];
+        assert_eq!(
+            push(&mut muxer, &annexb(&[SPS, pps2, idr])),
+            Muxed::Frame {
+                keyframe: true,
+                sequence_header_changed: true
+            }
+        );
+        assert_ne!(muxer.sequence_header(), header.as_slice());
+        // After a reconnect the header goes again, before an IDR.
+        muxer.restart();
+        let p_slice: &[u8] = &[0x41, 0x9a];
+        assert_eq!(
+            push(&mut muxer, &annexb(&[p_slice])),
+            Muxed::Skipped(SkipReason::WaitingForKeyframe)
+        );
+        assert_eq!(
+            push(&mut muxer, &annexb(&[idr])),
+            Muxed::Frame {
+                keyframe: true,
+                sequence_header_changed: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_sps_is_an_error_not_a_panic() {
+        let mut muxer = AvcMuxer::new();
+        let stream = annexb(&[&[0x67, 0x42], PPS, &[0x65, 0x88]]);
+        let mut nals = Vec::new();
+        split_nals(&stream, &mut nals);
+        assert!(matches!(
+            muxer.push(&AccessUnit {
+                data: &stream,
+                nals: &nals
+            }),
+            Err(MuxError::Sps(_))
+        ));
+    }
+
+    #[test]
+    fn metadata_is_set_data_frame_on_metadata() {
+        let mut out = Vec::new();
+        let info = VideoInfo {
+            width: 1920,
+            height: 1080,
+            frame_rate: Some(30.0),
+            data_rate_kbps: None,
+        };
+        write_metadata(&info, "v4l2rtmp", &mut out);
+        let values = amf0::decode_all(&out).unwrap();
+        assert_eq!(values[0].as_str(), Some("@setDataFrame"));
+        assert_eq!(values[1].as_str(), Some("onMetaData"));
+        let meta = &values[2];
+        assert_eq!(meta.get("width").and_then(|v| v.as_f64()), Some(1920.0));
+        assert_eq!(meta.get("height").and_then(|v| v.as_f64()), Some(1080.0));
+        assert_eq!(meta.get("framerate").and_then(|v| v.as_f64()), Some(30.0));
+        assert_eq!(meta.get("videocodecid").and_then(|v| v.as_f64()), Some(7.0));
+        assert_eq!(
+            meta.get("encoder").and_then(|v| v.as_str()),
+            Some("v4l2rtmp")
+        );
+        assert!(meta.get("videodatarate").is_none());
+        assert_eq!(values.len(), 3);
+    }
+}

@@ -1,1 +1,970 @@
-//! sps: INTERFACE STUB, being implemented.
+//! Sequence parameter set parser (ITU-T H.264 7.3.2.1.1 and Annex E VUI): profile, level, chroma
+//! format, coded and cropped picture size, sample aspect ratio, timing and reorder depth.
+//!
+//! Invariants:
+//! - The input is the escaped NAL unit as it appears in the stream; the bit reader drops
+//!   emulation-prevention bytes (`00 00 03`) as it goes, so parsing never copies or allocates.
+//! - Every syntax element is read, in order, up to the end of the VUI, including the ones nobody
+//!   needs (scaling lists, HRD parameters), because later fields sit behind them.
+//! - Every value is range-checked against the limits H.264 gives before it is used in arithmetic;
+//!   loops are bounded by those limits, so no input can panic, overflow or loop for long.
+//!   Out-of-range values give [`SpsError::Invalid`], running out of bits [`SpsError::Truncated`].
+//! - One leniency: a truncated `bitstream_restriction` block (a known encoder bug) leaves
+//!   [`Vui::max_num_reorder_frames`] unknown instead of failing the whole SPS.
+
+use std::fmt;
+
+/// Largest picture dimension in macroblocks: H.264 A.3.1 limits PicWidthInMbs and FrameHeightInMbs
+/// to Sqrt(MaxFS * 8), and the largest MaxFS of any level (6.2) is 139264 macroblocks.
+const MAX_DIMENSION_IN_MBS: u32 = 1055;
+
+/// profile_idc values whose SPS carries chroma_format_idc, bit depths and scaling matrices.
+const HIGH_PROFILES: [u8; 13] = [100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135];
+
+/// A parsed sequence parameter set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sps {
+    /// profile_idc: 66 Baseline, 77 Main, 100 High, ...; goes into the avcC record.
+    pub profile_idc: u8,
+    /// The whole byte after profile_idc (constraint_set0..5 flags and two reserved bits), the avcC
+    /// record's profile_compatibility.
+    pub constraint_flags: u8,
+    /// level_idc: ten times the level number (41 for level 4.1).
+    pub level_idc: u8,
+    /// seq_parameter_set_id, 0..=31; slices refer to it through their PPS.
+    pub seq_parameter_set_id: u32,
+    /// 0 monochrome, 1 4:2:0, 2 4:2:2, 3 4:4:4 (1 when the profile does not signal it).
+    pub chroma_format_idc: u32,
+    /// Luma sample bit depth, 8..=14.
+    pub bit_depth_luma: u8,
+    /// Chroma sample bit depth, 8..=14.
+    pub bit_depth_chroma: u8,
+    /// false for streams that may code fields (interlaced); doubles the height of a map unit.
+    pub frame_mbs_only: bool,
+    /// max_num_ref_frames, 0..=16.
+    pub max_num_ref_frames: u32,
+    /// Width in luma samples from the macroblock count, before cropping.
+    pub coded_width: u32,
+    /// Height in luma samples from the macroblock count, before cropping.
+    pub coded_height: u32,
+    /// Displayed width in luma samples, after frame cropping.
+    pub width: u32,
+    /// Displayed height in luma samples, after frame cropping.
+    pub height: u32,
+    /// The video usability information, when present.
+    pub vui: Option<Vui>,
+}
+
+/// The parts of the VUI (H.264 Annex E) a publisher uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vui {
+    /// Sample (pixel) aspect ratio as width:height, when signalled and not "unspecified".
+    pub sample_aspect_ratio: Option<(u16, u16)>,
+    /// Timing information, when signalled.
+    pub timing: Option<Timing>,
+    /// Frames the decoder may have to hold back for reordering (0 means no B-frame delay), from
+    /// bitstream_restriction, when signalled.
+    pub max_num_reorder_frames: Option<u32>,
+}
+
+/// VUI timing: one clock tick is `num_units_in_tick / time_scale` seconds, a frame two ticks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timing {
+    /// Clock units per tick.
+    pub num_units_in_tick: u32,
+    /// Clock units per second.
+    pub time_scale: u32,
+    /// Whether the frame rate is constant.
+    pub fixed_frame_rate: bool,
+}
+
+/// Why an SPS could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SpsError {
+    /// The NAL unit is empty or its nal_unit_type is not 7.
+    NotAnSps,
+    /// The NAL unit ended in the middle of a syntax element.
+    Truncated,
+    /// A syntax element has a value H.264 does not allow; the text names it.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for SpsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SpsError::NotAnSps => f.write_str("not an H.264 sequence parameter set NAL unit"),
+            SpsError::Truncated => f.write_str("H.264 sequence parameter set is truncated"),
+            SpsError::Invalid(what) => write!(f, "invalid H.264 sequence parameter set: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for SpsError {}
+
+/// Reads the RBSP bits of an escaped NAL unit payload, most significant bit first, skipping
+/// emulation-prevention bytes on the fly.
+struct BitReader<'a> {
+    /// The escaped bytes (without the NAL header).
+    data: &'a [u8],
+    /// Index of the next byte to load.
+    pos: usize,
+    /// Consecutive 0x00 bytes just loaded (0..=2): after two, a 0x03 is emulation prevention.
+    zeros: u8,
+    /// The byte being consumed.
+    current: u8,
+    /// Bits of `current` not yet consumed.
+    bits_left: u8,
+}
+
+impl<'a> BitReader<'a> {
+    fn new(data: &'a [u8]) -> Self {
+        BitReader {
+            data,
+            pos: 0,
+            zeros: 0,
+            current: 0,
+            bits_left: 0,
+        }
+    }
+
+    fn next_byte(&mut self) -> Result<u8, SpsError> {
+        let mut byte = *self.data.get(self.pos).ok_or(SpsError::Truncated)?;
+        self.pos += 1;
+        if self.zeros >= 2 && byte == 0x03 {
+            byte = *self.data.get(self.pos).ok_or(SpsError::Truncated)?;
+            self.pos += 1;
+            self.zeros = 0;
+        }
+        self.zeros = if byte == 0 {
+            (self.zeros + 1).min(2)
+        } else {
+            0
+        };
+        Ok(byte)
+    }
+
+    fn flag(&mut self) -> Result<bool, SpsError> {
+        if self.bits_left == 0 {
+            self.current = self.next_byte()?;
+            self.bits_left = 8;
+        }
+        self.bits_left -= 1;
+        Ok((self.current >> self.bits_left) & 1 == 1)
+    }
+
+    /// u(n) for n <= 32.
+    fn bits(&mut self, count: u32) -> Result<u32, SpsError> {
+        debug_assert!(count <= 32);
+        let mut value = 0u32;
+        for _ in 0..count.min(32) {
+            value = (value << 1) | u32::from(self.flag()?);
+        }
+        Ok(value)
+    }
+
+    fn u8_bits(&mut self, count: u32) -> Result<u8, SpsError> {
+        debug_assert!(count <= 8);
+        Ok(self.bits(count.min(8))? as u8)
+    }
+
+    /// ue(v): Exp-Golomb, at most 32 leading zeros, value at most u32::MAX.
+    fn ue(&mut self) -> Result<u32, SpsError> {
+        let mut leading_zeros = 0u32;
+        while !self.flag()? {
+            leading_zeros += 1;
+            if leading_zeros > 32 {
+                return Err(SpsError::Invalid("Exp-Golomb code longer than 32 bits"));
+            }
+        }
+        if leading_zeros == 0 {
+            return Ok(0);
+        }
+        let suffix = u64::from(self.bits(leading_zeros)?);
+        let value = (1u64 << leading_zeros) - 1 + suffix;
+        u32::try_from(value).map_err(|_| SpsError::Invalid("Exp-Golomb value exceeds 32 bits"))
+    }
+
+    /// ue(v) that must not exceed `max`.
+    fn ue_max(&mut self, max: u32, what: &'static str) -> Result<u32, SpsError> {
+        let value = self.ue()?;
+        if value > max {
+            return Err(SpsError::Invalid(what));
+        }
+        Ok(value)
+    }
+
+    /// se(v), range -(2^31 - 1)..=2^31 - 1 as H.264 allows for every se(v) in an SPS.
+    fn se(&mut self) -> Result<i32, SpsError> {
+        let code = i64::from(self.ue()?);
+        let value = if code % 2 == 1 {
+            (code + 1) / 2
+        } else {
+            -(code / 2)
+        };
+        i32::try_from(value).map_err(|_| SpsError::Invalid("signed Exp-Golomb value out of range"))
+    }
+}
+
+impl Sps {
+    /// `nal` is the whole SPS NAL unit including its one-byte header (type 7), still escaped.
+    pub fn parse(nal: &[u8]) -> Result<Sps, SpsError> {
+        let (&header, payload) = nal.split_first().ok_or(SpsError::NotAnSps)?;
+        if header & 0x1f != 7 {
+            return Err(SpsError::NotAnSps);
+        }
+        if header & 0x80 != 0 {
+            return Err(SpsError::Invalid("forbidden_zero_bit is set"));
+        }
+        let mut bits = BitReader::new(payload);
+        let profile_idc = bits.u8_bits(8)?;
+        let constraint_flags = bits.u8_bits(8)?;
+        let level_idc = bits.u8_bits(8)?;
+        let seq_parameter_set_id = bits.ue_max(31, "seq_parameter_set_id above 31")?;
+
+        let mut chroma_format_idc = 1;
+        let mut separate_colour_plane = false;
+        let mut bit_depth_luma = 8;
+        let mut bit_depth_chroma = 8;
+        if HIGH_PROFILES.contains(&profile_idc) {
+            chroma_format_idc = bits.ue_max(3, "chroma_format_idc above 3")?;
+            if chroma_format_idc == 3 {
+                separate_colour_plane = bits.flag()?;
+            }
+            bit_depth_luma = 8 + bits.ue_max(6, "bit_depth_luma_minus8 above 6")? as u8;
+            bit_depth_chroma = 8 + bits.ue_max(6, "bit_depth_chroma_minus8 above 6")? as u8;
+            let _qpprime_y_zero_transform_bypass = bits.flag()?;
+            if bits.flag()? {
+                let list_count = if chroma_format_idc == 3 { 12 } else { 8 };
+                for index in 0..list_count {
+                    if bits.flag()? {
+                        skip_scaling_list(&mut bits, if index < 6 { 16 } else { 64 })?;
+                    }
+                }
+            }
+        }
+
+        let _log2_max_frame_num_minus4 = bits.ue_max(12, "log2_max_frame_num_minus4 above 12")?;
+        match bits.ue_max(2, "pic_order_cnt_type above 2")? {
+            0 => {
+                bits.ue_max(12, "log2_max_pic_order_cnt_lsb_minus4 above 12")?;
+            }
+            1 => {
+                let _delta_pic_order_always_zero = bits.flag()?;
+                let _offset_for_non_ref_pic = bits.se()?;
+                let _offset_for_top_to_bottom_field = bits.se()?;
+                let cycle_length =
+                    bits.ue_max(255, "num_ref_frames_in_pic_order_cnt_cycle above 255")?;
+                for _ in 0..cycle_length {
+                    let _offset_for_ref_frame = bits.se()?;
+                }
+            }
+            _ => {}
+        }
+        let max_num_ref_frames = bits.ue_max(16, "max_num_ref_frames above 16")?;
+        let _gaps_in_frame_num_value_allowed = bits.flag()?;
+        let width_in_mbs = bits.ue_max(MAX_DIMENSION_IN_MBS - 1, "picture too wide")? + 1;
+        let height_in_map_units = bits.ue_max(MAX_DIMENSION_IN_MBS - 1, "picture too tall")? + 1;
+        let frame_mbs_only = bits.flag()?;
+        if !frame_mbs_only {
+            let _mb_adaptive_frame_field = bits.flag()?;
+        }
+        let _direct_8x8_inference = bits.flag()?;
+
+        // Bounded above, so these products fit easily in u32.
+        let height_in_mbs = height_in_map_units * if frame_mbs_only { 1 } else { 2 };
+        if height_in_mbs > MAX_DIMENSION_IN_MBS {
+            return Err(SpsError::Invalid("picture too tall"));
+        }
+        let coded_width = width_in_mbs * 16;
+        let coded_height = height_in_mbs * 16;
+
+        let (mut width, mut height) = (coded_width, coded_height);
+        if bits.flag()? {
+            let left = bits.ue()?;
+            let right = bits.ue()?;
+            let top = bits.ue()?;
+            let bottom = bits.ue()?;
+            // Crop units, H.264 7.4.2.1.1 (equations 7-19 to 7-22).
+            let (sub_width, sub_height): (u64, u64) =
+                match (separate_colour_plane, chroma_format_idc) {
+                    (false, 1) => (2, 2),
+                    (false, 2) => (2, 1),
+                    // Monochrome, 4:4:4 and separate colour planes (ChromaArrayType 0 or 3).
+                    _ => (1, 1),
+                };
+            let crop_unit_x = sub_width;
+            let crop_unit_y = sub_height * if frame_mbs_only { 1 } else { 2 };
+            let crop_x = (u64::from(left) + u64::from(right)) * crop_unit_x;
+            let crop_y = (u64::from(top) + u64::from(bottom)) * crop_unit_y;
+            if crop_x >= u64::from(coded_width) || crop_y >= u64::from(coded_height) {
+                return Err(SpsError::Invalid(
+                    "frame cropping removes the whole picture",
+                ));
+            }
+            // Strictly smaller than a u32 value, so the differences fit.
+            width = coded_width - crop_x as u32;
+            height = coded_height - crop_y as u32;
+        }
+
+        let vui = if bits.flag()? {
+            Some(parse_vui(&mut bits)?)
+        } else {
+            None
+        };
+
+        Ok(Sps {
+            profile_idc,
+            constraint_flags,
+            level_idc,
+            seq_parameter_set_id,
+            chroma_format_idc,
+            bit_depth_luma,
+            bit_depth_chroma,
+            frame_mbs_only,
+            max_num_ref_frames,
+            coded_width,
+            coded_height,
+            width,
+            height,
+            vui,
+        })
+    }
+
+    /// Frames per second as a reduced fraction (time_scale, 2 * num_units_in_tick), None without timing or with zeros.
+    pub fn frame_rate(&self) -> Option<(u32, u32)> {
+        let timing = self.vui.as_ref()?.timing?;
+        if timing.num_units_in_tick == 0 || timing.time_scale == 0 {
+            return None;
+        }
+        let numerator = u64::from(timing.time_scale);
+        let denominator = 2 * u64::from(timing.num_units_in_tick);
+        let divisor = gcd(numerator, denominator);
+        let numerator = u32::try_from(numerator / divisor).ok()?;
+        let denominator = u32::try_from(denominator / divisor).ok()?;
+        Some((numerator, denominator))
+    }
+}
+
+fn gcd(mut a: u64, mut b: u64) -> u64 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// Reads past scaling_list() (7.3.2.1.1.1) of `size` coefficients: delta_scale is read only while
+/// nextScale is non-zero, and must be within -128..=127.
+fn skip_scaling_list(bits: &mut BitReader<'_>, size: usize) -> Result<(), SpsError> {
+    let mut last_scale: i32 = 8;
+    for _ in 0..size {
+        let delta_scale = bits.se()?;
+        if !(-128..=127).contains(&delta_scale) {
+            return Err(SpsError::Invalid("delta_scale out of range"));
+        }
+        let next_scale = (last_scale + delta_scale + 256).rem_euclid(256);
+        if next_scale == 0 {
+            // The remaining coefficients repeat the last one (or the list is the default one):
+            // nothing more is coded.
+            return Ok(());
+        }
+        last_scale = next_scale;
+    }
+    Ok(())
+}
+
+/// Table E-1: sample aspect ratios for aspect_ratio_idc 1..=16.
+const ASPECT_RATIOS: [(u16, u16); 16] = [
+    (1, 1),
+    (12, 11),
+    (10, 11),
+    (16, 11),
+    (40, 33),
+    (24, 11),
+    (20, 11),
+    (32, 11),
+    (80, 33),
+    (18, 11),
+    (15, 11),
+    (64, 33),
+    (160, 99),
+    (4, 3),
+    (3, 2),
+    (2, 1),
+];
+
+/// aspect_ratio_idc value meaning "sar_width and sar_height follow".
+const EXTENDED_SAR: u8 = 255;
+
+/// vui_parameters() (E.1.1).
+fn parse_vui(bits: &mut BitReader<'_>) -> Result<Vui, SpsError> {
+    let mut sample_aspect_ratio = None;
+    if bits.flag()? {
+        let aspect_ratio_idc = bits.u8_bits(8)?;
+        if aspect_ratio_idc == EXTENDED_SAR {
+            let sar_width = bits.bits(16)? as u16;
+            let sar_height = bits.bits(16)? as u16;
+            if sar_width != 0 && sar_height != 0 {
+                sample_aspect_ratio = Some((sar_width, sar_height));
+            }
+        } else if let Some(index) = usize::from(aspect_ratio_idc).checked_sub(1) {
+            // 0 is "unspecified", 17..=254 reserved: both leave the ratio unknown.
+            sample_aspect_ratio = ASPECT_RATIOS.get(index).copied();
+        }
+    }
+    if bits.flag()? {
+        let _overscan_appropriate = bits.flag()?;
+    }
+    if bits.flag()? {
+        let _video_format = bits.bits(3)?;
+        let _video_full_range = bits.flag()?;
+        if bits.flag()? {
+            let _colour_primaries = bits.bits(8)?;
+            let _transfer_characteristics = bits.bits(8)?;
+            let _matrix_coefficients = bits.bits(8)?;
+        }
+    }
+    if bits.flag()? {
+        bits.ue_max(5, "chroma_sample_loc_type_top_field above 5")?;
+        bits.ue_max(5, "chroma_sample_loc_type_bottom_field above 5")?;
+    }
+    let mut timing = None;
+    if bits.flag()? {
+        timing = Some(Timing {
+            num_units_in_tick: bits.bits(32)?,
+            time_scale: bits.bits(32)?,
+            fixed_frame_rate: bits.flag()?,
+        });
+    }
+    let nal_hrd = bits.flag()?;
+    if nal_hrd {
+        skip_hrd_parameters(bits)?;
+    }
+    let vcl_hrd = bits.flag()?;
+    if vcl_hrd {
+        skip_hrd_parameters(bits)?;
+    }
+    if nal_hrd || vcl_hrd {
+        let _low_delay_hrd = bits.flag()?;
+    }
+    let _pic_struct_present = bits.flag()?;
+    let max_num_reorder_frames = if bits.flag()? {
+        match parse_bitstream_restriction(bits) {
+            Ok(reorder) => Some(reorder),
+            // Some encoders cut the VUI short here; what came before is still good.
+            Err(SpsError::Truncated) => None,
+            Err(error) => return Err(error),
+        }
+    } else {
+        None
+    };
+    Ok(Vui {
+        sample_aspect_ratio,
+        timing,
+        max_num_reorder_frames,
+    })
+}
+
+/// The bitstream_restriction fields of the VUI; returns max_num_reorder_frames.
+fn parse_bitstream_restriction(bits: &mut BitReader<'_>) -> Result<u32, SpsError> {
+    let _motion_vectors_over_pic_boundaries = bits.flag()?;
+    bits.ue_max(16, "max_bytes_per_pic_denom above 16")?;
+    bits.ue_max(16, "max_bits_per_mb_denom above 16")?;
+    bits.ue_max(16, "log2_max_mv_length_horizontal above 16")?;
+    bits.ue_max(16, "log2_max_mv_length_vertical above 16")?;
+    let max_num_reorder_frames = bits.ue_max(16, "max_num_reorder_frames above 16")?;
+    let max_dec_frame_buffering = bits.ue_max(16, "max_dec_frame_buffering above 16")?;
+    if max_num_reorder_frames > max_dec_frame_buffering {
+        return Err(SpsError::Invalid(
+            "max_num_reorder_frames above max_dec_frame_buffering",
+        ));
+    }
+    Ok(max_num_reorder_frames)
+}
+
+/// Reads past hrd_parameters() (E.1.2).
+fn skip_hrd_parameters(bits: &mut BitReader<'_>) -> Result<(), SpsError> {
+    let cpb_count = bits.ue_max(31, "cpb_cnt_minus1 above 31")? + 1;
+    let _bit_rate_scale = bits.bits(4)?;
+    let _cpb_size_scale = bits.bits(4)?;
+    for _ in 0..cpb_count {
+        bits.ue_max(u32::MAX - 1, "bit_rate_value_minus1 too large")?;
+        bits.ue_max(u32::MAX - 1, "cpb_size_value_minus1 too large")?;
+        let _cbr = bits.flag()?;
+    }
+    let _initial_cpb_removal_delay_length_minus1 = bits.bits(5)?;
+    let _cpb_removal_delay_length_minus1 = bits.bits(5)?;
+    let _dpb_output_delay_length_minus1 = bits.bits(5)?;
+    let _time_offset_length = bits.bits(5)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    /// The SPS of ../shared/clips/pi-hw-1080p-20frames.h264 (Raspberry Pi hardware encoder),
+    /// copied from the clip's first NAL unit. Field values cross-checked with
+    /// `ffmpeg -bsf:v trace_headers`: High 4.1, poc type 2, 120x68 MBs, crop bottom 4 (x2 rows),
+    /// VUI timing 1/60 fixed, NAL HRD (1 CPB), bitstream_restriction with 0 reorder frames.
+    /// It contains two emulation-prevention bytes.
+    const PI_SPS: &str =
+        "27640029ac2b403c0113f2c200000300020000030079c9800072708000ee6bdef700f1226a";
+
+    #[test]
+    fn raspberry_pi_sps() {
+        let sps = Sps::parse(&hex(PI_SPS)).unwrap();
+        assert_eq!(
+            sps,
+            Sps {
+                profile_idc: 100,
+                constraint_flags: 0,
+                level_idc: 41,
+                seq_parameter_set_id: 0,
+                chroma_format_idc: 1,
+                bit_depth_luma: 8,
+                bit_depth_chroma: 8,
+                frame_mbs_only: true,
+                max_num_ref_frames: 1,
+                coded_width: 1920,
+                coded_height: 1088,
+                width: 1920,
+                height: 1080,
+                vui: Some(Vui {
+                    sample_aspect_ratio: None,
+                    timing: Some(Timing {
+                        num_units_in_tick: 1,
+                        time_scale: 60,
+                        fixed_frame_rate: true
+                    }),
+                    max_num_reorder_frames: Some(0),
+                }),
+            }
+        );
+        assert_eq!(sps.frame_rate(), Some((30, 1)));
+    }
+
+    #[test]
+    fn raspberry_pi_clip_first_nal_is_this_sps() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../shared/clips/pi-hw-1080p-20frames.h264"
+        );
+        let Ok(clip) = std::fs::read(path) else {
+            eprintln!("skipping: {path} not found");
+            return;
+        };
+        let mut nals = Vec::new();
+        crate::media::annexb::split_nals(&clip, &mut nals);
+        let first = nals[0];
+        assert_eq!(clip[first.start..first.start + first.len], hex(PI_SPS)[..]);
+    }
+
+    /// `ffmpeg -f lavfi -i testsrc2=size=640x480:rate=25 -frames:v 3 -c:v libx264 -profile:v baseline
+    /// -f h264` (libx264, FFmpeg 5.1): Constrained Baseline 3.0, poc type 2, 40x30 MBs, no cropping,
+    /// VUI SAR 1:1, timing 1/50 not fixed, bitstream_restriction 0 reorder frames (trace_headers).
+    const BASELINE_640X480_SPS: &str = "6742c01ed900a03db011000003000100000300320f162e48";
+    /// The PPS of the same stream.
+    const BASELINE_640X480_PPS: &str = "68cb83cb20";
+
+    #[test]
+    fn x264_baseline_640x480() {
+        let sps = Sps::parse(&hex(BASELINE_640X480_SPS)).unwrap();
+        assert_eq!(
+            sps,
+            Sps {
+                profile_idc: 66,
+                constraint_flags: 0xc0,
+                level_idc: 30,
+                seq_parameter_set_id: 0,
+                chroma_format_idc: 1,
+                bit_depth_luma: 8,
+                bit_depth_chroma: 8,
+                frame_mbs_only: true,
+                max_num_ref_frames: 3,
+                coded_width: 640,
+                coded_height: 480,
+                width: 640,
+                height: 480,
+                vui: Some(Vui {
+                    sample_aspect_ratio: Some((1, 1)),
+                    timing: Some(Timing {
+                        num_units_in_tick: 1,
+                        time_scale: 50,
+                        fixed_frame_rate: false
+                    }),
+                    max_num_reorder_frames: Some(0),
+                }),
+            }
+        );
+        assert_eq!(sps.frame_rate(), Some((25, 1)));
+    }
+
+    /// `ffmpeg -f lavfi -i testsrc2=size=1280x720:rate=30 -frames:v 3 -c:v libx264 -profile:v high
+    /// -pix_fmt yuv420p -f h264`: High 3.1, poc type 0, 80x45 MBs, SAR 1:1, timing 1/60,
+    /// 2 reorder frames (B-frames), 4 reference frames (trace_headers).
+    const HIGH_720P30_SPS: &str = "6764001facd9405005bb0110000003001000000303c0f1831960";
+
+    #[test]
+    fn x264_high_720p30() {
+        let sps = Sps::parse(&hex(HIGH_720P30_SPS)).unwrap();
+        assert_eq!(
+            (sps.profile_idc, sps.constraint_flags, sps.level_idc),
+            (100, 0, 31)
+        );
+        assert_eq!(
+            (sps.coded_width, sps.coded_height, sps.width, sps.height),
+            (1280, 720, 1280, 720)
+        );
+        assert_eq!(sps.max_num_ref_frames, 4);
+        assert!(sps.frame_mbs_only);
+        let vui = sps.vui.clone().unwrap();
+        assert_eq!(vui.sample_aspect_ratio, Some((1, 1)));
+        assert_eq!(vui.max_num_reorder_frames, Some(2));
+        assert_eq!(
+            vui.timing,
+            Some(Timing {
+                num_units_in_tick: 1,
+                time_scale: 60,
+                fixed_frame_rate: false
+            })
+        );
+        assert_eq!(sps.frame_rate(), Some((30, 1)));
+    }
+
+    /// `ffmpeg -f lavfi -i testsrc2=size=352x280:rate=25 -frames:v 3 -c:v libx264 -flags +ildct+ilme
+    /// -pix_fmt yuv420p -f h264`: frame_mbs_only 0 with MBAFF, 22x9 map units (288 rows), cropped
+    /// bottom 2 units of 4 rows, pic_struct_present, level 2.1 (trace_headers).
+    const INTERLACED_352X280_SPS: &str = "67640015acd941612fde0220000003002000000643e28532c0";
+
+    #[test]
+    fn x264_interlaced() {
+        let sps = Sps::parse(&hex(INTERLACED_352X280_SPS)).unwrap();
+        assert!(!sps.frame_mbs_only);
+        assert_eq!(
+            (sps.coded_width, sps.coded_height, sps.width, sps.height),
+            (352, 288, 352, 280)
+        );
+        assert_eq!(sps.level_idc, 21);
+        assert_eq!(sps.frame_rate(), Some((25, 1)));
+        assert_eq!(sps.vui.unwrap().max_num_reorder_frames, Some(2));
+    }
+
+    /// `ffmpeg -f lavfi -i testsrc2=size=320x240:rate=24000/1001 -vf setsar=64/45 -frames:v 3
+    /// -c:v libx264 -pix_fmt yuv422p10le -f h264`: High 4:2:2 (122) level 1.3, 10-bit 4:2:2,
+    /// Extended_SAR 64:45, timing 1001/48000 (trace_headers).
+    const HIGH422_10BIT_SPS: &str = "677a000db6cd94141fbff0040002d100000303e90000bb800f142996";
+
+    #[test]
+    fn x264_high_422_10bit_extended_sar() {
+        let sps = Sps::parse(&hex(HIGH422_10BIT_SPS)).unwrap();
+        assert_eq!((sps.profile_idc, sps.level_idc), (122, 13));
+        assert_eq!(sps.chroma_format_idc, 2);
+        assert_eq!((sps.bit_depth_luma, sps.bit_depth_chroma), (10, 10));
+        assert_eq!((sps.width, sps.height), (320, 240));
+        let vui = sps.vui.clone().unwrap();
+        assert_eq!(vui.sample_aspect_ratio, Some((64, 45)));
+        assert_eq!(
+            vui.timing.map(|t| (t.num_units_in_tick, t.time_scale)),
+            Some((1001, 48000))
+        );
+        assert_eq!(sps.frame_rate(), Some((24000, 1001)));
+    }
+
+    /// `ffmpeg -f lavfi -i testsrc2=size=176x144:rate=50 -frames:v 3 -c:v libx264 -pix_fmt yuv444p
+    /// -qp 0 -f h264`: High 4:4:4 Predictive (244), chroma_format_idc 3 without separate planes,
+    /// qpprime_y_zero_transform_bypass (lossless), level 1.2, timing 1/100 (trace_headers).
+    const HIGH444_LOSSLESS_SPS: &str = "67f4000c91d640b13b0110000003001000000640f142a480";
+
+    #[test]
+    fn x264_high_444_lossless() {
+        let sps = Sps::parse(&hex(HIGH444_LOSSLESS_SPS)).unwrap();
+        assert_eq!((sps.profile_idc, sps.chroma_format_idc), (244, 3));
+        assert_eq!((sps.width, sps.height), (176, 144));
+        assert_eq!(sps.frame_rate(), Some((50, 1)));
+    }
+
+    /// Hand-crafted with a bit writer (scripted in Python) to cover what x264 never writes, and
+    /// checked with `ffmpeg -bsf:v trace_headers`, which read every field back as intended and
+    /// ended on the rbsp_stop_one_bit: High, sps_id 1, scaling matrices (list 0 custom, list 2
+    /// "use default" via delta -8, list 6 with deltas +-100, list 7 ending early on nextScale 0),
+    /// pic_order_cnt_type 1 with a 3-entry cycle (1, -1, 40000), 80x23 map units with
+    /// frame_mbs_only 0 (1280x736) cropped left 2, right 3, bottom 4 units (2x4 samples) to
+    /// 1270x720, VUI with aspect_ratio_idc 14 (4:3), overscan, video signal type with colour
+    /// description, chroma location, timing 1001/60000 fixed, NAL HRD with 3 CPBs, VCL HRD,
+    /// pic_struct_present and bitstream_restriction with 1 reorder frame.
+    const CRAFTED_FULL_SPS: &str = concat!(
+        "676400284b6104924924924921110190032406400c90190032406400c90190032406400c9019003240",
+        "6400c90190032406400c90190032406400c90190032406400c90190032406400c90190032406400c90",
+        "190032406400c90190032406400c90190032406400c90190032406400c90190032406400c901900324",
+        "06400c90190032406400c990819221c844c00027100501402e6c92e1dee0202034a000007d20001d4c",
+        "1b23007d2001389001f44001388c005dc8003a995ef7c601800001da08041160"
+    );
+
+    #[test]
+    fn crafted_sps_with_every_optional_part() {
+        let sps = Sps::parse(&hex(CRAFTED_FULL_SPS)).unwrap();
+        assert_eq!(
+            sps,
+            Sps {
+                profile_idc: 100,
+                constraint_flags: 0,
+                level_idc: 40,
+                seq_parameter_set_id: 1,
+                chroma_format_idc: 1,
+                bit_depth_luma: 8,
+                bit_depth_chroma: 8,
+                frame_mbs_only: false,
+                max_num_ref_frames: 4,
+                coded_width: 1280,
+                coded_height: 736,
+                width: 1270,
+                height: 720,
+                vui: Some(Vui {
+                    sample_aspect_ratio: Some((4, 3)),
+                    timing: Some(Timing {
+                        num_units_in_tick: 1001,
+                        time_scale: 60000,
+                        fixed_frame_rate: true
+                    }),
+                    max_num_reorder_frames: Some(1),
+                }),
+            }
+        );
+        assert_eq!(sps.frame_rate(), Some((30000, 1001)));
+    }
+
+    /// Hand-crafted like the one above and checked the same way: High 4:4:4 (244) level 5.1,
+    /// sps_id 31, chroma_format_idc 3 with separate_colour_plane_flag (so crop units are 1x1),
+    /// 10-bit, lossless, 12 scaling lists (list 1 +3 steps, list 8 flat, list 11 reaching 0 after
+    /// 8 deltas), log2_max_frame_num and poc lsb at their maximum (16 bits), 16 reference frames,
+    /// 11x9 MBs (176x144) cropped right 1 and bottom 3 to 175x141, no VUI.
+    const CRAFTED_444_SEPARATE_PLANES_SPS: &str =
+        "67f400330404b7a6318c6318c6318c6318c07fffffffffffffffcb6db6d8d8d08c589b5220";
+
+    #[test]
+    fn crafted_separate_colour_planes_with_twelve_scaling_lists() {
+        let sps = Sps::parse(&hex(CRAFTED_444_SEPARATE_PLANES_SPS)).unwrap();
+        assert_eq!(
+            sps,
+            Sps {
+                profile_idc: 244,
+                constraint_flags: 0,
+                level_idc: 51,
+                seq_parameter_set_id: 31,
+                chroma_format_idc: 3,
+                bit_depth_luma: 10,
+                bit_depth_chroma: 10,
+                frame_mbs_only: true,
+                max_num_ref_frames: 16,
+                coded_width: 176,
+                coded_height: 144,
+                width: 175,
+                height: 141,
+                vui: None,
+            }
+        );
+        assert_eq!(sps.frame_rate(), None);
+    }
+
+    #[test]
+    fn emulation_prevention_bytes_are_skipped() {
+        // The Pi SPS has "00 00 03 00 02 00 00 03 00 79": 32-bit timing fields span them.
+        let raw = hex(PI_SPS);
+        assert!(raw.windows(3).filter(|w| w == &[0, 0, 3]).count() == 2);
+        let mut bits = BitReader::new(&[0x00, 0x00, 0x03, 0x01, 0x00, 0x00, 0x03, 0x03]);
+        assert_eq!(bits.bits(24).unwrap(), 0x000001);
+        assert_eq!(bits.bits(24).unwrap(), 0x000003);
+        assert_eq!(bits.flag(), Err(SpsError::Truncated));
+    }
+
+    #[test]
+    fn exp_golomb_limits() {
+        // 32 leading zeros, then 1 and 32 zero bits: 2^32 - 1, the largest u32.
+        let mut data = vec![0u8; 4];
+        data.extend_from_slice(&[0x80, 0, 0, 0, 0]);
+        assert_eq!(BitReader::new(&data).ue(), Ok(u32::MAX));
+        // Same length with a non-zero suffix does not fit in u32.
+        let mut data = vec![0u8; 4];
+        data.extend_from_slice(&[0x80, 0, 0, 0, 0x80]);
+        assert!(matches!(
+            BitReader::new(&data).ue(),
+            Err(SpsError::Invalid(_))
+        ));
+        // 33 leading zeros.
+        let data = [0u8, 0, 0, 0, 0x00, 0x7f, 0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            BitReader::new(&data).ue(),
+            Err(SpsError::Invalid(_))
+        ));
+        // se(v): codes 1, 2, 3, 4 are 1, -1, 2, -2; 2^32-1 is +2^31, out of range.
+        let mut bits = BitReader::new(&[0b0100_1100, 0b1000_0101, 0]);
+        assert_eq!(bits.se(), Ok(1));
+        assert_eq!(bits.se(), Ok(-1));
+        assert_eq!(bits.se(), Ok(2));
+        assert_eq!(bits.se(), Ok(-2));
+        let mut data = vec![0u8; 4];
+        data.extend_from_slice(&[0x80, 0, 0, 0, 0]);
+        assert!(matches!(
+            BitReader::new(&data).se(),
+            Err(SpsError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn not_an_sps() {
+        assert_eq!(Sps::parse(&[]), Err(SpsError::NotAnSps));
+        assert_eq!(
+            Sps::parse(&hex(BASELINE_640X480_PPS)),
+            Err(SpsError::NotAnSps)
+        );
+        assert_eq!(Sps::parse(&[0x67]), Err(SpsError::Truncated));
+        assert!(matches!(
+            Sps::parse(&[0xe7, 66, 0, 30, 0x80]),
+            Err(SpsError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn out_of_range_values_are_invalid() {
+        // Baseline, sps_id 32 (ue 000001 00001).
+        assert_eq!(
+            Sps::parse(&[0x67, 66, 0, 30, 0b0000_0100, 0b0010_0000]),
+            Err(SpsError::Invalid("seq_parameter_set_id above 31"))
+        );
+        // Cropping everything: Baseline 1x1 MB, crop right 8 (x2 = 16 samples).
+        // sps_id 1b, log2_max_frame_num 1b, poc type 2 (011), max refs 0 (1), gaps 0,
+        // width 1 (1), height 1 (1), frame_mbs_only 1, direct 1, cropping 1, left 0 (1),
+        // right 8 (0001001), top 0 (1), bottom 0 (1), vui 0, stop bit.
+        let bits = "1 1 011 1 0 1 1 1 1 1 1 0001001 1 1 0 1";
+        assert_eq!(
+            Sps::parse(&nal_from_bits(bits)),
+            Err(SpsError::Invalid(
+                "frame cropping removes the whole picture"
+            ))
+        );
+        // Crop right 7 leaves 2 samples.
+        let sps = Sps::parse(&nal_from_bits("1 1 011 1 0 1 1 1 1 1 1 0001000 1 1 0 1")).unwrap();
+        assert_eq!((sps.width, sps.height), (2, 16));
+    }
+
+    /// A Baseline SPS NAL (level 3.0) whose payload after level_idc is the given bit string.
+    fn nal_from_bits(bits: &str) -> Vec<u8> {
+        let mut out = vec![0x67, 66, 0, 30];
+        let bits: Vec<u8> = bits.bytes().filter(|b| *b == b'0' || *b == b'1').collect();
+        for chunk in bits.chunks(8) {
+            let mut byte = 0u8;
+            for (index, bit) in chunk.iter().enumerate() {
+                byte |= (bit - b'0') << (7 - index);
+            }
+            out.push(byte);
+        }
+        out
+    }
+
+    #[test]
+    fn truncation_at_every_length_is_an_error_not_a_panic() {
+        for vector in [
+            PI_SPS,
+            BASELINE_640X480_SPS,
+            HIGH_720P30_SPS,
+            INTERLACED_352X280_SPS,
+            HIGH422_10BIT_SPS,
+            HIGH444_LOSSLESS_SPS,
+            CRAFTED_FULL_SPS,
+            CRAFTED_444_SEPARATE_PLANES_SPS,
+        ] {
+            let nal = hex(vector);
+            let full = Sps::parse(&nal).unwrap();
+            for len in 0..nal.len() {
+                match Sps::parse(&nal[..len]) {
+                    Err(_) => {}
+                    // Only a cut inside bitstream_restriction (or the trailing bits) may succeed.
+                    Ok(sps) => {
+                        let mut expected = full.clone();
+                        if sps
+                            .vui
+                            .as_ref()
+                            .is_some_and(|v| v.max_num_reorder_frames.is_none())
+                        {
+                            if let Some(vui) = expected.vui.as_mut() {
+                                vui.max_num_reorder_frames = None;
+                            }
+                        }
+                        assert_eq!(sps, expected, "{vector} cut at {len}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn random_bytes_never_panic() {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        let mut data = Vec::new();
+        for _ in 0..20_000 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let len = (state % 64) as usize;
+            data.clear();
+            data.push(0x67);
+            let mut word = state;
+            for index in 0..len {
+                if index % 8 == 0 {
+                    word = word.rotate_left(17).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                }
+                data.push((word >> ((index % 8) * 8)) as u8);
+            }
+            let _ = Sps::parse(&data);
+        }
+        // Flip every bit of real SPSs.
+        for vector in [PI_SPS, CRAFTED_FULL_SPS, CRAFTED_444_SEPARATE_PLANES_SPS] {
+            let nal = hex(vector);
+            for bit in 8..nal.len() * 8 {
+                let mut flipped = nal.clone();
+                flipped[bit / 8] ^= 0x80 >> (bit % 8);
+                let _ = Sps::parse(&flipped);
+            }
+        }
+    }
+
+    #[test]
+    fn frame_rate_reduces_and_rejects_zeros() {
+        let mut sps = Sps::parse(&hex(PI_SPS)).unwrap();
+        let set = |sps: &mut Sps, n: u32, s: u32| {
+            sps.vui.as_mut().unwrap().timing = Some(Timing {
+                num_units_in_tick: n,
+                time_scale: s,
+                fixed_frame_rate: true,
+            });
+        };
+        set(&mut sps, 1001, 60000);
+        assert_eq!(sps.frame_rate(), Some((30000, 1001)));
+        set(&mut sps, 0, 60);
+        assert_eq!(sps.frame_rate(), None);
+        set(&mut sps, 1, 0);
+        assert_eq!(sps.frame_rate(), None);
+        set(&mut sps, u32::MAX, u32::MAX);
+        assert_eq!(sps.frame_rate(), Some((1, 2)));
+        set(&mut sps, u32::MAX, 1);
+        assert_eq!(sps.frame_rate(), None);
+        sps.vui = None;
+        assert_eq!(sps.frame_rate(), None);
+    }
+
+    #[test]
+    fn display_texts() {
+        assert!(SpsError::Invalid("x above 3")
+            .to_string()
+            .contains("x above 3"));
+        assert!(SpsError::Truncated.to_string().contains("truncated"));
+    }
+}

@@ -1,0 +1,591 @@
+//! Test support: real RTMP servers started on 127.0.0.1 by the tests themselves (nginx with
+//! libnginx-mod-rtmp, `ffmpeg -listen 1`), clips generated with ffmpeg, and read-back with ffprobe.
+//!
+//! The tools are required: a missing one fails the test with the command that installs it
+//! (`scripts/test` installs them), rather than skipping silently. Only the shared Raspberry Pi clip
+//! may be absent, and the tests that use it say so and return.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::Read;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_v4l2rtmp");
+pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+/// The real Raspberry Pi recording (1920x1088 coded, cropped to 1080), if present.
+pub fn pi_clip() -> Option<PathBuf> {
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/clips/pi-hw-1080p-20frames.h264");
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!("SKIP: {} is absent (it is present in CI)", path.display());
+        None
+    }
+}
+
+pub fn require_tool(tool: &str) {
+    let found = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).any(|dir| dir.join(tool).is_file()))
+        .unwrap_or(false);
+    assert!(found, "{tool} is not installed: run scripts/test (apt-get install ffmpeg nginx libnginx-mod-rtmp)");
+}
+
+/// A fresh directory under target/, removed when dropped.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join(format!("{tag}-{}-{n}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Whether something listens on 127.0.0.1:`port`, from /proc (connecting would use up
+/// `ffmpeg -listen 1`'s single connection).
+pub fn is_listening(port: u16) -> bool {
+    let needle = format!(":{port:04X} ");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|file| {
+        fs::read_to_string(file)
+            .map(|table| {
+                table.lines().skip(1).any(|line| {
+                    let fields: Vec<&str> = line.split_whitespace().collect();
+                    fields.len() > 3
+                        && format!("{} ", fields[1]).contains(&needle)
+                        && fields[3] == "0A"
+                })
+            })
+            .unwrap_or(false)
+    })
+}
+
+pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while !is_listening(port) {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited before listening on {port}: {status}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "{what} did not listen on {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// nginx with the RTMP module, on 127.0.0.1, recording every stream of application `live`.
+/// Application `closed` denies publishing (nginx-rtmp closes the connection).
+pub struct Nginx {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Child,
+}
+
+impl Nginx {
+    pub fn start() -> Nginx {
+        Self::start_with_chunk_size(4096)
+    }
+
+    pub fn start_with_chunk_size(server_chunk_size: u32) -> Nginx {
+        require_tool("nginx");
+        assert!(
+            Path::new(RTMP_MODULE).exists(),
+            "{RTMP_MODULE} missing: apt-get install libnginx-mod-rtmp"
+        );
+        let dir = TempDir::new("nginx");
+        let port = free_port();
+        fs::create_dir_all(dir.path().join("rec")).unwrap();
+        fs::create_dir_all(dir.path().join("logs")).unwrap();
+        let conf = format!(
+            "daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+load_module {RTMP_MODULE};
+events {{ worker_connections 64; }}
+rtmp {{
+    server {{
+        listen 127.0.0.1:{port};
+        chunk_size {server_chunk_size};
+        ping 5s;
+        application live {{
+            live on;
+            record all;
+            record_path {d}/rec;
+            record_unique off;
+        }}
+        application closed {{
+            live on;
+            deny publish all;
+        }}
+    }}
+}}
+",
+            d = dir.path().display()
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        fs::write(&conf_path, conf).unwrap();
+        let mut child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nginx");
+        wait_listening(port, &mut child, "nginx");
+        Nginx { port, dir, child }
+    }
+
+    pub fn url(&self, app: &str, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/{app}/{key}", self.port)
+    }
+
+    pub fn recording(&self, key: &str) -> PathBuf {
+        self.dir.path().join("rec").join(format!("{key}.flv"))
+    }
+
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// Stops nginx gracefully, which closes its recordings.
+    pub fn stop(mut self) -> TempDir {
+        let _ = Command::new("kill")
+            .arg("-QUIT")
+            .arg(self.child.id().to_string())
+            .status();
+        let start = Instant::now();
+        while self.child.try_wait().unwrap().is_none() {
+            if start.elapsed() > Duration::from_secs(10) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let dir = TempDir(self.dir.0.clone());
+        std::mem::forget(std::mem::replace(&mut self.dir, TempDir(PathBuf::new())));
+        dir
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `ffmpeg -listen 1 -i rtmp://127.0.0.1:PORT/live/KEY -c copy -f flv OUT`: FFmpeg as the server.
+pub struct FfmpegListener {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Child,
+}
+
+impl FfmpegListener {
+    pub fn start(key: &str) -> FfmpegListener {
+        require_tool("ffmpeg");
+        let dir = TempDir::new("ffmpeg-listen");
+        let port = free_port();
+        let mut child = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-nostdin",
+                "-listen",
+                "1",
+                "-timeout",
+                "30",
+                "-i",
+            ])
+            .arg(format!("rtmp://127.0.0.1:{port}/live/{key}"))
+            .args(["-c", "copy", "-f", "flv"])
+            .arg(dir.path().join("out.flv"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start ffmpeg");
+        wait_listening(port, &mut child, "ffmpeg -listen");
+        FfmpegListener { port, dir, child }
+    }
+
+    pub fn url(&self, key: &str) -> String {
+        format!("rtmp://127.0.0.1:{}/live/{key}", self.port)
+    }
+
+    /// Waits for FFmpeg to finish writing (it ends when the publisher closes).
+    pub fn finish(mut self) -> (TempDir, PathBuf) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let _ = self.child.kill();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let mut stderr = String::new();
+        if let Some(mut pipe) = self.child.stderr.take() {
+            let _ = pipe.read_to_string(&mut stderr);
+        }
+        assert!(
+            status.success(),
+            "ffmpeg -listen failed: {status}\n{stderr}"
+        );
+        let out = self.dir.path().join("out.flv");
+        let dir = TempDir(self.dir.0.clone());
+        std::mem::forget(std::mem::replace(&mut self.dir, TempDir(PathBuf::new())));
+        (dir, out)
+    }
+}
+
+impl Drop for FfmpegListener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs v4l2rtmp to completion (killed after `limit`).
+pub fn run_v4l2rtmp(args: &[&str], stdin: Option<&[u8]>, limit: Duration) -> Output {
+    let mut command = Command::new(BIN);
+    command
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .env("RUST_LOG", "info");
+    command.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    });
+    let mut child = command.spawn().expect("start v4l2rtmp");
+    let writer = stdin.map(|bytes| {
+        let mut pipe = child.stdin.take().unwrap();
+        let bytes = bytes.to_vec();
+        std::thread::spawn(move || {
+            use std::io::Write;
+            let _ = pipe.write_all(&bytes);
+        })
+    });
+    let start = Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "v4l2rtmp ran longer than {limit:?}\n{}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    if let Some(writer) = writer {
+        let _ = writer.join();
+    }
+    child.wait_with_output().unwrap()
+}
+
+pub fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+pub fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "v4l2rtmp failed: {}\n{}",
+        output.status,
+        stderr_of(output)
+    );
+}
+
+pub fn exit_code(status: ExitStatus) -> i32 {
+    status.code().unwrap_or(-1)
+}
+
+/// Generates (once per test run, shared between test binaries) an H.264 Annex-B clip with libx264,
+/// without B-frames, as hardware encoders make them.
+pub fn generated_clip(name: &str, ffmpeg_args: &[&str]) -> PathBuf {
+    static LOCK: Mutex<()> = Mutex::new(());
+    let _guard = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    require_tool("ffmpeg");
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("clips");
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("{name}.h264"));
+    if path.exists() {
+        return path;
+    }
+    let partial = dir.join(format!("{name}.{}.partial", std::process::id()));
+    let status = Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(ffmpeg_args)
+        .args(["-f", "h264"])
+        .arg(&partial)
+        .status()
+        .expect("run ffmpeg");
+    assert!(status.success(), "ffmpeg could not generate {name}");
+    fs::rename(&partial, &path).unwrap();
+    path
+}
+
+/// 60 s of 1080p30 at about 4 Mbit/s, a keyframe every 2 s.
+pub fn clip_1080p30_60s() -> PathBuf {
+    generated_clip(
+        "testsrc2-1080p30-60s-4M",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=1920x1080:rate=30",
+            "-t",
+            "60",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-bf",
+            "0",
+            "-g",
+            "60",
+            "-b:v",
+            "4M",
+            "-maxrate",
+            "4M",
+            "-bufsize",
+            "4M",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    )
+}
+
+/// 4 s of 640x360 at 30 fps, a keyframe every second: quick tests.
+pub fn clip_small() -> PathBuf {
+    generated_clip(
+        "testsrc2-360p30-4s",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=640x360:rate=30",
+            "-t",
+            "4",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-bf",
+            "0",
+            "-g",
+            "30",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    )
+}
+
+/// 5 frames of 1080p noise, lossless: every keyframe is several megabytes.
+pub fn clip_huge_keyframes() -> PathBuf {
+    generated_clip(
+        "noise-1080p-lossless-5f",
+        &[
+            "-f",
+            "lavfi",
+            "-i",
+            "nullsrc=size=1920x1080:rate=30,geq=lum='random(1)*255':cb=128:cr=128",
+            "-frames:v",
+            "5",
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+            "-qp",
+            "0",
+            "-bf",
+            "0",
+            "-g",
+            "2",
+            "-pix_fmt",
+            "yuv420p",
+        ],
+    )
+}
+
+/// One packet as ffprobe reports it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Packet {
+    /// Presentation time in milliseconds.
+    pub pts_ms: f64,
+    pub dts_ms: f64,
+    pub keyframe: bool,
+    pub size: usize,
+}
+
+/// What ffprobe reads from a file: the video stream's size and every packet.
+#[derive(Clone, Debug)]
+pub struct Probe {
+    pub codec: String,
+    pub width: u32,
+    pub height: u32,
+    pub packets: Vec<Packet>,
+}
+
+pub fn ffprobe(path: &Path, extra: &[&str]) -> Probe {
+    require_tool("ffprobe");
+    let run = |entries: &str| -> String {
+        let output = Command::new("ffprobe")
+            .args(["-v", "error"])
+            .args(extra)
+            .args([
+                "-select_streams",
+                "v:0",
+                "-show_entries",
+                entries,
+                "-of",
+                "csv=p=0",
+            ])
+            .arg(path)
+            .output()
+            .expect("run ffprobe");
+        assert!(
+            output.status.success(),
+            "ffprobe {}: {}",
+            path.display(),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let stream = run("stream=codec_name,width,height");
+    let fields: Vec<&str> = stream.lines().next().unwrap_or("").split(',').collect();
+    assert_eq!(
+        fields.len(),
+        3,
+        "no video stream in {}: {stream:?}",
+        path.display()
+    );
+    let packets = run("packet=pts_time,dts_time,flags,size")
+        .lines()
+        .filter(|line| !line.is_empty())
+        .map(|line| {
+            let f: Vec<&str> = line.split(',').collect();
+            let ms = |s: &str| s.parse::<f64>().map(|t| t * 1000.0).unwrap_or(f64::NAN);
+            Packet {
+                pts_ms: ms(f[0]),
+                dts_ms: ms(f[1]),
+                size: f[2].parse().unwrap(),
+                keyframe: f[3].starts_with('K'),
+            }
+        })
+        .collect();
+    Probe {
+        codec: fields[0].to_string(),
+        width: fields[1].parse().unwrap(),
+        height: fields[2].parse().unwrap(),
+        packets,
+    }
+}
+
+/// Decodes a file completely; returns ffmpeg's error output (empty when every frame decoded).
+pub fn decode_errors(path: &Path) -> String {
+    let output = Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "error", "-nostdin", "-i"])
+        .arg(path)
+        .args(["-f", "null", "-"])
+        .output()
+        .expect("run ffmpeg");
+    assert!(
+        output.status.success(),
+        "ffmpeg could not decode {}",
+        path.display()
+    );
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// The packets of a source Annex-B clip: how many, and which are keyframes.
+pub fn source_keyframes(path: &Path) -> Vec<bool> {
+    ffprobe(path, &[])
+        .packets
+        .iter()
+        .map(|p| p.keyframe)
+        .collect()
+}
+
+/// Asserts a read-back stream matches its source: every frame, keyframes in the same places, the
+/// size, and timestamps monotonic and within 1 ms of `first_ms + i * 1000 / fps`.
+pub fn assert_matches_source(
+    readback: &Probe,
+    source_keyframes: &[bool],
+    width: u32,
+    height: u32,
+    fps: f64,
+) {
+    assert_eq!(readback.codec, "h264");
+    assert_eq!(
+        (readback.width, readback.height),
+        (width, height),
+        "resolution"
+    );
+    assert_eq!(
+        readback.packets.len(),
+        source_keyframes.len(),
+        "every frame arrived"
+    );
+    let keyframes: Vec<bool> = readback.packets.iter().map(|p| p.keyframe).collect();
+    assert_eq!(keyframes, source_keyframes, "keyframe positions");
+    let first = readback.packets[0].dts_ms;
+    let mut previous = f64::NEG_INFINITY;
+    for (i, packet) in readback.packets.iter().enumerate() {
+        assert!(
+            packet.dts_ms > previous,
+            "timestamps increase at packet {i}: {} after {previous}",
+            packet.dts_ms
+        );
+        previous = packet.dts_ms;
+        let expected = first + i as f64 * 1000.0 / fps;
+        assert!(
+            (packet.dts_ms - expected).abs() <= 1.0,
+            "packet {i} at {} ms, expected {expected:.3} ms",
+            packet.dts_ms
+        );
+        assert_eq!(packet.pts_ms, packet.dts_ms, "composition time 0");
+    }
+}

@@ -1,0 +1,296 @@
+//! Bad input and refusing servers: each ends with a clear message, the documented exit code, and
+//! no panic.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+fn assert_clean_failure(output: &std::process::Output, code: i32, needle: &str) {
+    let stderr = stderr_of(output);
+    assert_eq!(
+        exit_code(output.status),
+        code,
+        "exit code; stderr:\n{stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "stderr should mention {needle:?}:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// A deterministic pseudo-random byte stream.
+fn garbage(len: usize) -> Vec<u8> {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+#[test]
+fn garbage_on_stdin() {
+    let nginx = Nginx::start();
+    let output = run_v4l2rtmp(
+        &["--input", "-", &nginx.url("live", "k")],
+        Some(&garbage(3 << 20)),
+        LIMIT,
+    );
+    assert_clean_failure(&output, 65, "input error");
+}
+
+#[test]
+fn endless_garbage_is_given_up_on() {
+    // More garbage than any frame could be: v4l2rtmp stops reading rather than waiting forever.
+    let nginx = Nginx::start();
+    let output = run_v4l2rtmp(
+        &["--input", "-", &nginx.url("live", "k")],
+        Some(&garbage(40 << 20)),
+        LIMIT,
+    );
+    assert_clean_failure(&output, 65, "held no H.264");
+}
+
+#[test]
+fn truncated_stdin() {
+    let clip = std::fs::read(clip_small()).unwrap();
+    let nginx = Nginx::start();
+    for cut in [0, 3, 10, 30] {
+        let output = run_v4l2rtmp(
+            &["--input", "-", &nginx.url("live", "k")],
+            Some(&clip[..cut]),
+            LIMIT,
+        );
+        assert_clean_failure(&output, 65, "held no H.264");
+    }
+}
+
+#[test]
+fn no_sps_in_the_input() {
+    // The clip with its SPS NAL units removed (start code + type 7).
+    let clip = std::fs::read(clip_small()).unwrap();
+    let mut stripped = Vec::new();
+    let mut i = 0;
+    let starts: Vec<usize> = (0..clip.len().saturating_sub(3))
+        .filter(|&p| clip[p] == 0 && clip[p + 1] == 0 && clip[p + 2] == 1)
+        .collect();
+    for (n, &start) in starts.iter().enumerate() {
+        let end = starts.get(n + 1).copied().unwrap_or(clip.len());
+        if clip[start + 3] & 0x1f != 7 {
+            stripped.extend_from_slice(&clip[i.max(start)..end]);
+        }
+        i = end;
+    }
+    let nginx = Nginx::start();
+    let output = run_v4l2rtmp(
+        &["--input", "-", &nginx.url("live", "k")],
+        Some(&stripped),
+        LIMIT,
+    );
+    assert_clean_failure(&output, 65, "no SPS");
+}
+
+#[test]
+fn missing_input_file() {
+    let output = run_v4l2rtmp(
+        &[
+            "--input",
+            "/nonexistent/clip.h264",
+            "rtmp://127.0.0.1:1/live/k",
+        ],
+        None,
+        LIMIT,
+    );
+    assert_clean_failure(&output, 65, "cannot open /nonexistent/clip.h264");
+}
+
+#[test]
+fn bad_command_lines() {
+    let output = run_v4l2rtmp(
+        &["--input", "-", "--chunk-size", "100", "rtmp://h/live/k"],
+        None,
+        LIMIT,
+    );
+    assert_clean_failure(&output, 64, "--chunk-size");
+    let output = run_v4l2rtmp(&["--input", "-", "http://h/live/k"], None, LIMIT);
+    assert_clean_failure(&output, 64, "rtmp://");
+    let output = run_v4l2rtmp(&["--help"], None, LIMIT);
+    assert_success(&output);
+    assert!(String::from_utf8_lossy(&output.stdout).contains("EXIT CODES"));
+}
+
+#[test]
+fn server_that_denies_publishing() {
+    let nginx = Nginx::start();
+    let clip = clip_small();
+    let output = run_v4l2rtmp(
+        &[
+            "--input",
+            clip.to_str().unwrap(),
+            &nginx.url("closed", "secretkey42"),
+        ],
+        None,
+        LIMIT,
+    );
+    assert_clean_failure(&output, 69, "refused the stream name or key");
+    assert!(
+        !stderr_of(&output).contains("secretkey42"),
+        "the key leaked:\n{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn stream_name_already_in_use_is_refused_with_the_servers_reason() {
+    let nginx = Nginx::start();
+    let clip = clip_small();
+    let url = nginx.url("live", "busykey");
+    // The first publisher holds the name, paced in real time.
+    let mut first = Command::new(BIN)
+        .args(["--input", clip.to_str().unwrap(), "--realtime", &url])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1000));
+    let output = run_v4l2rtmp(&["--input", clip.to_str().unwrap(), &url], None, LIMIT);
+    let _ = first.kill();
+    let _ = first.wait();
+    assert_clean_failure(&output, 69, "NetStream.Publish.BadName");
+    assert!(
+        !stderr_of(&output).contains("busykey"),
+        "{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn server_that_closes_mid_handshake() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut socket, _) = listener.accept().unwrap();
+        let mut c0c1 = [0u8; 1537];
+        socket.read_exact(&mut c0c1).unwrap();
+        // S0 and half of S1, then hang up.
+        let mut reply = vec![3u8];
+        reply.extend_from_slice(&[0u8; 700]);
+        socket.write_all(&reply).unwrap();
+        c0c1[0]
+    });
+    let clip = clip_small();
+    let output = run_v4l2rtmp(
+        &[
+            "--input",
+            clip.to_str().unwrap(),
+            &format!("rtmp://127.0.0.1:{port}/live/k"),
+        ],
+        None,
+        LIMIT,
+    );
+    assert_eq!(server.join().unwrap(), 3, "C0 asks for RTMP version 3");
+    assert_clean_failure(&output, 76, "during the handshake");
+}
+
+#[test]
+fn server_that_never_answers_the_handshake_times_out() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let clip = clip_small();
+    let started = Instant::now();
+    let output = run_v4l2rtmp(
+        &[
+            "--input",
+            clip.to_str().unwrap(),
+            "--timeout",
+            "1",
+            &format!("rtmp://127.0.0.1:{port}/live/k"),
+        ],
+        None,
+        LIMIT,
+    );
+    drop(listener);
+    assert_clean_failure(&output, 76, "did not send the handshake");
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[test]
+fn nothing_listening() {
+    let port = free_port();
+    let clip = clip_small();
+    let output = run_v4l2rtmp(
+        &[
+            "--input",
+            clip.to_str().unwrap(),
+            &format!("rtmp://127.0.0.1:{port}/live/k"),
+        ],
+        None,
+        LIMIT,
+    );
+    assert_clean_failure(&output, 75, "cannot connect");
+}
+
+#[test]
+fn sigint_mid_stream_unpublishes_and_exits_cleanly() {
+    let nginx = Nginx::start();
+    let clip = clip_small();
+    let mut child = Command::new(BIN)
+        .args([
+            "--input",
+            clip.to_str().unwrap(),
+            "--realtime",
+            &nginx.url("live", "sig"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let status = Command::new("kill")
+        .arg("-INT")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let stopped = Instant::now();
+    let status = child.wait().unwrap();
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    assert!(status.success(), "{status}: {stderr}");
+    assert!(
+        stopped.elapsed() < Duration::from_secs(2),
+        "took {:?} to stop",
+        stopped.elapsed()
+    );
+    assert!(stderr.contains("SIGINT"), "{stderr}");
+    let recording = nginx.recording("sig");
+    let log = nginx.error_log();
+    let _dir = nginx.stop();
+    assert!(
+        log.contains("FCUnpublish") || log.contains("deleteStream"),
+        "nginx saw no unpublish:\n{log}"
+    );
+    let probe = ffprobe(&recording, &[]);
+    assert!(
+        (20..110).contains(&probe.packets.len()),
+        "{} frames before the signal",
+        probe.packets.len()
+    );
+    assert_eq!(decode_errors(&recording), "");
+}

@@ -1,0 +1,206 @@
+//! End-to-end publishing against real servers on 127.0.0.1 (nginx-rtmp and `ffmpeg -listen 1`),
+//! verified by reading the stream back with ffprobe and decoding it with ffmpeg.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+fn push_file(clip: &std::path::Path, url: &str, extra: &[&str]) {
+    let clip = clip.to_str().unwrap();
+    let mut args = vec!["--input", clip];
+    args.extend_from_slice(extra);
+    args.push(url);
+    let output = run_v4l2rtmp(&args, None, LIMIT);
+    assert_success(&output);
+}
+
+#[test]
+fn pi_clip_to_nginx_arrives_whole() {
+    let Some(clip) = pi_clip() else { return };
+    let keyframes = source_keyframes(&clip);
+    assert_eq!(keyframes.len(), 20);
+    let nginx = Nginx::start();
+    push_file(&clip, &nginx.url("live", "pi"), &["--fps", "30"]);
+    let recording = nginx.recording("pi");
+    let dir = nginx.stop();
+    let probe = ffprobe(&recording, &[]);
+    assert_matches_source(&probe, &keyframes, 1920, 1080, 30.0);
+    assert_eq!(decode_errors(&recording), "");
+    drop(dir);
+}
+
+#[test]
+fn pi_clip_to_ffmpeg_listener_arrives_whole() {
+    let Some(clip) = pi_clip() else { return };
+    let keyframes = source_keyframes(&clip);
+    let listener = FfmpegListener::start("pi");
+    push_file(&clip, &listener.url("pi"), &["--fps", "30"]);
+    let (_dir, out) = listener.finish();
+    let probe = ffprobe(&out, &[]);
+    assert_matches_source(&probe, &keyframes, 1920, 1080, 30.0);
+    assert_eq!(decode_errors(&out), "");
+}
+
+#[test]
+fn sixty_seconds_of_1080p30_to_nginx() {
+    let clip = clip_1080p30_60s();
+    let keyframes = source_keyframes(&clip);
+    assert_eq!(keyframes.len(), 1800);
+    let nginx = Nginx::start();
+    // No --fps: the rate comes from the SPS timing that x264 writes.
+    push_file(&clip, &nginx.url("live", "long"), &[]);
+    let recording = nginx.recording("long");
+    let _dir = nginx.stop();
+    assert_matches_source(&ffprobe(&recording, &[]), &keyframes, 1920, 1080, 30.0);
+}
+
+#[test]
+fn sixty_seconds_of_1080p30_to_ffmpeg_listener() {
+    let clip = clip_1080p30_60s();
+    let keyframes = source_keyframes(&clip);
+    let listener = FfmpegListener::start("long");
+    push_file(&clip, &listener.url("long"), &[]);
+    let (_dir, out) = listener.finish();
+    assert_matches_source(&ffprobe(&out, &[]), &keyframes, 1920, 1080, 30.0);
+}
+
+#[test]
+fn timestamps_cross_the_extended_timestamp_boundary() {
+    let clip = clip_small();
+    let keyframes = source_keyframes(&clip);
+    // 0xFFFFFF ms is 16777215; the clip's 120 frames span 4 s across it.
+    for server in ["nginx", "ffmpeg"] {
+        let start = "16775215";
+        let (probe, _dir) = match server {
+            "nginx" => {
+                let nginx = Nginx::start();
+                push_file(
+                    &clip,
+                    &nginx.url("live", "ext"),
+                    &["--start-timestamp", start],
+                );
+                let recording = nginx.recording("ext");
+                let dir = nginx.stop();
+                (ffprobe(&recording, &[]), dir)
+            }
+            _ => {
+                let listener = FfmpegListener::start("ext");
+                push_file(&clip, &listener.url("ext"), &["--start-timestamp", start]);
+                let (dir, out) = listener.finish();
+                let probe = ffprobe(&out, &[]);
+                // FFmpeg keeps the publisher's timestamps: the boundary really was crossed.
+                assert!(
+                    (probe.packets[0].dts_ms - 16_775_215.0).abs() <= 1.0,
+                    "{:?}",
+                    probe.packets[0]
+                );
+                assert!(probe.packets.last().unwrap().dts_ms > 16_777_215.0);
+                (probe, dir)
+            }
+        };
+        assert_matches_source(&probe, &keyframes, 640, 360, 30.0);
+    }
+}
+
+#[test]
+fn keyframes_over_a_megabyte_at_chunk_sizes_128_and_65536() {
+    let clip = clip_huge_keyframes();
+    let keyframes = source_keyframes(&clip);
+    let biggest = ffprobe(&clip, &[])
+        .packets
+        .iter()
+        .map(|p| p.size)
+        .max()
+        .unwrap();
+    assert!(
+        biggest > 1_000_000,
+        "the clip's largest frame is {biggest} bytes"
+    );
+    for chunk_size in ["128", "65536"] {
+        let nginx = Nginx::start();
+        let key = format!("big{chunk_size}");
+        push_file(
+            &clip,
+            &nginx.url("live", &key),
+            &["--chunk-size", chunk_size, "--fps", "30"],
+        );
+        let recording = nginx.recording(&key);
+        let _dir = nginx.stop();
+        let probe = ffprobe(&recording, &[]);
+        assert_matches_source(&probe, &keyframes, 1920, 1080, 30.0);
+        let sizes: Vec<usize> = probe.packets.iter().map(|p| p.size).collect();
+        let source_sizes: Vec<usize> = ffprobe(&clip, &[]).packets.iter().map(|p| p.size).collect();
+        // FLV packets carry 4-byte length prefixes where the source had start codes: the same size
+        // for 4-byte start codes, one more per NAL for 3-byte ones; never less.
+        for (got, want) in sizes.iter().zip(&source_sizes) {
+            assert!(
+                got >= want && *got <= want + 64,
+                "packet of {got} bytes for a source frame of {want}"
+            );
+        }
+        assert_eq!(decode_errors(&recording), "", "chunk size {chunk_size}");
+    }
+}
+
+#[test]
+fn stdin_and_fifo_inputs() {
+    let clip = clip_small();
+    let bytes = std::fs::read(&clip).unwrap();
+    let keyframes = source_keyframes(&clip);
+    let nginx = Nginx::start();
+    let output = run_v4l2rtmp(
+        &["--input", "-", "--fps", "30", &nginx.url("live", "stdin")],
+        Some(&bytes),
+        LIMIT,
+    );
+    assert_success(&output);
+
+    let fifo = nginx.dir.path().join("input.fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let writer = {
+        let fifo = fifo.clone();
+        let bytes = bytes.clone();
+        std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
+    };
+    let output = run_v4l2rtmp(
+        &[
+            "--input",
+            fifo.to_str().unwrap(),
+            "--fps",
+            "30",
+            &nginx.url("live", "fifo"),
+        ],
+        None,
+        LIMIT,
+    );
+    writer.join().unwrap();
+    assert_success(&output);
+    let stdin_recording = nginx.recording("stdin");
+    let fifo_recording = nginx.recording("fifo");
+    let _dir = nginx.stop();
+    assert_matches_source(&ffprobe(&stdin_recording, &[]), &keyframes, 640, 360, 30.0);
+    assert_matches_source(&ffprobe(&fifo_recording, &[]), &keyframes, 640, 360, 30.0);
+}
+
+#[test]
+fn realtime_paces_a_file_at_its_frame_rate() {
+    let clip = clip_small();
+    let nginx = Nginx::start();
+    let started = std::time::Instant::now();
+    push_file(&clip, &nginx.url("live", "paced"), &["--realtime"]);
+    let elapsed = started.elapsed();
+    // 120 frames at 30 fps: the last one is due 3.967 s after the first.
+    assert!(
+        elapsed >= Duration::from_millis(3900),
+        "finished after {elapsed:?}"
+    );
+    let _ = nginx.stop();
+}
