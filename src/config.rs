@@ -43,12 +43,12 @@ OPTIONS:
 EXIT CODES:
     0   the input ended and the stream was closed cleanly, or SIGINT/SIGTERM stopped it
     64  the command line is wrong
-    65  the input is not usable H.264 (no SPS/PPS/IDR, malformed parameter sets)
-    66  the input cannot be opened
-    69  the server refused the connection or the stream (bad app, key in use, denied)
+    65  the input is not usable H.264 (no SPS/PPS/IDR, malformed parameter sets), or
+        cannot be opened
+    69  the server refused the connection or the stream (unknown app, key refused or in use)
     70  internal error (a bug: please report it)
     75  network error (cannot connect, connection lost, timeout)
-    76  the server broke the protocol
+    76  the server broke the protocol or did not answer in time
 
 The stream key never appears in logs or error messages.
 ";

@@ -36,6 +36,9 @@ use crate::source::Input;
 const IOV_BATCH: usize = 512;
 /// Frame rate assumed for a file whose SPS has no timing, as FFmpeg's raw H.264 demuxer does.
 const FILE_DEFAULT_FPS: u32 = 25;
+/// How long closing may take: flushing the unpublish commands, then waiting for the server to
+/// close its side. SIGTERM must end the process within a second.
+const CLOSE_BUDGET: Duration = Duration::from_millis(900);
 /// Largest server message accepted (servers send commands of a few hundred bytes).
 const MAX_SERVER_MESSAGE: u32 = 1 << 20;
 
@@ -86,19 +89,45 @@ pub async fn publish(
         clock,
         progress: Progress::default(),
         read_buf: vec![0; 16 * 1024],
+        publishing_since_ms: None,
     };
-    if !conn.establish(&mut shutdown).await? {
-        return Ok((Ending::Signal, conn.progress));
+    let result = match conn.establish(&mut shutdown).await {
+        Ok(false) => Ok(Ending::Signal),
+        Ok(true) => {
+            info!("publishing to {}", config.url);
+            stream_input(config, &mut input, &mut conn, &mut shutdown, on_frame).await
+        }
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(ending) => conn.close(ending, &mut shutdown).await,
+        Err(e) if e.fault() == Fault::Network && conn.lost_right_after_acceptance() => Err(Error::rejected(format!(
+            "the server dropped the connection right after accepting the publish ({e}): it probably refuses \
+             this stream (nginx-rtmp access rules do this)"
+        ))),
+        Err(e) => Err(e),
     }
-    info!("publishing to {}", config.url);
+}
 
+/// A connection lost this soon after the server accepted the publish is taken for a refusal:
+/// nginx-rtmp answers NetStream.Publish.Start before its access rules drop the connection.
+const REFUSAL_WINDOW_MS: u64 = 1000;
+
+/// Sends access units from the input until it ends or a signal arrives.
+async fn stream_input(
+    config: &Config,
+    input: &mut Input,
+    conn: &mut Connection,
+    shutdown: &mut Shutdown,
+    on_frame: &mut dyn FnMut(&Progress),
+) -> Result<Ending> {
     let mut pipeline = Pipeline::new(config, input.is_live());
     let mut reader = AnnexBReader::new(config.max_frame_size);
     let mut input_ended = false;
     loop {
         if let Some(au) = reader.next_access_unit() {
-            if !pipeline.send(&au, &mut conn, &mut shutdown).await? {
-                return conn.close(Ending::Signal, &mut shutdown).await;
+            if !pipeline.send(&au, conn, shutdown).await? {
+                return Ok(Ending::Signal);
             }
             on_frame(&conn.progress);
             continue;
@@ -110,8 +139,8 @@ pub async fn publish(
             .read_buf()
             .map_err(|e| Error::input(format!("{}: {e}", input.name())))?;
         let read = input.read(buf);
-        match conn.serve_while(read, &mut shutdown).await?.transpose()? {
-            None => return conn.close(Ending::Signal, &mut shutdown).await,
+        match conn.serve_while(read, shutdown).await?.transpose()? {
+            None => return Ok(Ending::Signal),
             Some(0) => {
                 reader.finish();
                 input_ended = true;
@@ -124,7 +153,7 @@ pub async fn publish(
         return Err(pipeline.nothing_sent_error(&reader, input.name()));
     }
     info!("end of input after {} frames", conn.progress.frames_sent);
-    conn.close(Ending::EndOfInput, &mut shutdown).await
+    Ok(Ending::EndOfInput)
 }
 
 /// SIGINT and SIGTERM, registered once.
@@ -240,6 +269,8 @@ struct Connection {
     progress: Progress,
     /// Where server bytes land before the session parses them.
     read_buf: Vec<u8>,
+    /// When the server accepted the publish.
+    publishing_since_ms: Option<u64>,
 }
 
 impl Connection {
@@ -313,7 +344,10 @@ impl Connection {
             match event {
                 Event::HandshakeDone => debug!("handshake done"),
                 Event::Connected { description } => debug!("connected: {description}"),
-                Event::Publishing => debug!("the server accepted the publish"),
+                Event::Publishing => {
+                    debug!("the server accepted the publish");
+                    self.publishing_since_ms = Some(self.clock.now_ms());
+                }
                 Event::Status {
                     level,
                     code,
@@ -384,11 +418,11 @@ impl Connection {
         shutdown: &mut Shutdown,
     ) -> Result<(Ending, Progress)> {
         self.session.unpublish();
-        let flush = tokio::time::timeout(Duration::from_secs(1), self.flush(&[], shutdown)).await;
+        let flush = tokio::time::timeout(CLOSE_BUDGET, self.flush(&[], shutdown)).await;
         if !matches!(flush, Ok(Ok(true))) {
             debug!("could not send the unpublish commands in time");
         }
-        let _ = tokio::time::timeout(Duration::from_millis(200), self.stream.shutdown()).await;
+        self.linger(Instant::now() + CLOSE_BUDGET).await;
         info!(
             "sent {} frames, {} bytes in {:.1} s",
             self.progress.frames_sent,
@@ -396,6 +430,38 @@ impl Connection {
             self.clock.now_ms() as f64 / 1000.0
         );
         Ok((ending, self.progress))
+    }
+}
+
+impl Connection {
+    fn lost_right_after_acceptance(&self) -> bool {
+        self.publishing_since_ms
+            .is_some_and(|since| self.clock.now_ms().saturating_sub(since) < REFUSAL_WINDOW_MS)
+    }
+
+    /// Closes gracefully: half-closes our side, then reads until the server closes too. Closing a
+    /// socket with unread bytes in its receive queue sends a reset, and a reset makes the server
+    /// discard what it has received but not yet read: the last frames of the stream.
+    async fn linger(&mut self, deadline: Instant) {
+        if tokio::time::timeout_at(deadline, self.stream.shutdown())
+            .await
+            .is_err()
+        {
+            return;
+        }
+        let mut sink = [0u8; 4096];
+        loop {
+            let read = tokio::time::timeout_at(deadline, async {
+                self.stream.readable().await?;
+                self.stream.try_read(&mut sink)
+            });
+            match read.await {
+                Ok(Ok(0)) | Err(_) => return,
+                Ok(Ok(_)) => continue,
+                Ok(Err(e)) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                Ok(Err(_)) => return,
+            }
+        }
     }
 }
 

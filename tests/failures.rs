@@ -59,7 +59,7 @@ fn endless_garbage_is_given_up_on() {
         Some(&garbage(40 << 20)),
         LIMIT,
     );
-    assert_clean_failure(&output, 65, "held no H.264");
+    assert_clean_failure(&output, 65, "is the input an Annex-B H.264 stream?");
 }
 
 #[test]
@@ -131,19 +131,26 @@ fn bad_command_lines() {
 }
 
 #[test]
-fn server_that_denies_publishing() {
+fn on_publish_callback_refuses_the_key() {
     let nginx = Nginx::start();
     let clip = clip_small();
-    let output = run_v4l2rtmp(
-        &[
-            "--input",
-            clip.to_str().unwrap(),
-            &nginx.url("closed", "secretkey42"),
-        ],
-        None,
-        LIMIT,
-    );
+    let url = nginx.url("auth", "secretkey42");
+    let output = run_v4l2rtmp(&["--input", clip.to_str().unwrap(), &url], None, LIMIT);
     assert_clean_failure(&output, 69, "refused the stream name or key");
+    assert!(
+        !stderr_of(&output).contains("secretkey42"),
+        "the key leaked:\n{}",
+        stderr_of(&output)
+    );
+}
+
+#[test]
+fn access_rule_that_denies_publishing() {
+    let nginx = Nginx::start();
+    let clip = clip_small();
+    let url = nginx.url("closed", "secretkey42");
+    let output = run_v4l2rtmp(&["--input", clip.to_str().unwrap(), &url], None, LIMIT);
+    assert_clean_failure(&output, 69, "probably refuses this stream");
     assert!(
         !stderr_of(&output).contains("secretkey42"),
         "the key leaked:\n{}",

@@ -24,9 +24,19 @@ fn pi_clip_to_nginx_arrives_whole() {
     let keyframes = source_keyframes(&clip);
     assert_eq!(keyframes.len(), 20);
     let nginx = Nginx::start();
-    push_file(&clip, &nginx.url("live", "pi"), &["--fps", "30"]);
+    push_file(
+        &clip,
+        &format!("{}?token=abc&cam=1", nginx.url("live", "pi")),
+        &["--fps", "30"],
+    );
     let recording = nginx.recording("pi");
+    let log = nginx.error_log();
     let dir = nginx.stop();
+    // The query travels with the stream name, where nginx-rtmp's on_publish reads it.
+    assert!(
+        log.contains("publish: name='pi' args='token=abc&cam=1'"),
+        "{log}"
+    );
     let probe = ffprobe(&recording, &[]);
     assert_matches_source(&probe, &keyframes, 1920, 1080, 30.0);
     assert_eq!(decode_errors(&recording), "");
@@ -88,11 +98,11 @@ fn timestamps_cross_the_extended_timestamp_boundary() {
                 (ffprobe(&recording, &[]), dir)
             }
             _ => {
-                let listener = FfmpegListener::start("ext");
+                let listener = FfmpegListener::start_with("ext", &["-copyts"]);
                 push_file(&clip, &listener.url("ext"), &["--start-timestamp", start]);
                 let (dir, out) = listener.finish();
                 let probe = ffprobe(&out, &[]);
-                // FFmpeg keeps the publisher's timestamps: the boundary really was crossed.
+                // With -copyts FFmpeg keeps the publisher's timestamps: the boundary really was crossed.
                 assert!(
                     (probe.packets[0].dts_ms - 16_775_215.0).abs() <= 1.0,
                     "{:?}",

@@ -294,7 +294,7 @@ impl fmt::Display for DecodeError {
             ),
             DecodeError::Unsupported(what) => write!(
                 f,
-                "the server sent an AMF0 {what}, which this client does not support"
+                "the AMF0 data holds a {what}, which this client does not support"
             ),
             DecodeError::TooDeep => write!(
                 f,

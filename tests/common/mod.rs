@@ -105,7 +105,9 @@ pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
 }
 
 /// nginx with the RTMP module, on 127.0.0.1, recording every stream of application `live`.
-/// Application `closed` denies publishing (nginx-rtmp closes the connection).
+/// Application `closed` denies publishing with an access rule (nginx-rtmp accepts the publish,
+/// then closes the connection); application `auth` asks an `on_publish` HTTP callback, served by
+/// the same nginx, which refuses every key with 403 (nginx-rtmp closes without a reply).
 pub struct Nginx {
     pub port: u16,
     pub dir: TempDir,
@@ -125,6 +127,7 @@ impl Nginx {
         );
         let dir = TempDir::new("nginx");
         let port = free_port();
+        let http_port = free_port();
         fs::create_dir_all(dir.path().join("rec")).unwrap();
         fs::create_dir_all(dir.path().join("logs")).unwrap();
         let conf = format!(
@@ -135,10 +138,19 @@ pid {d}/nginx.pid;
 error_log {d}/error.log info;
 load_module {RTMP_MODULE};
 events {{ worker_connections 64; }}
+http {{
+    access_log off;
+    server {{
+        listen 127.0.0.1:{http_port};
+        location /on_publish {{ return 403; }}
+    }}
+}}
 rtmp {{
     server {{
         listen 127.0.0.1:{port};
         chunk_size {server_chunk_size};
+        # nginx-rtmp drops publishers whose messages exceed max_message (default 1M).
+        max_message 16M;
         ping 5s;
         application live {{
             live on;
@@ -149,6 +161,10 @@ rtmp {{
         application closed {{
             live on;
             deny publish all;
+        }}
+        application auth {{
+            live on;
+            on_publish http://127.0.0.1:{http_port}/on_publish;
         }}
     }}
 }}
@@ -220,6 +236,11 @@ pub struct FfmpegListener {
 
 impl FfmpegListener {
     pub fn start(key: &str) -> FfmpegListener {
+        Self::start_with(key, &[])
+    }
+
+    /// With extra output options, e.g. `-copyts` to keep the publisher's timestamps.
+    pub fn start_with(key: &str, output_options: &[&str]) -> FfmpegListener {
         require_tool("ffmpeg");
         let dir = TempDir::new("ffmpeg-listen");
         let port = free_port();
@@ -236,6 +257,7 @@ impl FfmpegListener {
                 "-i",
             ])
             .arg(format!("rtmp://127.0.0.1:{port}/live/{key}"))
+            .args(output_options)
             .args(["-c", "copy", "-f", "flv"])
             .arg(dir.path().join("out.flv"))
             .stdin(Stdio::null())
@@ -423,10 +445,11 @@ pub fn clip_small() -> PathBuf {
     )
 }
 
-/// 5 frames of 1080p noise, lossless: every keyframe is several megabytes.
+/// 5 frames of 1080p noise at QP 1 (High profile; QP 0 would be lossless High 4:4:4): every
+/// keyframe is several megabytes.
 pub fn clip_huge_keyframes() -> PathBuf {
     generated_clip(
-        "noise-1080p-lossless-5f",
+        "noise-1080p-qp1-5f",
         &[
             "-f",
             "lavfi",
