@@ -64,7 +64,7 @@ pub enum FrameRate {
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
-    Publish(Config),
+    Publish(Box<Config>),
     Help,
     Version,
 }
@@ -190,7 +190,7 @@ where
     if url.scheme == crate::url::Scheme::Rtmps {
         return Err(Error::config("rtmps:// is not supported yet; use rtmp://"));
     }
-    Ok(Command::Publish(Config {
+    Ok(Command::Publish(Box::new(Config {
         input,
         url,
         frame_rate,
@@ -200,7 +200,7 @@ where
         timeout_ms,
         max_frame_size,
         log_level,
-    }))
+    })))
 }
 
 fn parse_number(name: &str, text: &str, min: u64, max: u64) -> Result<u64> {
@@ -269,7 +269,7 @@ mod tests {
 
     fn publish(args: &[&str]) -> Config {
         match parse_args(args.iter().copied()).unwrap() {
-            Command::Publish(config) => config,
+            Command::Publish(config) => *config,
             other => panic!("{other:?}"),
         }
     }

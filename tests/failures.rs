@@ -249,55 +249,57 @@ fn nothing_listening() {
 }
 
 #[test]
-fn sigint_mid_stream_unpublishes_and_exits_cleanly() {
-    let nginx = Nginx::start();
-    let clip = clip_small();
-    let mut child = Command::new(BIN)
-        .args([
-            "--input",
-            clip.to_str().unwrap(),
-            "--realtime",
-            &nginx.url("live", "sig"),
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
-    let status = Command::new("kill")
-        .arg("-INT")
-        .arg(child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let stopped = Instant::now();
-    let status = child.wait().unwrap();
-    let mut stderr = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut stderr)
-        .unwrap();
-    assert!(status.success(), "{status}: {stderr}");
-    assert!(
-        stopped.elapsed() < Duration::from_secs(2),
-        "took {:?} to stop",
-        stopped.elapsed()
-    );
-    assert!(stderr.contains("SIGINT"), "{stderr}");
-    let recording = nginx.recording("sig");
-    let log = nginx.error_log();
-    let _dir = nginx.stop();
-    assert!(
-        log.contains("FCUnpublish") || log.contains("deleteStream"),
-        "nginx saw no unpublish:\n{log}"
-    );
-    let probe = ffprobe(&recording, &[]);
-    assert!(
-        (20..110).contains(&probe.packets.len()),
-        "{} frames before the signal",
-        probe.packets.len()
-    );
-    assert_eq!(decode_errors(&recording), "");
+fn sigint_and_sigterm_mid_stream_unpublish_and_exit_cleanly() {
+    for signal in ["INT", "TERM"] {
+        let nginx = Nginx::start();
+        let clip = clip_small();
+        let mut child = Command::new(BIN)
+            .args([
+                "--input",
+                clip.to_str().unwrap(),
+                "--realtime",
+                &nginx.url("live", "sig"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(1500));
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let stopped = Instant::now();
+        let status = child.wait().unwrap();
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        assert!(status.success(), "SIG{signal}: {status}: {stderr}");
+        assert!(
+            stopped.elapsed() < Duration::from_secs(1),
+            "SIG{signal}: took {:?} to stop",
+            stopped.elapsed()
+        );
+        assert!(stderr.contains(&format!("SIG{signal}")), "{stderr}");
+        let recording = nginx.recording("sig");
+        let log = nginx.error_log();
+        let _dir = nginx.stop();
+        assert!(
+            log.contains("deleteStream"),
+            "SIG{signal}: nginx saw no deleteStream:\n{log}"
+        );
+        let probe = ffprobe(&recording, &[]);
+        assert!(
+            (20..110).contains(&probe.packets.len()),
+            "{} frames before the signal",
+            probe.packets.len()
+        );
+        assert_eq!(decode_errors(&recording), "", "SIG{signal}");
+    }
 }

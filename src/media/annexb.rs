@@ -264,6 +264,23 @@ pub struct AnnexBReader {
     bytes_read: u64,
 }
 
+impl fmt::Debug for AnnexBReader {
+    /// The counters and positions, not the buffered bytes.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AnnexBReader")
+            .field("capacity", &self.buf.len())
+            .field("filled", &self.filled)
+            .field("scan_pos", &self.scan_pos)
+            .field("open", &self.open)
+            .field("pending_nals", &self.pending.len())
+            .field("resyncing", &self.resyncing)
+            .field("finished", &self.finished)
+            .field("skipped", &self.skipped)
+            .field("bytes_read", &self.bytes_read)
+            .finish()
+    }
+}
+
 impl AnnexBReader {
     /// `max_access_unit` bounds memory: an access unit larger than this is an error.
     pub fn new(max_access_unit: usize) -> Self {

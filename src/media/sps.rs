@@ -18,8 +18,11 @@ use std::fmt;
 /// to Sqrt(MaxFS * 8), and the largest MaxFS of any level (6.2) is 139264 macroblocks.
 const MAX_DIMENSION_IN_MBS: u32 = 1055;
 
-/// profile_idc values whose SPS carries chroma_format_idc, bit depths and scaling matrices.
-const HIGH_PROFILES: [u8; 13] = [100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135];
+/// profile_idc values whose SPS carries chroma_format_idc, bit depths and scaling matrices. 144 is
+/// the High 4:4:4 profile of the 2005 edition (since removed), which FFmpeg also still accepts.
+const HIGH_PROFILES: [u8; 14] = [
+    100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135, 144,
+];
 
 /// A parsed sequence parameter set.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -472,12 +475,9 @@ fn parse_bitstream_restriction(bits: &mut BitReader<'_>) -> Result<u32, SpsError
     bits.ue_max(16, "log2_max_mv_length_horizontal above 16")?;
     bits.ue_max(16, "log2_max_mv_length_vertical above 16")?;
     let max_num_reorder_frames = bits.ue_max(16, "max_num_reorder_frames above 16")?;
-    let max_dec_frame_buffering = bits.ue_max(16, "max_dec_frame_buffering above 16")?;
-    if max_num_reorder_frames > max_dec_frame_buffering {
-        return Err(SpsError::Invalid(
-            "max_num_reorder_frames above max_dec_frame_buffering",
-        ));
-    }
+    // Not cross-checked against max_num_reorder_frames: an inconsistent VUI is no reason to
+    // refuse a stream that decoders play.
+    let _max_dec_frame_buffering = bits.ue_max(16, "max_dec_frame_buffering above 16")?;
     Ok(max_num_reorder_frames)
 }
 
