@@ -34,7 +34,8 @@ OPTIONS:
         --timeout <SECONDS>   How long to wait for the connection, the handshake and each
                               server reply (default 10)
         --max-frame-size <BYTES>
-                              Largest access unit accepted; bounds memory (default 8388608)
+                              Largest access unit accepted; bounds memory (default 8388608,
+                              at most 16711679: RTMP message lengths are 24 bits)
         --log-level <LEVEL>   error, warn, info, debug or trace (default info; RUST_LOG
                               overrides)
     -h, --help                Print this help
@@ -87,6 +88,8 @@ pub const DEFAULT_CHUNK_SIZE: u32 = 4096;
 pub const MIN_CHUNK_SIZE: u32 = 128;
 pub const MAX_CHUNK_SIZE: u32 = 16_777_215;
 pub const DEFAULT_MAX_FRAME_SIZE: usize = 8 * 1024 * 1024;
+/// An RTMP message length is 24 bits; the FLV tag header and length prefixes need a little room.
+pub const MAX_FRAME_SIZE: usize = 0xFF_FFFF - 64 * 1024;
 
 impl Config {
     /// A configuration with defaults for everything but input and destination.
@@ -163,8 +166,12 @@ where
             }
             "--timeout" => timeout_ms = parse_number(&name, &value("seconds")?, 1, 3600)? * 1000,
             "--max-frame-size" => {
-                max_frame_size =
-                    parse_number(&name, &value("a size in bytes")?, 64 * 1024, 1 << 30)? as usize
+                max_frame_size = parse_number(
+                    &name,
+                    &value("a size in bytes")?,
+                    64 * 1024,
+                    MAX_FRAME_SIZE as u64,
+                )? as usize
             }
             "--log-level" => {
                 let text = value("a level")?;

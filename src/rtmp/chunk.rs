@@ -19,6 +19,11 @@
 //! [`ChunkReader::decode`] consumes exactly one chunk when the input starts with a complete one,
 //! and otherwise consumes nothing and changes nothing, so the caller can keep unparsed bytes in
 //! its own buffer and call again when more arrive. It applies Set Chunk Size and Abort itself.
+//! It follows the specification where servers differ: a fmt 3 chunk that starts a new message
+//! after a fmt 0 header adds the fmt 0 timestamp as its delta (5.3.1.2.4), and after a header
+//! with an extended timestamp every fmt 3 chunk of that chunk stream carries the 4-byte field
+//! (5.3.1.3; FFmpeg and this writer do so). A new header (fmt 0, 1 or 2) in the middle of a
+//! message is an error rather than an implicit abort.
 //!
 //! # Invariants
 //!
@@ -818,7 +823,7 @@ impl ChunkWriter {
                             return Err(ChunkError::ExternalOutOfRange { csid, start, len });
                         }
                     } else {
-                        inline_len += part.len();
+                        inline_len = inline_len.saturating_add(part.len());
                     }
                     body_len = body_len
                         .checked_add(part.len())

@@ -269,8 +269,8 @@ impl PublishSession {
         self.require_publishing()?;
         let header = self.media_header(chunk_stream::STREAM_COMMAND, type_id::DATA_AMF0, timestamp);
         self.writer
-            .write_message_bytes(&header, body, &mut self.out);
-        Ok(())
+            .try_write_message_bytes(&header, body, &mut self.out)
+            .map_err(|e| Error::input(format!("metadata cannot be sent over RTMP: {e}")))
     }
 
     /// Queues a video message whose body is held in `body` (the AVC sequence header): copied.
@@ -278,8 +278,8 @@ impl PublishSession {
         self.require_publishing()?;
         let header = self.media_header(chunk_stream::VIDEO, type_id::VIDEO, timestamp);
         self.writer
-            .write_message_bytes(&header, body, &mut self.out);
-        Ok(())
+            .try_write_message_bytes(&header, body, &mut self.out)
+            .map_err(|e| Error::input(format!("a sequence header cannot be sent over RTMP: {e}")))
     }
 
     /// Queues a video message made of `parts`; external parts refer to the caller's frame buffer,
@@ -287,8 +287,9 @@ impl PublishSession {
     pub fn send_video(&mut self, timestamp: u32, parts: &[Part]) -> Result<()> {
         self.require_publishing()?;
         let header = self.media_header(chunk_stream::VIDEO, type_id::VIDEO, timestamp);
-        self.writer.write_message(&header, parts, &mut self.out);
-        Ok(())
+        self.writer
+            .try_write_message(&header, parts, &mut self.out)
+            .map_err(|e| Error::input(format!("a frame cannot be sent over RTMP: {e}")))
     }
 
     /// Ends the publish politely: FCUnpublish and deleteStream, as FFmpeg does on close.

@@ -1,0 +1,404 @@
+//! The bounded frame queue between a live source and the socket, sans-IO.
+//!
+//! A live source (a pipe, a child encoder, a camera) cannot wait for the network: it must be read
+//! at its own pace or it stalls or drops frames itself. When the socket takes a frame at once, the
+//! frame never enters this queue (it is sent zero-copy). When it does not, frames are copied once
+//! into this queue's ring storage, allocated once at its full size, and sent from there.
+//!
+//! The queue is bounded in bytes and in stream time. When a frame does not fit, whole GOPs go:
+//! first the queued frames older than the newest queued keyframe, then everything that is not
+//! being sent, and then incoming frames until the next keyframe. A frame whose reference was
+//! dropped is never kept, so the stream read back always decodes.
+//!
+//! Invariants: memory never grows after construction; the entry at the front may be pinned (being
+//! written to the socket) and is never moved or dropped while pinned; a queued frame that is not a
+//! keyframe always follows, without gap, the frame it references (the frame before it in the queue,
+//! or the frame in flight, or the last frame sent).
+
+use std::collections::VecDeque;
+
+/// One queued frame: an FLV video tag body in the ring.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Entry {
+    /// Where the body lies in [`FrameQueue::storage`].
+    pub start: usize,
+    pub len: usize,
+    pub timestamp_ms: u64,
+    pub keyframe: bool,
+}
+
+/// What happened to a pushed frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// The frame was queued; `dropped` older frames made room for it.
+    Queued { dropped: u32 },
+    /// The frame was dropped: it is not a keyframe and its reference is gone (or it could never fit).
+    Dropped,
+}
+
+/// Counters, for logs and STATUS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    pub frames_dropped: u64,
+    pub bytes_dropped: u64,
+    /// How many times frames had to be dropped (each drop event, not each frame).
+    pub drop_events: u64,
+}
+
+/// A ring of FLV frame bodies with a GOP-dropping overflow policy.
+pub struct FrameQueue {
+    storage: Vec<u8>,
+    entries: VecDeque<Entry>,
+    max_frames: usize,
+    max_duration_ms: u64,
+    /// The front entry is being sent and must stay where it is.
+    front_pinned: bool,
+    /// A frame was dropped: incoming frames are dropped until a keyframe.
+    awaiting_keyframe: bool,
+    stats: QueueStats,
+}
+
+impl FrameQueue {
+    /// A queue of at most `max_bytes` of frame data (allocated now, zeroed lazily by the OS),
+    /// `max_frames` frames and `max_duration_ms` of stream time.
+    pub fn new(max_bytes: usize, max_frames: usize, max_duration_ms: u64) -> FrameQueue {
+        FrameQueue {
+            storage: vec![0; max_bytes],
+            entries: VecDeque::with_capacity(max_frames),
+            max_frames: max_frames.max(1),
+            max_duration_ms,
+            front_pinned: false,
+            awaiting_keyframe: false,
+            stats: QueueStats::default(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Bytes held by queued frames.
+    pub fn queued_bytes(&self) -> usize {
+        self.entries.iter().map(|e| e.len).sum()
+    }
+
+    /// Stream time between the oldest and the newest queued frame.
+    pub fn queued_duration_ms(&self) -> u64 {
+        match (self.entries.front(), self.entries.back()) {
+            (Some(first), Some(last)) => last.timestamp_ms.saturating_sub(first.timestamp_ms),
+            _ => 0,
+        }
+    }
+
+    pub fn stats(&self) -> QueueStats {
+        self.stats
+    }
+
+    /// The ring; entries index into it.
+    pub fn storage(&self) -> &[u8] {
+        &self.storage
+    }
+
+    pub fn front(&self) -> Option<Entry> {
+        self.entries.front().copied()
+    }
+
+    /// Marks the front entry as being sent: it stays put until [`pop_front`](Self::pop_front).
+    pub fn pin_front(&mut self) {
+        self.front_pinned = !self.entries.is_empty();
+    }
+
+    /// Removes the front entry (sent, or given up on).
+    pub fn pop_front(&mut self) -> Option<Entry> {
+        self.front_pinned = false;
+        self.entries.pop_front()
+    }
+
+    /// The next frame sent will be the newest queued keyframe: older frames go. Called when a new
+    /// connection starts, so viewers get a picture at once. Returns how many frames were dropped.
+    pub fn skip_to_newest_keyframe(&mut self) -> u32 {
+        self.front_pinned = false;
+        let Some(newest_key) = self.entries.iter().rposition(|e| e.keyframe) else {
+            let dropped = self.entries.len() as u32;
+            self.drop_range(0, self.entries.len());
+            self.awaiting_keyframe = true;
+            return dropped;
+        };
+        self.drop_range(0, newest_key);
+        self.awaiting_keyframe = false;
+        newest_key as u32
+    }
+
+    /// Drops everything not pinned and waits for a keyframe (the parameter sets changed, say).
+    pub fn clear_unpinned(&mut self) {
+        let first = usize::from(self.front_pinned);
+        self.drop_range(first, self.entries.len());
+        self.awaiting_keyframe = true;
+    }
+
+    /// Queues a frame of `len` bytes at `timestamp_ms`; `fill` writes its body into the slot.
+    pub fn push(&mut self, timestamp_ms: u64, keyframe: bool, len: usize, fill: impl FnOnce(&mut [u8])) -> Pushed {
+        if self.awaiting_keyframe && !keyframe {
+            return self.reject(len);
+        }
+        if len > self.storage.len() {
+            self.clear_unpinned();
+            return self.reject(len);
+        }
+        let mut dropped = 0;
+        loop {
+            let fits_time = self
+                .entries
+                .front()
+                .is_none_or(|first| timestamp_ms.saturating_sub(first.timestamp_ms) <= self.max_duration_ms);
+            let slot = if self.entries.len() < self.max_frames && fits_time { self.find_slot(len) } else { None };
+            if let Some(start) = slot {
+                fill(&mut self.storage[start..start + len]);
+                self.entries.push_back(Entry { start, len, timestamp_ms, keyframe });
+                self.awaiting_keyframe = false;
+                if dropped > 0 {
+                    self.stats.drop_events += 1;
+                }
+                return Pushed::Queued { dropped };
+            }
+            // Make room: drop the oldest whole GOP that is not being sent.
+            let first = usize::from(self.front_pinned);
+            let next_key = self.entries.iter().skip(first + 1).position(|e| e.keyframe).map(|i| i + first + 1);
+            match next_key {
+                Some(key) => dropped += self.drop_range(first, key),
+                None if keyframe => {
+                    // Nothing queued starts a GOP: the incoming keyframe replaces all of it.
+                    dropped += self.drop_range(first, self.entries.len());
+                    if self.entries.len() == first && self.find_slot(len).is_none() && first == 1 {
+                        // Even alone beside the pinned frame it does not fit: drop it too.
+                        self.stats.drop_events += 1;
+                        self.awaiting_keyframe = true;
+                        return self.reject(len);
+                    }
+                }
+                None => {
+                    // The incoming frame would continue a GOP whose queue is full: it and the rest
+                    // of its GOP are dropped; what is queued stays decodable.
+                    self.awaiting_keyframe = true;
+                    if dropped > 0 {
+                        self.stats.drop_events += 1;
+                    }
+                    self.stats.drop_events += 1;
+                    return self.reject(len);
+                }
+            }
+        }
+    }
+
+    fn reject(&mut self, len: usize) -> Pushed {
+        self.stats.frames_dropped += 1;
+        self.stats.bytes_dropped += len as u64;
+        Pushed::Dropped
+    }
+
+    /// Drops entries `from..to`; returns how many.
+    fn drop_range(&mut self, from: usize, to: usize) -> u32 {
+        let mut count = 0;
+        for entry in self.entries.drain(from..to) {
+            self.stats.frames_dropped += 1;
+            self.stats.bytes_dropped += entry.len as u64;
+            count += 1;
+        }
+        count
+    }
+
+    /// Where `len` contiguous bytes fit after the newest entry and before the oldest, if anywhere.
+    fn find_slot(&self, len: usize) -> Option<usize> {
+        let capacity = self.storage.len();
+        let (Some(first), Some(last)) = (self.entries.front(), self.entries.back()) else {
+            return (len <= capacity).then_some(0);
+        };
+        let head = first.start;
+        let tail = last.start + last.len;
+        if tail > head || (tail == head && last.start >= head && self.entries.len() == 1 && first.len == 0) {
+            // Used region is head..tail: free space is tail..capacity, then 0..head.
+            if capacity - tail >= len {
+                Some(tail)
+            } else if head >= len {
+                Some(0)
+            } else {
+                None
+            }
+        } else {
+            // Wrapped: used is head..capacity and 0..tail; free is tail..head.
+            (head - tail >= len).then_some(tail)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn push(queue: &mut FrameQueue, ts: u64, key: bool, len: usize) -> Pushed {
+        let tag = ts as u8;
+        queue.push(ts, key, len, |slot| slot.fill(tag))
+    }
+
+    fn timestamps(queue: &FrameQueue) -> Vec<u64> {
+        queue.entries.iter().map(|e| e.timestamp_ms).collect()
+    }
+
+    /// Every queued non-keyframe follows its predecessor without a gap, and bodies are intact.
+    fn assert_decodable(queue: &FrameQueue, frame_interval: u64) {
+        let entries: Vec<Entry> = queue.entries.iter().copied().collect();
+        for pair in entries.windows(2) {
+            if !pair[1].keyframe {
+                assert_eq!(pair[1].timestamp_ms, pair[0].timestamp_ms + frame_interval, "{entries:?}");
+            }
+        }
+        for e in &entries {
+            assert!(queue.storage[e.start..e.start + e.len].iter().all(|&b| b == e.timestamp_ms as u8));
+        }
+    }
+
+    #[test]
+    fn frames_come_out_in_order_with_their_bytes() {
+        let mut queue = FrameQueue::new(1000, 100, 10_000);
+        for ts in 0..5 {
+            assert_eq!(push(&mut queue, ts, ts == 0, 100), Pushed::Queued { dropped: 0 });
+        }
+        assert_eq!(queue.queued_bytes(), 500);
+        for ts in 0..5 {
+            let e = queue.pop_front().unwrap();
+            assert_eq!(e.timestamp_ms, ts);
+            assert!(queue.storage()[e.start..e.start + e.len].iter().all(|&b| b == ts as u8));
+        }
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn the_ring_wraps_without_moving_or_overlapping_entries() {
+        let mut queue = FrameQueue::new(1000, 100, u64::MAX);
+        push(&mut queue, 0, true, 300);
+        for ts in 1..200u64 {
+            assert_eq!(push(&mut queue, ts, false, 300), Pushed::Queued { dropped: 0 }, "ts {ts}");
+            queue.pop_front();
+            assert_decodable(&queue, 1);
+            let e = queue.front().unwrap();
+            assert!(e.start + e.len <= 1000);
+        }
+    }
+
+    #[test]
+    fn overflow_drops_the_oldest_whole_gop() {
+        // GOPs of 4 frames of 100 bytes; room for 10 frames.
+        let mut queue = FrameQueue::new(1000, 100, u64::MAX);
+        for ts in 0..10 {
+            push(&mut queue, ts, ts % 4 == 0, 100);
+        }
+        assert_eq!(timestamps(&queue), (0..10).collect::<Vec<_>>());
+        // Frame 10 does not fit: GOP 0..4 goes, the queue starts at keyframe 4.
+        assert_eq!(push(&mut queue, 10, false, 100), Pushed::Queued { dropped: 4 });
+        assert_eq!(timestamps(&queue), (4..11).collect::<Vec<_>>());
+        assert!(queue.front().unwrap().keyframe);
+        assert_decodable(&queue, 1);
+        assert_eq!(queue.stats().frames_dropped, 4);
+        assert_eq!(queue.stats().drop_events, 1);
+    }
+
+    #[test]
+    fn a_pinned_frame_is_never_dropped_and_its_gop_continues_or_stops_cleanly() {
+        let mut queue = FrameQueue::new(500, 100, u64::MAX);
+        for ts in 0..5 {
+            push(&mut queue, ts, ts == 0, 100);
+        }
+        queue.pin_front();
+        // No keyframe after the pinned one: the incoming inter frame is dropped, and so is every
+        // frame up to the next keyframe.
+        assert_eq!(push(&mut queue, 5, false, 100), Pushed::Dropped);
+        assert_eq!(push(&mut queue, 6, false, 50), Pushed::Dropped, "its reference was dropped");
+        assert_eq!(timestamps(&queue), vec![0, 1, 2, 3, 4]);
+        // A keyframe replaces everything but the pinned frame.
+        assert_eq!(push(&mut queue, 7, true, 100), Pushed::Queued { dropped: 4 });
+        assert_eq!(timestamps(&queue), vec![0, 7]);
+        assert_eq!(queue.pop_front().unwrap().timestamp_ms, 0);
+        assert_eq!(push(&mut queue, 8, false, 100), Pushed::Queued { dropped: 0 });
+        assert_eq!(timestamps(&queue), vec![7, 8]);
+    }
+
+    #[test]
+    fn the_time_bound_drops_gops_too() {
+        // 2 s of video at most; 30 fps; a keyframe every second.
+        let mut queue = FrameQueue::new(1 << 20, 1000, 2000);
+        let interval = 1000 / 30;
+        let mut dropped = 0;
+        for i in 0..300u64 {
+            match push(&mut queue, i * interval, i % 30 == 0, 1000) {
+                Pushed::Queued { dropped: d } => dropped += d,
+                Pushed::Dropped => panic!("frame {i} dropped"),
+            }
+            assert!(queue.queued_duration_ms() <= 2000);
+            assert!(queue.front().unwrap().keyframe);
+            assert_decodable(&queue, interval);
+        }
+        assert!(dropped > 200);
+    }
+
+    #[test]
+    fn a_frame_larger_than_the_queue_is_dropped_and_waits_for_a_keyframe() {
+        let mut queue = FrameQueue::new(1000, 100, u64::MAX);
+        push(&mut queue, 0, true, 100);
+        assert_eq!(push(&mut queue, 1, true, 2000), Pushed::Dropped);
+        assert_eq!(push(&mut queue, 2, false, 10), Pushed::Dropped);
+        assert_eq!(push(&mut queue, 3, true, 10), Pushed::Queued { dropped: 0 });
+    }
+
+    #[test]
+    fn a_new_connection_starts_at_the_newest_keyframe() {
+        let mut queue = FrameQueue::new(10_000, 100, u64::MAX);
+        for ts in 0..10 {
+            push(&mut queue, ts, ts % 4 == 0, 100);
+        }
+        assert_eq!(queue.skip_to_newest_keyframe(), 8);
+        assert_eq!(timestamps(&queue), vec![8, 9]);
+        // With no keyframe queued, everything goes and the next keyframe is awaited.
+        let mut queue = FrameQueue::new(10_000, 100, u64::MAX);
+        push(&mut queue, 0, true, 100);
+        queue.pop_front();
+        push(&mut queue, 1, false, 100);
+        assert_eq!(queue.skip_to_newest_keyframe(), 1);
+        assert_eq!(push(&mut queue, 2, false, 100), Pushed::Dropped);
+        assert_eq!(push(&mut queue, 3, true, 100), Pushed::Queued { dropped: 0 });
+    }
+
+    #[test]
+    fn random_traffic_keeps_every_invariant() {
+        // A deterministic pseudo-random mix of frame sizes, pins and pops.
+        let mut state = 0x2545_F491_4F6C_DD1Du64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let mut queue = FrameQueue::new(4096, 64, 500);
+        let mut last_sent: Option<Entry> = None;
+        for i in 0..20_000u64 {
+            let key = i % 15 == 0;
+            let len = (next() % 700) as usize + 1;
+            push(&mut queue, i * 10, key, len);
+            assert!(queue.queued_bytes() <= 4096 && queue.len() <= 64);
+            assert_decodable(&queue, 10);
+            if next() % 3 == 0 {
+                if let Some(e) = queue.pop_front() {
+                    // What is sent is decodable: a keyframe, or the successor of the last sent frame.
+                    if !e.keyframe {
+                        assert_eq!(e.timestamp_ms, last_sent.unwrap().timestamp_ms + 10, "frame {i}");
+                    }
+                    last_sent = Some(e);
+                }
+                queue.pin_front();
+            }
+        }
+    }
+}
