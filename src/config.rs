@@ -38,6 +38,25 @@ OPTIONS:
                               at most 16711679: RTMP message lengths are 24 bits)
         --log-level <LEVEL>   error, warn, info, debug or trace (default info; RUST_LOG
                               overrides)
+
+RELIABILITY:
+        --stall-timeout <SECONDS>
+                              Reconnect when the socket has accepted no data for this long
+                              while data waits to be sent (default 10)
+        --source-timeout <SECONDS>
+                              Restart a live input (pipe, FIFO, exec:) that has delivered no
+                              frame for this long; 0 never (default 10)
+        --backoff-max <SECONDS>
+                              Longest wait between reconnects; a refused key or app waits
+                              this long (default 30)
+        --backoff-reset <SECONDS>
+                              A connection that streamed this long resets the backoff
+                              (default 10)
+        --max-retries <N>     Give up after N consecutive failed connections; 0 exits at
+                              the first failure (default: retry forever)
+        --queue-time <MS>     Most stream time held while the network is slow or down;
+                              beyond it whole GOPs are dropped (default 2000)
+        --queue-size <BYTES>  Most bytes held likewise (default 8388608)
     -h, --help                Print this help
     -V, --version             Print the version
 
@@ -82,6 +101,15 @@ pub struct Config {
     pub timeout_ms: u64,
     pub max_frame_size: usize,
     pub log_level: Option<log::LevelFilter>,
+    pub stall_timeout_ms: u64,
+    /// 0: never.
+    pub source_timeout_ms: u64,
+    pub backoff_max_ms: u64,
+    pub backoff_reset_ms: u64,
+    /// None: retry forever.
+    pub max_retries: Option<u32>,
+    pub queue_time_ms: u64,
+    pub queue_size: usize,
 }
 
 pub const DEFAULT_CHUNK_SIZE: u32 = 4096;
@@ -94,6 +122,7 @@ pub const MAX_FRAME_SIZE: usize = 0xFF_FFFF - 64 * 1024;
 impl Config {
     /// A configuration with defaults for everything but input and destination.
     pub fn new(input: impl Into<String>, url: RtmpUrl) -> Config {
+        let reliability = Reliability::default();
         Config {
             input: input.into(),
             url,
@@ -104,6 +133,13 @@ impl Config {
             timeout_ms: 10_000,
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             log_level: None,
+            stall_timeout_ms: reliability.stall_timeout_ms,
+            source_timeout_ms: reliability.source_timeout_ms,
+            backoff_max_ms: reliability.backoff_max_ms,
+            backoff_reset_ms: reliability.backoff_reset_ms,
+            max_retries: reliability.max_retries,
+            queue_time_ms: reliability.queue_time_ms,
+            queue_size: reliability.queue_size,
         }
     }
 }
@@ -124,6 +160,7 @@ where
     let mut timeout_ms = 10_000;
     let mut max_frame_size = DEFAULT_MAX_FRAME_SIZE;
     let mut log_level = None;
+    let mut reliability = Reliability::default();
     let mut only_positional = false;
 
     while let Some(arg) = args.next() {
@@ -181,6 +218,34 @@ where
                     ))
                 })?)
             }
+            "--stall-timeout" => {
+                reliability.stall_timeout_ms =
+                    parse_number(&name, &value("seconds")?, 1, 3600)? * 1000
+            }
+            "--source-timeout" => {
+                reliability.source_timeout_ms =
+                    parse_number(&name, &value("seconds")?, 0, 3600)? * 1000
+            }
+            "--backoff-max" => {
+                reliability.backoff_max_ms =
+                    parse_number(&name, &value("seconds")?, 1, 3600)? * 1000
+            }
+            "--backoff-reset" => {
+                reliability.backoff_reset_ms =
+                    parse_number(&name, &value("seconds")?, 1, 86400)? * 1000
+            }
+            "--max-retries" => {
+                reliability.max_retries =
+                    Some(parse_number(&name, &value("a count")?, 0, u32::MAX.into())? as u32)
+            }
+            "--queue-time" => {
+                reliability.queue_time_ms =
+                    parse_number(&name, &value("milliseconds")?, 100, 60_000)?
+            }
+            "--queue-size" => {
+                reliability.queue_size =
+                    parse_number(&name, &value("a size in bytes")?, 64 * 1024, 1 << 30)? as usize
+            }
             _ => return Err(Error::config(format!("unknown option {name} (see --help)"))),
         }
     }
@@ -207,7 +272,39 @@ where
         timeout_ms,
         max_frame_size,
         log_level,
+        stall_timeout_ms: reliability.stall_timeout_ms,
+        source_timeout_ms: reliability.source_timeout_ms,
+        backoff_max_ms: reliability.backoff_max_ms,
+        backoff_reset_ms: reliability.backoff_reset_ms,
+        max_retries: reliability.max_retries,
+        queue_time_ms: reliability.queue_time_ms,
+        queue_size: reliability.queue_size,
     })))
+}
+
+/// The reliability options, gathered while parsing.
+struct Reliability {
+    stall_timeout_ms: u64,
+    source_timeout_ms: u64,
+    backoff_max_ms: u64,
+    backoff_reset_ms: u64,
+    max_retries: Option<u32>,
+    queue_time_ms: u64,
+    queue_size: usize,
+}
+
+impl Default for Reliability {
+    fn default() -> Self {
+        Reliability {
+            stall_timeout_ms: 10_000,
+            source_timeout_ms: 10_000,
+            backoff_max_ms: 30_000,
+            backoff_reset_ms: 10_000,
+            max_retries: None,
+            queue_time_ms: 2_000,
+            queue_size: 8 * 1024 * 1024,
+        }
+    }
 }
 
 fn parse_number(name: &str, text: &str, min: u64, max: u64) -> Result<u64> {

@@ -26,10 +26,15 @@
 //! - No input, from the camera or from the server, can make the code panic: it is an error.
 #![deny(unsafe_code)]
 
+pub mod backoff;
 pub mod config;
 pub mod driver;
 pub mod error;
 pub mod media;
+pub mod notify;
+pub mod pipeline;
+pub mod queue;
 pub mod rtmp;
 pub mod source;
+pub mod supervisor;
 pub mod url;

@@ -6,7 +6,8 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use v4l2rtmp::config::{parse_args, Command, Config, HELP};
-use v4l2rtmp::driver::{self, Ending};
+use v4l2rtmp::notify::Notifier;
+use v4l2rtmp::supervisor::{self, Ending};
 use v4l2rtmp::error::{Error, Result};
 
 fn main() -> ExitCode {
@@ -40,7 +41,8 @@ fn try_main() -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::io(v4l2rtmp::error::Fault::Ours, "cannot start the runtime", e))?;
-    let (ending, _progress) = runtime.block_on(driver::publish(&config, &mut |_| {}))?;
+    let notifier = Notifier::from_env();
+    let (ending, _progress) = runtime.block_on(supervisor::run(&config, &notifier, &mut |_| {}))?;
     match ending {
         Ending::EndOfInput => log::info!("done"),
         Ending::Signal => log::info!("stopped"),

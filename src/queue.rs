@@ -112,6 +112,11 @@ impl FrameQueue {
         self.front_pinned = !self.entries.is_empty();
     }
 
+    /// The front entry is no longer being sent (its connection died); it may be dropped.
+    pub fn unpin_front(&mut self) {
+        self.front_pinned = false;
+    }
+
     /// Removes the front entry (sent, or given up on).
     pub fn pop_front(&mut self) -> Option<Entry> {
         self.front_pinned = false;

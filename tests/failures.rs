@@ -135,7 +135,17 @@ fn on_publish_callback_refuses_the_key() {
     let nginx = Nginx::start();
     let clip = clip_small();
     let url = nginx.url("auth", "secretkey42");
-    let output = run_v4l2rtmp(&["--input", clip.to_str().unwrap(), &url], None, LIMIT);
+    let output = run_v4l2rtmp(
+        &[
+            "--max-retries",
+            "0",
+            "--input",
+            clip.to_str().unwrap(),
+            &url,
+        ],
+        None,
+        LIMIT,
+    );
     assert_clean_failure(&output, 69, "refused the stream name or key");
     assert!(
         !stderr_of(&output).contains("secretkey42"),
@@ -149,7 +159,17 @@ fn access_rule_that_denies_publishing() {
     let nginx = Nginx::start();
     let clip = clip_small();
     let url = nginx.url("closed", "secretkey42");
-    let output = run_v4l2rtmp(&["--input", clip.to_str().unwrap(), &url], None, LIMIT);
+    let output = run_v4l2rtmp(
+        &[
+            "--max-retries",
+            "0",
+            "--input",
+            clip.to_str().unwrap(),
+            &url,
+        ],
+        None,
+        LIMIT,
+    );
     assert_clean_failure(&output, 69, "probably refuses this stream");
     assert!(
         !stderr_of(&output).contains("secretkey42"),
@@ -171,7 +191,17 @@ fn stream_name_already_in_use_is_refused_with_the_servers_reason() {
         .spawn()
         .unwrap();
     std::thread::sleep(Duration::from_millis(1000));
-    let output = run_v4l2rtmp(&["--input", clip.to_str().unwrap(), &url], None, LIMIT);
+    let output = run_v4l2rtmp(
+        &[
+            "--max-retries",
+            "0",
+            "--input",
+            clip.to_str().unwrap(),
+            &url,
+        ],
+        None,
+        LIMIT,
+    );
     let _ = first.kill();
     let _ = first.wait();
     assert_clean_failure(&output, 69, "NetStream.Publish.BadName");
@@ -199,6 +229,8 @@ fn server_that_closes_mid_handshake() {
     let clip = clip_small();
     let output = run_v4l2rtmp(
         &[
+            "--max-retries",
+            "0",
             "--input",
             clip.to_str().unwrap(),
             &format!("rtmp://127.0.0.1:{port}/live/k"),
@@ -218,6 +250,8 @@ fn server_that_never_answers_the_handshake_times_out() {
     let started = Instant::now();
     let output = run_v4l2rtmp(
         &[
+            "--max-retries",
+            "0",
             "--input",
             clip.to_str().unwrap(),
             "--timeout",
@@ -238,6 +272,8 @@ fn nothing_listening() {
     let clip = clip_small();
     let output = run_v4l2rtmp(
         &[
+            "--max-retries",
+            "0",
             "--input",
             clip.to_str().unwrap(),
             &format!("rtmp://127.0.0.1:{port}/live/k"),

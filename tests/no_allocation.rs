@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use common::*;
 use v4l2rtmp::config::Config;
-use v4l2rtmp::driver::{publish, Ending};
+use v4l2rtmp::notify::Notifier;
+use v4l2rtmp::supervisor::{run, Ending, Progress};
 use v4l2rtmp::url::RtmpUrl;
 
 struct CountingAllocator;
@@ -62,7 +63,7 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
         .build()
         .unwrap();
     let mut counted = None;
-    let mut on_frame = |progress: &v4l2rtmp::driver::Progress| {
+    let mut on_frame = |progress: &Progress| {
         if progress.frames_sent == WARM_UP_FRAMES {
             ALLOCATIONS.store(0, Ordering::SeqCst);
             BYTES.store(0, Ordering::SeqCst);
@@ -75,7 +76,10 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
             ));
         }
     };
-    let (ending, progress) = runtime.block_on(publish(&config, &mut on_frame)).unwrap();
+    let notifier = Notifier::disabled();
+    let (ending, progress) = runtime
+        .block_on(run(&config, &notifier, &mut on_frame))
+        .unwrap();
     COUNTING.store(false, Ordering::SeqCst);
     assert_eq!(ending, Ending::EndOfInput);
     assert_eq!(progress.frames_sent, 1800);

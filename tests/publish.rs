@@ -162,42 +162,99 @@ fn stdin_and_fifo_inputs() {
     let bytes = std::fs::read(&clip).unwrap();
     let keyframes = source_keyframes(&clip);
     let nginx = Nginx::start();
-    let output = run_v4l2rtmp(
-        &["--input", "-", "--fps", "30", &nginx.url("live", "stdin")],
-        Some(&bytes),
-        LIMIT,
+    // Pipes are live input: frames that come faster than the network takes them wait in a queue
+    // bounded by --queue-time. These tests write 4 s of video at once, faster than real time, so
+    // they wait for the publish to start and give the queue room for the whole clip.
+    let mut child = std::process::Command::new(BIN)
+        .args([
+            "--input",
+            "-",
+            "--fps",
+            "30",
+            "--queue-time",
+            "10000",
+            &nginx.url("live", "stdin"),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(child.stderr.take().unwrap());
+    wait_for_line(&lines, "publishing to", Duration::from_secs(30));
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&bytes).unwrap();
+    }
+    assert!(
+        child.wait().unwrap().success(),
+        "v4l2rtmp exits at the end of stdin"
     );
-    assert_success(&output);
 
+    // A FIFO outlives its writer: v4l2rtmp sends everything the writer wrote, then waits for the
+    // next writer until it is stopped.
     let fifo = nginx.dir.path().join("input.fifo");
     let status = std::process::Command::new("mkfifo")
         .arg(&fifo)
         .status()
         .unwrap();
     assert!(status.success());
-    let writer = {
-        let fifo = fifo.clone();
-        let bytes = bytes.clone();
-        std::thread::spawn(move || std::fs::write(fifo, bytes).unwrap())
-    };
-    let output = run_v4l2rtmp(
-        &[
+    let mut child = std::process::Command::new(BIN)
+        .args([
             "--input",
             fifo.to_str().unwrap(),
             "--fps",
             "30",
+            "--queue-time",
+            "10000",
             &nginx.url("live", "fifo"),
-        ],
-        None,
-        LIMIT,
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(child.stderr.take().unwrap());
+    wait_for_line(&lines, "publishing to", Duration::from_secs(30));
+    std::fs::write(&fifo, &bytes).unwrap();
+    wait_for_line(
+        &lines,
+        "waiting for the next writer",
+        Duration::from_secs(30),
     );
-    writer.join().unwrap();
-    assert_success(&output);
+    // The second writer stops after two GOPs, just before the third keyframe's start code.
+    let idr_starts: Vec<usize> = (0..bytes.len() - 4)
+        .filter(|&i| bytes[i..i + 3] == [0, 0, 1] && bytes[i + 3] & 0x1f == 5)
+        .map(|i| if i > 0 && bytes[i - 1] == 0 { i - 1 } else { i })
+        .collect();
+    assert_eq!(idr_starts.len(), 4, "a keyframe every second");
+    std::fs::write(&fifo, &bytes[..idr_starts[2]]).unwrap();
+    let again = wait_for_line(
+        &lines,
+        "waiting for the next writer",
+        Duration::from_secs(30),
+    );
+    assert!(again.contains("closed it"), "{again}");
+    stop(&mut child, "TERM");
     let stdin_recording = nginx.recording("stdin");
     let fifo_recording = nginx.recording("fifo");
     let _dir = nginx.stop();
     assert_matches_source(&ffprobe(&stdin_recording, &[]), &keyframes, 640, 360, 30.0);
-    assert_matches_source(&ffprobe(&fifo_recording, &[]), &keyframes, 640, 360, 30.0);
+    // The second writer's frames follow the first's.
+    let fifo_probe = ffprobe(&fifo_recording, &[]);
+    assert_eq!(
+        fifo_probe.packets.len(),
+        keyframes.len() + 60,
+        "both writers' frames arrived"
+    );
+    let first_writer = Probe {
+        packets: fifo_probe.packets[..keyframes.len()].to_vec(),
+        ..fifo_probe.clone()
+    };
+    assert_matches_source(&first_writer, &keyframes, 640, 360, 30.0);
+    assert!(
+        fifo_probe.packets[keyframes.len()].keyframe,
+        "the second writer starts at its keyframe"
+    );
+    assert_eq!(decode_errors(&fifo_recording), "");
 }
 
 #[test]

@@ -364,6 +364,42 @@ impl Gather {
         }
     }
 
+    /// Copies every unwritten external piece into scratch storage, so the external buffer may be
+    /// released or reused while the rest is written. The driver calls this when a frame sent
+    /// zero-copy could not be written at once and the source must move on: the copy is paid only
+    /// under backpressure. Returns the bytes copied. Grows scratch up to the largest frame
+    /// detached, then reuses it.
+    pub fn detach_external(&mut self, external: &[u8]) -> usize {
+        let mut copied = 0;
+        let until = self.external_until.min(self.pieces.len());
+        for index in self.cursor..until {
+            let Piece::External { start, len } = self.pieces[index] else {
+                continue;
+            };
+            let (from, count) = (to_usize(start), to_usize(len));
+            let Some(bytes) = external.get(from..from.saturating_add(count)) else {
+                debug_assert!(false, "detach_external with a short external buffer");
+                continue;
+            };
+            let new_start = self.scratch.len();
+            let Ok(new_start32) = u32::try_from(new_start) else {
+                debug_assert!(false, "Gather scratch beyond 4 GiB");
+                return copied;
+            };
+            // The whole piece is copied, even a written head of the cursor's piece, so the
+            // offset into it stays valid.
+            self.scratch.extend_from_slice(bytes);
+            self.pieces[index] = Piece::Scratch {
+                start: new_start32,
+                len,
+            };
+            copied += count;
+        }
+        self.external_until = 0;
+        self.external_end = 0;
+        copied
+    }
+
     /// Appends all unwritten bytes to `out` (tests and the TLS path). Stops, like
     /// [`io_slices`](Self::io_slices), before an external range that lies outside `external`.
     pub fn write_to_vec(&self, external: &[u8], out: &mut Vec<u8>) {
@@ -2220,6 +2256,44 @@ mod tests {
                 }
                 pos += used;
             }
+        }
+    }
+
+    #[test]
+    fn detach_external_copies_the_unwritten_payload_and_keeps_the_bytes() {
+        let external: Vec<u8> = (0..=255u8).cycle().take(10_000).collect();
+        let mut writer = ChunkWriter::new();
+        writer.set_chunk_size(4096);
+        let header = MessageHeader {
+            chunk_stream_id: 6,
+            timestamp: 40,
+            type_id: 9,
+            stream_id: 1,
+        };
+        let parts = [
+            Part::inline(&[0x17, 1, 0, 0, 0]),
+            Part::External {
+                start: 100,
+                len: 9000,
+            },
+        ];
+        for written in [0, 1, 17, 4100, 9000] {
+            let mut gather = Gather::with_capacity(64, 16);
+            writer.reset();
+            writer.set_chunk_size(4096);
+            writer.write_message(&header, &parts, &mut gather);
+            let mut expected = Vec::new();
+            gather.write_to_vec(&external, &mut expected);
+            gather.advance(written);
+            let copied = gather.detach_external(&external);
+            assert!(!gather.has_external());
+            assert!(copied <= 9000 && copied + written >= 9000 - 4096);
+            // The rest now comes from scratch alone: any buffer (even empty) will do.
+            let mut rest = Vec::new();
+            gather.write_to_vec(&[], &mut rest);
+            assert_eq!(rest, expected[written..], "after writing {written} bytes");
+            gather.advance(rest.len());
+            assert!(gather.is_empty());
         }
     }
 }

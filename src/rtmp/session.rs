@@ -168,6 +168,11 @@ impl PublishSession {
         &mut self.out
     }
 
+    /// The transmit queue, read-only.
+    pub fn transmit_ref(&self) -> &Gather {
+        &self.out
+    }
+
     pub fn is_publishing(&self) -> bool {
         self.phase == Phase::Publishing
     }

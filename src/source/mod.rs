@@ -2,14 +2,20 @@
 //!
 //! A regular file is read directly (reads from the page cache do not block for long, and epoll
 //! refuses regular files). Pipes and FIFOs are switched to non-blocking mode and read when tokio
-//! reports them readable, so waiting for input never stops the driver from answering the server.
+//! reports them readable, so waiting for input never stops the supervisor from answering the
+//! server. When a named FIFO's writer closes it, the supervisor flushes the last frame and opens
+//! the FIFO again for the next writer (a camera program restarted), so the stream goes on; the
+//! source watchdog notices silence. Pipes (stdin) end when their writer closes them.
 //!
 //! Invariants: reads go straight into the caller's buffer (the Annex-B reader's), never through an
 //! intermediate copy; a read of 0 bytes means end of input.
 
+pub mod exec;
+
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::fs::FileTypeExt;
 
 use tokio::net::unix::pipe;
 
@@ -20,13 +26,29 @@ pub enum Input {
     /// A regular file: read synchronously.
     File { file: File, name: String },
     /// A pipe or FIFO, in non-blocking mode.
-    Stream { pipe: pipe::Receiver, name: String },
+    Stream {
+        pipe: pipe::Receiver,
+        name: String,
+        /// A named FIFO, which can be opened again; stdin cannot.
+        reopen: bool,
+    },
 }
 
 impl Input {
-    /// Opens `path` (`-` is stdin). A FIFO blocks here until a writer opens it. Must be called
-    /// within a tokio runtime.
-    pub fn open(path: &str) -> Result<Input> {
+    /// Opens `path` (`-` is stdin). Must be called within a tokio runtime.
+    pub async fn open(path: &str) -> Result<Input> {
+        if path != "-" {
+            let metadata =
+                std::fs::metadata(path).map_err(|e| Error::io(Fault::Input, format!("cannot open {path}"), e))?;
+            if metadata.file_type().is_fifo() {
+                // Non-blocking, so opening does not wait for a writer; Linux reports no hang-up on
+                // a fresh FIFO until a writer has come and gone, so waiting costs nothing.
+                let pipe = pipe::OpenOptions::new()
+                    .open_receiver(path)
+                    .map_err(|e| Error::io(Fault::Input, format!("cannot open the FIFO {path}"), e))?;
+                return Ok(Input::Stream { pipe, name: path.to_string(), reopen: true });
+            }
+        }
         let (file, name) = if path == "-" {
             let fd: OwnedFd = io::stdin()
                 .as_fd()
@@ -54,13 +76,27 @@ impl Input {
                 e,
             )
         })?;
-        Ok(Input::Stream { pipe, name })
+        Ok(Input::Stream { pipe, name, reopen: false })
     }
 
     pub fn name(&self) -> &str {
         match self {
             Input::File { name, .. } | Input::Stream { name, .. } => name,
         }
+    }
+
+    /// Starts the input again after it went silent: a FIFO is reopened. A file or stdin cannot
+    /// be restarted: that is an input error.
+    pub async fn restart(self) -> Result<Input> {
+        match self {
+            Input::Stream { reopen: true, name, .. } => Input::open(&name).await,
+            other => Err(Error::input(format!("{} delivered no frame and cannot be restarted", other.name()))),
+        }
+    }
+
+    /// Whether the end of this input is only the end of one writer's session (a named FIFO).
+    pub fn reopens(&self) -> bool {
+        matches!(self, Input::Stream { reopen: true, .. })
     }
 
     /// Whether this is live input (pipe, FIFO, stdin from a program) rather than a file.
@@ -80,7 +116,7 @@ impl Input {
                     }
                 }
             },
-            Input::Stream { pipe, name } => loop {
+            Input::Stream { pipe, name, .. } => loop {
                 pipe.readable()
                     .await
                     .map_err(|e| Error::io(Fault::Input, format!("cannot poll {name}"), e))?;

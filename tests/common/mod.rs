@@ -612,3 +612,46 @@ pub fn assert_matches_source(
         assert_eq!(packet.pts_ms, packet.dts_ms, "composition time 0");
     }
 }
+
+/// The lines a child writes to `pipe`, as they come.
+pub fn log_lines(pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<String> {
+    let (sender, receiver) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(pipe).lines().map_while(|l| l.ok()) {
+            eprintln!("  | {line}");
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits for a line containing `needle`; panics after `limit`.
+pub fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    needle: &str,
+    limit: Duration,
+) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => continue,
+            Err(_) => panic!("no log line containing {needle:?} within {limit:?}"),
+        }
+    }
+}
+
+/// Sends a signal (`INT`, `TERM`, `KILL`, ...) and waits for the child; returns its status.
+pub fn stop(child: &mut Child, signal: &str) -> ExitStatus {
+    let status = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    child.wait().unwrap()
+}

@@ -1,0 +1,388 @@
+//! From access units to timed FLV messages, sans-IO: muxing, timestamps, and what each connection
+//! must receive before frames (onMetaData, the AVC sequence header, a keyframe).
+//!
+//! Timestamps come from a constant frame rate (`--fps`, else the SPS timing) counted in frames, so
+//! rounding never accumulates; or, for live input without timing, from arrival time. Each new
+//! connection starts at a keyframe, preceded by onMetaData and the sequence header; when SPS or
+//! PPS change mid-stream the sequence header goes again before the next frame.
+//!
+//! Invariants: no clock is read here (`now_ms` is passed in); a connection never receives an inter
+//! frame before a keyframe; after warm-up nothing here allocates per frame.
+
+use log::{info, warn};
+
+use crate::config::{Config, FrameRate};
+use crate::error::{Error, Fault, Result};
+use crate::media::annexb::AccessUnit;
+use crate::media::flv::{write_metadata, AvcMuxer, Muxed, SkipReason, VideoInfo};
+use crate::rtmp::chunk::Part;
+use crate::rtmp::session::PublishSession;
+
+/// Frame rate assumed for a file whose SPS has no timing, as FFmpeg's raw H.264 demuxer does.
+const FILE_DEFAULT_FPS: u32 = 25;
+
+/// A muxed frame, ready to send: its body is [`Pipeline::frame_parts`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub timestamp_ms: u64,
+    pub keyframe: bool,
+    /// SPS or PPS changed with this frame.
+    pub parameters_changed: bool,
+}
+
+/// What one connection has been sent.
+#[derive(Clone, Copy, Debug, Default)]
+struct Delivered {
+    /// No keyframe sent yet: inter frames are dropped.
+    need_keyframe: bool,
+    /// The parameter-set version whose sequence header was sent.
+    header_version: Option<u32>,
+    /// The size announced in onMetaData.
+    announced_size: Option<(u32, u32)>,
+}
+
+/// Counters for logs and STATUS.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PipelineStats {
+    /// Access units not sent because no SPS/PPS/IDR had come yet, or they were unusable.
+    pub skipped: u64,
+    /// Frames dropped because a connection was waiting for a keyframe.
+    pub dropped_waiting_for_keyframe: u64,
+}
+
+pub struct Pipeline {
+    muxer: AvcMuxer,
+    frame_rate: FrameRate,
+    live: bool,
+    start_timestamp_ms: u64,
+    /// Chosen at the first frame: a fixed rate (numerator, denominator), or None for arrival time.
+    rate: Option<(u32, u32)>,
+    frame_index: u64,
+    /// When the first frame came, for arrival timestamps and real-time pacing.
+    origin_ms: Option<u64>,
+    /// Bumped whenever SPS or PPS change, so each connection knows which header it has.
+    header_version: u32,
+    metadata: Vec<u8>,
+    delivered: Delivered,
+    warned_waiting: bool,
+    warned_unusable: bool,
+    last_error: Option<String>,
+    stats: PipelineStats,
+}
+
+impl Pipeline {
+    pub fn new(config: &Config, live: bool) -> Pipeline {
+        Pipeline {
+            muxer: AvcMuxer::new(),
+            frame_rate: config.frame_rate,
+            live,
+            start_timestamp_ms: config.start_timestamp_ms,
+            rate: None,
+            frame_index: 0,
+            origin_ms: None,
+            header_version: 0,
+            metadata: Vec::with_capacity(256),
+            delivered: Delivered { need_keyframe: true, ..Delivered::default() },
+            warned_waiting: false,
+            warned_unusable: false,
+            last_error: None,
+            stats: PipelineStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        self.stats
+    }
+
+    /// Whether any frame has been muxed yet.
+    pub fn started(&self) -> bool {
+        self.origin_ms.is_some()
+    }
+
+    /// Size and frame rate, once known, for STATUS.
+    pub fn describe(&self) -> Option<(u32, u32, Option<f64>)> {
+        let sps = self.muxer.sps()?;
+        Some((sps.width, sps.height, self.rate.map(|(n, d)| f64::from(n) / f64::from(d))))
+    }
+
+    /// Muxes one access unit. None when it is not sent (waiting for SPS/PPS/IDR, no picture, or
+    /// unusable: each counted and warned about once).
+    pub fn mux(&mut self, au: &AccessUnit<'_>, now_ms: u64) -> Option<Frame> {
+        let (keyframe, parameters_changed) = match self.muxer.push(au) {
+            Ok(Muxed::Frame { keyframe, sequence_header_changed }) => (keyframe, sequence_header_changed),
+            Ok(Muxed::Skipped(SkipReason::NoPicture)) => return None,
+            Ok(Muxed::Skipped(reason)) => {
+                self.stats.skipped += 1;
+                if !self.warned_waiting {
+                    self.warned_waiting = true;
+                    warn!("skipping frames until SPS, PPS and a keyframe have arrived ({reason:?})");
+                }
+                return None;
+            }
+            Err(e) => {
+                self.stats.skipped += 1;
+                if self.started() && !self.warned_unusable {
+                    self.warned_unusable = true;
+                    warn!("dropping an unusable access unit and waiting for the next keyframe: {e}");
+                }
+                self.muxer.restart();
+                self.last_error = Some(e.to_string());
+                return None;
+            }
+        };
+        self.warned_unusable = false;
+        if parameters_changed {
+            self.header_version = self.header_version.wrapping_add(1);
+        }
+        Some(Frame { timestamp_ms: self.next_timestamp(now_ms), keyframe, parameters_changed })
+    }
+
+    /// The body of the last muxed frame; external parts refer to its access unit's data.
+    pub fn frame_parts(&self) -> &[Part] {
+        self.muxer.frame_parts()
+    }
+
+    /// The length of the last muxed frame's body.
+    pub fn frame_len(&self) -> usize {
+        self.frame_parts().iter().map(Part::len).sum()
+    }
+
+    /// Copies the last muxed frame's body (whose access unit held `data`) into `out`, which is
+    /// [`frame_len`](Self::frame_len) bytes long.
+    pub fn copy_frame(&self, data: &[u8], out: &mut [u8]) {
+        let mut at = 0;
+        for part in self.frame_parts() {
+            let bytes = match *part {
+                Part::Inline { ref bytes, len } => &bytes[..usize::from(len)],
+                Part::External { start, len } => data.get(start..start + len).unwrap_or(&[]),
+            };
+            if let Some(slot) = out.get_mut(at..at + bytes.len()) {
+                slot.copy_from_slice(bytes);
+            }
+            at += bytes.len();
+        }
+    }
+
+    /// A new connection: it needs metadata, the sequence header and a keyframe first.
+    pub fn new_connection(&mut self) {
+        self.delivered = Delivered { need_keyframe: true, ..Delivered::default() };
+    }
+
+    /// The source restarted: the next frame must be a keyframe.
+    pub fn source_restarted(&mut self) {
+        self.delivered.need_keyframe = true;
+        self.muxer.restart();
+    }
+
+    /// Whether a frame would be sent or dropped (a connection waiting for a keyframe).
+    pub fn wants(&self, keyframe: bool) -> bool {
+        keyframe || !self.delivered.need_keyframe
+    }
+
+    /// Queues the frame just muxed, from its access unit's buffer, preceded by what the connection
+    /// still lacks. Returns false when the frame was dropped because the connection waits for a
+    /// keyframe.
+    pub fn send_muxed(&mut self, session: &mut PublishSession, frame: Frame) -> Result<bool> {
+        self.deliver(session, frame, None)
+    }
+
+    /// Queues a stored frame whose body is `parts` (from the frame queue), likewise.
+    pub fn send_stored(&mut self, session: &mut PublishSession, frame: Frame, parts: &[Part]) -> Result<bool> {
+        self.deliver(session, frame, Some(parts))
+    }
+
+    fn deliver(&mut self, session: &mut PublishSession, frame: Frame, parts: Option<&[Part]>) -> Result<bool> {
+        if !self.wants(frame.keyframe) {
+            self.stats.dropped_waiting_for_keyframe += 1;
+            return Ok(false);
+        }
+        self.delivered.need_keyframe = false;
+        let wire_timestamp = frame.timestamp_ms as u32;
+        if self.delivered.header_version != Some(self.header_version) {
+            self.announce(session, wire_timestamp)?;
+            session.send_video_bytes(wire_timestamp, self.muxer.sequence_header())?;
+            self.delivered.header_version = Some(self.header_version);
+        }
+        let parts = parts.unwrap_or(self.muxer.frame_parts());
+        session.send_video(wire_timestamp, parts)?;
+        Ok(true)
+    }
+
+    /// Sends onMetaData when this connection has not had it for the current size.
+    fn announce(&mut self, session: &mut PublishSession, timestamp: u32) -> Result<()> {
+        let Some(sps) = self.muxer.sps() else {
+            return Ok(());
+        };
+        let size = (sps.width, sps.height);
+        if self.delivered.announced_size == Some(size) {
+            return Ok(());
+        }
+        self.delivered.announced_size = Some(size);
+        let info = VideoInfo {
+            width: size.0,
+            height: size.1,
+            frame_rate: self.rate.map(|(n, d)| f64::from(n) / f64::from(d)),
+            data_rate_kbps: None,
+        };
+        self.metadata.clear();
+        write_metadata(&info, concat!("v4l2rtmp/", env!("CARGO_PKG_VERSION")), &mut self.metadata);
+        session.send_data(timestamp, &self.metadata)
+    }
+
+    /// When the next frame of a file is due, for `--realtime` (None before the first frame).
+    pub fn next_due_ms(&self) -> Option<u64> {
+        let origin = self.origin_ms?;
+        Some(origin + self.offset_ms(self.frame_index)?)
+    }
+
+    fn offset_ms(&self, frame_index: u64) -> Option<u64> {
+        let (numerator, denominator) = self.rate?;
+        let numerator = u128::from(numerator);
+        let scaled = u128::from(frame_index) * 1000 * u128::from(denominator);
+        Some(((scaled + numerator / 2) / numerator) as u64)
+    }
+
+    /// The stream time of the next frame, in milliseconds.
+    fn next_timestamp(&mut self, now_ms: u64) -> u64 {
+        if self.origin_ms.is_none() {
+            self.origin_ms = Some(now_ms);
+            self.rate = match self.frame_rate {
+                FrameRate::Fixed { numerator, denominator } => Some((numerator, denominator)),
+                FrameRate::Auto => match self.muxer.sps().and_then(|sps| sps.frame_rate()) {
+                    Some(rate) => Some(rate),
+                    None if self.live => None,
+                    None => {
+                        warn!("the SPS has no frame rate and none was given: assuming {FILE_DEFAULT_FPS} fps (use --fps)");
+                        Some((FILE_DEFAULT_FPS, 1))
+                    }
+                },
+            };
+            if let Some(sps) = self.muxer.sps() {
+                info!(
+                    "H.264 {}x{} profile {} level {}.{}, {}",
+                    sps.width,
+                    sps.height,
+                    sps.profile_idc,
+                    sps.level_idc / 10,
+                    sps.level_idc % 10,
+                    match self.rate {
+                        Some((n, d)) => format!("{:.3} fps", f64::from(n) / f64::from(d)),
+                        None => "timestamps from arrival time".to_string(),
+                    }
+                );
+            }
+        }
+        let origin = self.origin_ms.unwrap_or(now_ms);
+        let offset = self.offset_ms(self.frame_index).unwrap_or_else(|| now_ms.saturating_sub(origin));
+        self.frame_index += 1;
+        self.start_timestamp_ms.saturating_add(offset)
+    }
+
+    /// The error for an input that ended, or went on too long, without a usable frame.
+    pub fn nothing_sent_error(&self, name: &str, bytes_read: u64, skipped_bytes: u64) -> Error {
+        let detail = match &self.last_error {
+            Some(e) => format!(": {e}"),
+            None if self.muxer.sps().is_none() => ": no SPS was found".to_string(),
+            None if self.muxer.sequence_header().is_empty() => ": no PPS was found".to_string(),
+            None => ": no keyframe (IDR) was found".to_string(),
+        };
+        Error::new(
+            Fault::Input,
+            format!(
+                "{name} held no H.264 that can be streamed ({bytes_read} bytes read, {skipped_bytes} skipped before \
+                 the first start code){detail}"
+            ),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::annexb::split_nals;
+    use crate::url::RtmpUrl;
+
+    const SPS: &[u8] = &[
+        0x67, 0x42, 0xc0, 0x0a, 0xd9, 0x04, 0x26, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00,
+        0xc8, 0x3c, 0x48, 0x99, 0x20,
+    ];
+    const PPS: &[u8] = &[0x68, 0xcb, 0x83, 0xcb, 0x20];
+
+    fn au_bytes(nals: &[&[u8]]) -> Vec<u8> {
+        nals.iter().flat_map(|nal| [&[0, 0, 0, 1][..], nal].concat()).collect()
+    }
+
+    fn mux(pipeline: &mut Pipeline, bytes: &[u8], now_ms: u64) -> Option<Frame> {
+        let mut nals = Vec::new();
+        split_nals(bytes, &mut nals);
+        pipeline.mux(&AccessUnit { data: bytes, nals: &nals }, now_ms)
+    }
+
+    fn config(fps: Option<&str>) -> Config {
+        let mut config = Config::new("-", RtmpUrl::parse("rtmp://h/a/k").unwrap());
+        if let Some(fps) = fps {
+            config.frame_rate = crate::config::parse_frame_rate(fps).unwrap();
+        }
+        config
+    }
+
+    #[test]
+    fn constant_rate_timestamps_do_not_accumulate_rounding() {
+        let mut pipeline = Pipeline::new(&config(Some("30000/1001")), true);
+        let idr = au_bytes(&[SPS, PPS, &[0x65, 0x88]]);
+        let p = au_bytes(&[&[0x41, 0x9a]]);
+        let mut stamps = vec![mux(&mut pipeline, &idr, 5).unwrap().timestamp_ms];
+        for _ in 1..30_000 {
+            stamps.push(mux(&mut pipeline, &p, 6).unwrap().timestamp_ms);
+        }
+        assert_eq!(stamps[..4], [0, 33, 67, 100]);
+        // Frame 29999 of 29.97 fps is at 1000.9667 s.
+        assert_eq!(stamps[29_999], 1_000_967);
+    }
+
+    #[test]
+    fn sps_timing_is_the_default_and_arrival_time_for_live_input_without_it() {
+        // This SPS says 25 fps.
+        let mut pipeline = Pipeline::new(&config(None), false);
+        let idr = au_bytes(&[SPS, PPS, &[0x65, 0x88]]);
+        assert_eq!(mux(&mut pipeline, &idr, 1000).unwrap().timestamp_ms, 0);
+        assert_eq!(mux(&mut pipeline, &au_bytes(&[&[0x41, 0x9a]]), 1000).unwrap().timestamp_ms, 40);
+        assert_eq!(pipeline.next_due_ms(), Some(1080));
+    }
+
+    #[test]
+    fn start_timestamp_offsets_everything() {
+        let mut config = config(Some("30"));
+        config.start_timestamp_ms = 16_777_000;
+        let mut pipeline = Pipeline::new(&config, false);
+        let idr = au_bytes(&[SPS, PPS, &[0x65, 0x88]]);
+        assert_eq!(mux(&mut pipeline, &idr, 0).unwrap().timestamp_ms, 16_777_000);
+        assert_eq!(mux(&mut pipeline, &idr, 0).unwrap().timestamp_ms, 16_777_033);
+    }
+
+    #[test]
+    fn copy_frame_flattens_the_body() {
+        let mut pipeline = Pipeline::new(&config(Some("30")), true);
+        let bytes = au_bytes(&[SPS, PPS, &[0x65, 0x88, 0x99]]);
+        mux(&mut pipeline, &bytes, 0).unwrap();
+        let mut body = vec![0; pipeline.frame_len()];
+        pipeline.copy_frame(&bytes, &mut body);
+        let mut expected = vec![0x17, 1, 0, 0, 0];
+        for nal in [SPS, PPS, &[0x65, 0x88, 0x99][..]] {
+            expected.extend_from_slice(&(nal.len() as u32).to_be_bytes());
+            expected.extend_from_slice(nal);
+        }
+        assert_eq!(body, expected);
+    }
+
+    #[test]
+    fn a_new_connection_waits_for_a_keyframe() {
+        let mut pipeline = Pipeline::new(&config(Some("30")), true);
+        assert!(pipeline.wants(true));
+        assert!(!pipeline.wants(false));
+        pipeline.delivered.need_keyframe = false;
+        assert!(pipeline.wants(false));
+        pipeline.new_connection();
+        assert!(!pipeline.wants(false));
+    }
+}

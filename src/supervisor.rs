@@ -1,0 +1,693 @@
+//! The supervisor: one event loop that keeps a stream alive for months.
+//!
+//! It owns the input, the access-unit reader, the [`Pipeline`], the [`FrameQueue`] and the link to
+//! the server, and waits on all of them at once: server bytes, socket writability, the input,
+//! timers (reconnect backoff, the write-stall watchdog, the source watchdog, real-time pacing, the
+//! systemd watchdog) and signals.
+//!
+//! - The link is down, connecting or up. A failed or lost connection is retried after a jittered,
+//!   capped exponential backoff (a refusal waits the whole cap), re-resolving the host each time.
+//! - A frame from the input goes straight to the socket when the link is idle (zero-copy). If the
+//!   socket does not take all of it, the rest is copied out of the input buffer, and later frames of
+//!   a live input wait in the bounded [`FrameQueue`], which drops whole GOPs when full. A file is
+//!   simply read more slowly: nothing is dropped.
+//! - A new connection starts at the newest queued keyframe, after onMetaData and the sequence
+//!   header, so viewers get a picture as soon as the server accepts the publish.
+//! - A live input that delivers no frame for `--source-timeout` is restarted.
+//! - systemd hears READY=1 once publishing, WATCHDOG=1 only while frames flow or the supervisor is
+//!   reconnecting, STATUS= with what a person needs to know, and STOPPING=1.
+//!
+//! Invariants: every wait also watches the signals; nothing per frame allocates; errors end the
+//! program only when retrying cannot help (configuration, input, a bug) or retries are exhausted.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+use log::{debug, error, info, warn};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::backoff::{Backoff, Jitter};
+use crate::config::Config;
+use crate::driver::{sleep_until_option, Clock, Connection};
+use crate::error::{Error, Fault, Result};
+use crate::media::annexb::AnnexBReader;
+use crate::notify::Notifier;
+use crate::pipeline::{Frame, Pipeline};
+use crate::queue::{FrameQueue, Pushed};
+use crate::rtmp::chunk::Part;
+use crate::source::Input;
+
+/// The first reconnect comes within this long.
+const FIRST_RETRY: Duration = Duration::from_millis(500);
+/// Frames processed before the loop looks at the socket and signals again.
+const FRAME_BUDGET: u32 = 64;
+/// Most frames the queue holds (its byte and time bounds usually bind first).
+const QUEUE_FRAMES: usize = 4096;
+/// How often STATUS= is refreshed.
+const STATUS_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What happened so far, for the log, STATUS, and tests.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Video frames handed to the socket.
+    pub frames_sent: u64,
+    /// Bytes written to the socket, on all connections.
+    pub bytes_sent: u64,
+    /// Access units not sent: before the first SPS/PPS/IDR, or unusable.
+    pub frames_skipped: u64,
+    /// Frames dropped by the queue or while a connection waited for a keyframe.
+    pub frames_dropped: u64,
+    /// Connections that reached publishing.
+    pub connections: u64,
+    /// Connection attempts that failed or connections that were lost.
+    pub failures: u64,
+    /// Source restarts.
+    pub source_restarts: u64,
+}
+
+/// How a run ended without error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ending {
+    /// The input ended and everything was sent.
+    EndOfInput,
+    /// SIGINT or SIGTERM.
+    Signal,
+}
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Box<Connection>>>>>;
+
+/// The connection to the server.
+enum Link {
+    Down { retry_at_ms: u64 },
+    Connecting(Connecting),
+    Up(Box<Connection>),
+}
+
+/// What the link is waiting for produced.
+enum LinkEvent {
+    RetryDue,
+    Connected(Result<Box<Connection>>),
+    Readable(Result<()>),
+    Writable(Result<()>),
+    Stalled,
+    SessionTimeout,
+}
+
+/// Which buffer the connection's queued external pieces refer to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pending {
+    /// None (anything queued is in the session's own storage).
+    Nothing,
+    /// The frame at the front of the queue.
+    QueueFront,
+}
+
+/// The link and what it needs to decide about retries.
+struct Uplink {
+    link: Link,
+    pending: Pending,
+    backoff: Backoff,
+    jitter: Jitter,
+    /// The last failure's text, so a repeated reason is logged once.
+    last_failure: Option<String>,
+    bytes_sent_before: u64,
+}
+
+/// SIGINT/SIGTERM (stop) and SIGHUP (reload).
+struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+enum SignalEvent {
+    Stop(&'static str),
+    Reload,
+}
+
+impl Signals {
+    fn new() -> Result<Signals> {
+        let register = |kind| {
+            signal(kind).map_err(|e| Error::io(Fault::Ours, "cannot install signal handlers", e))
+        };
+        Ok(Signals {
+            interrupt: register(SignalKind::interrupt())?,
+            terminate: register(SignalKind::terminate())?,
+            hangup: register(SignalKind::hangup())?,
+        })
+    }
+
+    async fn next(&mut self) -> SignalEvent {
+        tokio::select! {
+            _ = self.interrupt.recv() => SignalEvent::Stop("SIGINT"),
+            _ = self.terminate.recv() => SignalEvent::Stop("SIGTERM"),
+            _ = self.hangup.recv() => SignalEvent::Reload,
+        }
+    }
+}
+
+/// Runs until the input ends, a signal stops it, or an error that retrying cannot fix.
+/// `on_frame` is called after each frame is handed to the socket (tests watch allocations with it).
+pub async fn run(
+    config: &Config,
+    notifier: &Notifier,
+    on_frame: &mut dyn FnMut(&Progress),
+) -> Result<(Ending, Progress)> {
+    let clock = Clock::new();
+    let mut signals = Signals::new()?;
+    let mut input = Input::open(&config.input).await?;
+    let live = input.is_live();
+    info!(
+        "reading H.264 from {}{}",
+        input.name(),
+        if live { " (live)" } else { "" }
+    );
+    let mut reader = AnnexBReader::new(config.max_frame_size);
+    let mut pipeline = Pipeline::new(config, live);
+    let mut queue = FrameQueue::new(
+        if live { config.queue_size } else { 0 },
+        QUEUE_FRAMES,
+        config.queue_time_ms,
+    );
+    let mut uplink = Uplink {
+        link: Link::Down { retry_at_ms: 0 },
+        pending: Pending::Nothing,
+        backoff: Backoff::new(
+            FIRST_RETRY,
+            Duration::from_millis(config.backoff_max_ms),
+            Duration::from_millis(config.backoff_reset_ms),
+        ),
+        jitter: Jitter::from_entropy(),
+        last_failure: None,
+        bytes_sent_before: 0,
+    };
+    let mut progress = Progress::default();
+    let mut input_ended = false;
+    // A FIFO's writer closed it: once its last frames are out, open it again.
+    let mut reopen_input = false;
+    let mut last_frame_ms = clock.now_ms();
+    let mut ready_sent = false;
+    let mut watchdog_frames = 0u64;
+    let watchdog_interval = notifier.watchdog_interval();
+    let mut watchdog_tick = tokio::time::interval(
+        watchdog_interval
+            .unwrap_or(STATUS_INTERVAL)
+            .min(STATUS_INTERVAL),
+    );
+    watchdog_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+    loop {
+        let now = clock.now_ms();
+        if let Link::Down { retry_at_ms } = uplink.link {
+            if now >= retry_at_ms {
+                let attempt_config = config.clone();
+                debug!("connecting to {}", config.url);
+                uplink.link = Link::Connecting(Box::pin(async move {
+                    Connection::open(&attempt_config, clock).await.map(Box::new)
+                }));
+            }
+        }
+
+        // Take the access units that are ready, as far as the link allows.
+        let mut needs_input = false;
+        let mut budget = FRAME_BUDGET;
+        let mut pacing_due = None;
+        while budget > 0 {
+            let link_idle =
+                matches!(&uplink.link, Link::Up(conn) if conn.is_idle()) && queue.is_empty();
+            if !live && !link_idle {
+                break;
+            }
+            if !live && config.realtime {
+                if let Some(due) = pipeline.next_due_ms().filter(|&due| due > now) {
+                    pacing_due = Some(due);
+                    break;
+                }
+            }
+            let Some(au) = reader.next_access_unit() else {
+                needs_input = true;
+                break;
+            };
+            budget -= 1;
+            last_frame_ms = now;
+            let Some(frame) = pipeline.mux(&au, now) else {
+                progress.frames_skipped = pipeline.stats().skipped;
+                continue;
+            };
+            if frame.parameters_changed && !queue.is_empty() {
+                queue.clear_unpinned();
+            }
+            match &mut uplink.link {
+                Link::Up(conn) if link_idle => {
+                    let result = send_direct(conn, &mut pipeline, frame, au.data);
+                    match result {
+                        Ok(true) => {
+                            progress.frames_sent += 1;
+                            on_frame(&progress);
+                        }
+                        Ok(false) => {}
+                        Err(e) => uplink.fail(e, &clock, config, &mut queue, &mut progress)?,
+                    }
+                }
+                _ if live => {
+                    let len = pipeline.frame_len();
+                    let pushed = queue.push(frame.timestamp_ms, frame.keyframe, len, |slot| {
+                        pipeline.copy_frame(au.data, slot)
+                    });
+                    if pushed != (Pushed::Queued { dropped: 0 }) {
+                        log_drops(&queue);
+                    }
+                }
+                _ => {}
+            }
+        }
+        progress.frames_dropped =
+            queue.stats().frames_dropped + pipeline.stats().dropped_waiting_for_keyframe;
+
+        // Feed the socket from the queue.
+        if let Link::Up(conn) = &mut uplink.link {
+            match pump_queue(
+                conn,
+                &mut pipeline,
+                &mut queue,
+                &mut uplink.pending,
+                &mut progress,
+                on_frame,
+            ) {
+                Ok(()) => {}
+                Err(e) => uplink.fail(e, &clock, config, &mut queue, &mut progress)?,
+            }
+        }
+
+        // The end: a finished input whose every frame went out.
+        if input_ended && needs_input && queue.is_empty() {
+            if let Link::Up(conn) = &uplink.link {
+                if conn.is_idle() {
+                    if progress.frames_sent == 0 {
+                        return Err(pipeline.nothing_sent_error(
+                            input.name(),
+                            reader.bytes_read(),
+                            reader.skipped_bytes(),
+                        ));
+                    }
+                    info!("end of input after {} frames", progress.frames_sent);
+                    return finish(
+                        uplink,
+                        &queue,
+                        notifier,
+                        Ending::EndOfInput,
+                        progress,
+                        &clock,
+                    )
+                    .await;
+                }
+            } else if !pipeline.started() {
+                return Err(pipeline.nothing_sent_error(
+                    input.name(),
+                    reader.bytes_read(),
+                    reader.skipped_bytes(),
+                ));
+            }
+        }
+        if !pipeline.started() && reader.bytes_read() > 2 * config.max_frame_size as u64 {
+            return Err(pipeline.nothing_sent_error(
+                input.name(),
+                reader.bytes_read(),
+                reader.skipped_bytes(),
+            ));
+        }
+
+        if reopen_input && needs_input {
+            reopen_input = false;
+            input = input.restart().await?;
+            reader = AnnexBReader::new(config.max_frame_size);
+            last_frame_ms = clock.now_ms();
+        }
+        let want_input = needs_input && !input_ended;
+        let more_work = budget == 0;
+        let source_deadline = (live && config.source_timeout_ms > 0 && !input_ended)
+            .then(|| clock.instant(last_frame_ms.saturating_add(config.source_timeout_ms)));
+        tokio::select! {
+            biased;
+            signal = signals.next() => match signal {
+                SignalEvent::Stop(name) => {
+                    info!("{name}: stopping");
+                    return finish(uplink, &queue, notifier, Ending::Signal, progress, &clock).await;
+                }
+                SignalEvent::Reload => info!("SIGHUP: nothing to reload (the configuration comes from the command line)"),
+            },
+            event = next_link_event(&mut uplink.link, &clock, config.stall_timeout_ms) => {
+                let result = handle_link_event(event, &mut uplink, &mut pipeline, &mut queue, &mut progress, &clock, config);
+                if let Err(e) = result {
+                    uplink.fail(e, &clock, config, &mut queue, &mut progress)?;
+                } else if matches!(uplink.link, Link::Up(_)) && !ready_sent {
+                    ready_sent = true;
+                    notifier.ready_with_status(&status_line(config, &pipeline, &progress, &uplink, &clock));
+                }
+            },
+            read = async {
+                let buf = reader.read_buf().map_err(|e| Error::input(format!("{}: {e}", input.name())))?;
+                input.read(buf).await
+            }, if want_input => match read? {
+                0 if input.reopens() => {
+                    // The FIFO's writer went away: send what it wrote, then wait for the next one.
+                    info!("the writer of {} closed it; waiting for the next writer", input.name());
+                    reader.finish();
+                    reopen_input = true;
+                }
+                0 => {
+                    info!("end of input from {}", input.name());
+                    reader.finish();
+                    input_ended = true;
+                }
+                n => reader.commit(n),
+            },
+            _ = sleep_until_option(pacing_due.map(|ms| clock.instant(ms))), if pacing_due.is_some() => {},
+            _ = sleep_until_option(source_deadline), if source_deadline.is_some() => {
+                warn!("no frame from {} for {} s: restarting it", input.name(), config.source_timeout_ms / 1000);
+                input = input.restart().await?;
+                reader = AnnexBReader::new(config.max_frame_size);
+                pipeline.source_restarted();
+                progress.source_restarts += 1;
+                last_frame_ms = clock.now_ms();
+            },
+            _ = watchdog_tick.tick() => {
+                let flowing = progress.frames_sent > watchdog_frames;
+                let reconnecting = !matches!(uplink.link, Link::Up(_));
+                if flowing || reconnecting || !pipeline.started() {
+                    notifier.watchdog();
+                }
+                watchdog_frames = progress.frames_sent;
+                progress.bytes_sent = uplink.bytes_sent(&clock);
+                notifier.status(&status_line(config, &pipeline, &progress, &uplink, &clock));
+            },
+            _ = std::future::ready(()), if more_work => {},
+        }
+    }
+}
+
+impl Uplink {
+    /// Bytes sent on all connections so far.
+    fn bytes_sent(&self, _clock: &Clock) -> u64 {
+        self.bytes_sent_before
+            + match &self.link {
+                Link::Up(conn) => conn.bytes_sent(),
+                _ => 0,
+            }
+    }
+
+    /// The connection failed: decide whether to retry and when, or give up.
+    fn fail(
+        &mut self,
+        err: Error,
+        clock: &Clock,
+        config: &Config,
+        queue: &mut FrameQueue,
+        progress: &mut Progress,
+    ) -> Result<()> {
+        if matches!(err.fault(), Fault::Config | Fault::Ours | Fault::Input) {
+            return Err(err);
+        }
+        let now = clock.now_ms();
+        let (healthy_for, err) = match std::mem::replace(
+            &mut self.link,
+            Link::Down { retry_at_ms: now },
+        ) {
+            Link::Up(conn) => {
+                self.bytes_sent_before += conn.bytes_sent();
+                let since = conn.publishing_since_ms().unwrap_or(now);
+                let healthy = now.saturating_sub(since);
+                // nginx-rtmp answers NetStream.Publish.Start before its access rules drop the
+                // connection: a loss this soon after acceptance is most likely a refusal.
+                let err = if err.fault() == Fault::Network && healthy < 1000 {
+                    Error::rejected(format!(
+                        "the server dropped the connection right after accepting the publish ({err}): it \
+                         probably refuses this stream (nginx-rtmp access rules do this)"
+                    ))
+                } else {
+                    err
+                };
+                (Duration::from_millis(healthy), err)
+            }
+            _ => (Duration::ZERO, err),
+        };
+        progress.failures += 1;
+        self.pending = Pending::Nothing;
+        // The frame in flight went partly to a dead connection; the next one starts afresh.
+        queue.unpin_front();
+        if let Some(limit) = config.max_retries {
+            if self.backoff.failures() >= limit {
+                return Err(err);
+            }
+        }
+        let delay = if err.fault() == Fault::Rejected {
+            self.backoff.refused()
+        } else {
+            self.backoff.next_delay(healthy_for, self.jitter.unit())
+        };
+        let text = err.to_string();
+        if self.last_failure.as_deref() != Some(text.as_str()) {
+            error!("{text}; retrying in {:.1} s", delay.as_secs_f64());
+            self.last_failure = Some(text);
+        } else {
+            debug!("again: {text}; retrying in {:.1} s", delay.as_secs_f64());
+        }
+        self.link = Link::Down {
+            retry_at_ms: now.saturating_add(delay.as_millis() as u64),
+        };
+        Ok(())
+    }
+}
+
+/// Waits for what the link needs next.
+async fn next_link_event(link: &mut Link, clock: &Clock, stall_timeout_ms: u64) -> LinkEvent {
+    match link {
+        Link::Down { retry_at_ms } => {
+            tokio::time::sleep_until(clock.instant(*retry_at_ms)).await;
+            LinkEvent::RetryDue
+        }
+        Link::Connecting(connecting) => LinkEvent::Connected(connecting.as_mut().await),
+        Link::Up(conn) => {
+            let stall = conn
+                .stall_deadline_ms(stall_timeout_ms)
+                .map(|ms| clock.instant(ms));
+            let session_deadline = conn.session_timeout_ms().map(|ms| clock.instant(ms));
+            tokio::select! {
+                biased;
+                ready = conn.readable() => LinkEvent::Readable(ready),
+                ready = conn.writable(), if !conn.is_idle() => LinkEvent::Writable(ready),
+                _ = sleep_until_option(stall) => LinkEvent::Stalled,
+                _ = sleep_until_option(session_deadline) => LinkEvent::SessionTimeout,
+            }
+        }
+    }
+}
+
+fn handle_link_event(
+    event: LinkEvent,
+    uplink: &mut Uplink,
+    pipeline: &mut Pipeline,
+    queue: &mut FrameQueue,
+    progress: &mut Progress,
+    clock: &Clock,
+    config: &Config,
+) -> Result<()> {
+    match event {
+        LinkEvent::RetryDue => Ok(()),
+        LinkEvent::Connected(result) => {
+            let conn = result?;
+            info!("publishing to {}", config.url);
+            if uplink.last_failure.take().is_some() {
+                info!(
+                    "streaming again after {} failures",
+                    uplink.backoff.failures()
+                );
+            }
+            progress.connections += 1;
+            pipeline.new_connection();
+            let dropped = queue.skip_to_newest_keyframe();
+            if dropped > 0 {
+                debug!("starting the new connection at the newest queued keyframe ({dropped} older frames dropped)");
+            }
+            uplink.pending = Pending::Nothing;
+            uplink.link = Link::Up(conn);
+            Ok(())
+        }
+        LinkEvent::Readable(ready) => {
+            ready?;
+            let Link::Up(conn) = &mut uplink.link else {
+                return Ok(());
+            };
+            conn.read_available()?;
+            let external = external_for(uplink.pending, queue);
+            conn.write_some(external).map(|_| ())
+        }
+        LinkEvent::Writable(ready) => {
+            ready?;
+            let Link::Up(conn) = &mut uplink.link else {
+                return Ok(());
+            };
+            let external = external_for(uplink.pending, queue);
+            conn.write_some(external).map(|_| ())
+        }
+        LinkEvent::Stalled => Err(Error::network(format!(
+            "the server accepted no data for {} s: the link is stalled",
+            config.stall_timeout_ms / 1000
+        ))),
+        LinkEvent::SessionTimeout => {
+            let Link::Up(conn) = &mut uplink.link else {
+                return Ok(());
+            };
+            conn.session().handle_timeout(clock.now_ms())
+        }
+    }
+}
+
+fn external_for(pending: Pending, queue: &FrameQueue) -> &[u8] {
+    match pending {
+        Pending::Nothing => &[],
+        Pending::QueueFront => queue.storage(),
+    }
+}
+
+/// Sends the frame just muxed, straight from the input buffer; if the socket does not take all of
+/// it now, copies the rest out so the input can move on. Returns whether the frame was sent (not
+/// dropped for want of a keyframe).
+fn send_direct(
+    conn: &mut Connection,
+    pipeline: &mut Pipeline,
+    frame: Frame,
+    data: &[u8],
+) -> Result<bool> {
+    match pipeline.send_muxed(conn.session(), frame) {
+        Ok(true) => {}
+        Ok(false) => return Ok(false),
+        Err(e) if e.fault() == Fault::Input => {
+            warn!("dropping a frame: {e}");
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    }
+    if !conn.write_some(data)? {
+        conn.detach(data);
+    }
+    Ok(true)
+}
+
+/// Writes what is queued on the connection and, while the socket takes it, the queued frames.
+fn pump_queue(
+    conn: &mut Connection,
+    pipeline: &mut Pipeline,
+    queue: &mut FrameQueue,
+    pending: &mut Pending,
+    progress: &mut Progress,
+    on_frame: &mut dyn FnMut(&Progress),
+) -> Result<()> {
+    loop {
+        if !conn.is_idle() && !conn.write_some(external_for(*pending, queue))? {
+            return Ok(());
+        }
+        if *pending == Pending::QueueFront {
+            queue.pop_front();
+            *pending = Pending::Nothing;
+        }
+        let Some(entry) = queue.front() else {
+            return Ok(());
+        };
+        let frame = Frame {
+            timestamp_ms: entry.timestamp_ms,
+            keyframe: entry.keyframe,
+            parameters_changed: false,
+        };
+        let parts = [Part::External {
+            start: entry.start,
+            len: entry.len,
+        }];
+        match pipeline.send_stored(conn.session(), frame, &parts) {
+            Ok(true) => {
+                queue.pin_front();
+                *pending = Pending::QueueFront;
+                progress.frames_sent += 1;
+                on_frame(progress);
+            }
+            Ok(false) => {
+                queue.pop_front();
+            }
+            Err(e) if e.fault() == Fault::Input => {
+                warn!("dropping a queued frame: {e}");
+                queue.pop_front();
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Logs queue drops, at most once per drop event.
+fn log_drops(queue: &FrameQueue) {
+    let stats = queue.stats();
+    debug!(
+        "the network is slower than the video: {} frames ({} bytes) dropped in {} events so far",
+        stats.frames_dropped, stats.bytes_dropped, stats.drop_events
+    );
+}
+
+/// Unpublishes and closes (bounded), tells systemd, and reports.
+async fn finish(
+    uplink: Uplink,
+    queue: &FrameQueue,
+    notifier: &Notifier,
+    ending: Ending,
+    mut progress: Progress,
+    clock: &Clock,
+) -> Result<(Ending, Progress)> {
+    notifier.stopping();
+    progress.bytes_sent = uplink.bytes_sent(clock);
+    if let Link::Up(conn) = uplink.link {
+        let external = external_for(uplink.pending, queue);
+        conn.close(external).await;
+    }
+    info!(
+        "sent {} frames, {} bytes in {:.1} s; {} connections, {} failures, {} frames dropped",
+        progress.frames_sent,
+        progress.bytes_sent,
+        clock.now_ms() as f64 / 1000.0,
+        progress.connections,
+        progress.failures,
+        progress.frames_dropped
+    );
+    Ok((ending, progress))
+}
+
+/// STATUS= for systemd: resolution, fps, bitrate, destination (key redacted), uptime, reconnects
+/// and drops.
+fn status_line(
+    config: &Config,
+    pipeline: &Pipeline,
+    progress: &Progress,
+    uplink: &Uplink,
+    clock: &Clock,
+) -> String {
+    let uptime = clock.now_ms() / 1000;
+    let video = match pipeline.describe() {
+        Some((w, h, Some(fps))) => format!("{w}x{h} {fps:.2} fps"),
+        Some((w, h, None)) => format!("{w}x{h}"),
+        None => "waiting for H.264".to_string(),
+    };
+    let kbps = (uplink.bytes_sent(clock) * 8 / 1000)
+        .checked_div(uptime)
+        .unwrap_or(0);
+    let state = match uplink.link {
+        Link::Up(_) => "streaming",
+        Link::Connecting(_) => "connecting",
+        Link::Down { .. } => "reconnecting",
+    };
+    format!(
+        "{state} {video} ~{kbps} kbit/s to {}; up {}h{:02}m; {} reconnects, {} frames dropped",
+        config.url,
+        uptime / 3600,
+        uptime / 60 % 60,
+        progress.connections.saturating_sub(1),
+        progress.frames_dropped
+    )
+}

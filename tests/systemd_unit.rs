@@ -1,0 +1,269 @@
+//! The systemd unit (`systemd/v4l2rtmp@.service`) and the example configuration
+//! (`systemd/example.toml`), checked with the tool systemd ships:
+//!
+//! - `systemd-analyze verify` accepts the unit without a single warning (systemd only warns about
+//!   a misspelt or unknown setting, and then ignores it: a sandbox could silently lose a line);
+//! - `systemd-analyze security --offline=true` rates the sandbox at most 2.0 ("OK");
+//! - the settings the service relies on are there (notify, watchdog, restart, device access), and
+//!   the example configuration only uses options the binary has.
+//!
+//! They need `systemd-analyze` (Debian package `systemd`) and `/bin/kill` (package `procps`,
+//! which `ExecReload=` names). Without them the tests fail and say what to install: they never
+//! skip.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// The highest overall exposure accepted, as systemd-analyze prints it (0.0 to 10.0).
+const MAX_EXPOSURE: f64 = 2.0;
+
+/// The instance the template is checked as.
+const INSTANCE: &str = "v4l2rtmp@cam.service";
+
+fn source(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(relative)
+}
+
+fn read(relative: &str) -> String {
+    let path = source(relative);
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
+}
+
+fn unit() -> String {
+    read("systemd/v4l2rtmp@.service")
+}
+
+/// `systemd-analyze` with `args`; fails the test with what to install when it is missing.
+fn systemd_analyze(args: &[&str], unit_file: &Path) -> Output {
+    let output = Command::new("systemd-analyze")
+        .args(args)
+        .arg(unit_file)
+        .env("SYSTEMD_COLORS", "0")
+        .env("SYSTEMD_PAGER", "")
+        .output();
+    match output {
+        Ok(output) => output,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!(
+            "systemd-analyze is not installed: install the Debian package `systemd` \
+             (apt-get install systemd); these tests check the unit file with it and do not skip"
+        ),
+        Err(e) => panic!("cannot run systemd-analyze: {e}"),
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A temporary directory holding the unit under its instance name; removed on drop.
+struct UnitDir(PathBuf);
+
+impl UnitDir {
+    fn with(contents: &str) -> UnitDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "v4l2rtmp-unit-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("create a temporary directory");
+        std::fs::write(dir.join(INSTANCE), contents).expect("write the unit");
+        UnitDir(dir)
+    }
+
+    fn unit_file(&self) -> PathBuf {
+        self.0.join(INSTANCE)
+    }
+}
+
+impl Drop for UnitDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The `key=value` settings of `section`, in order (continuation lines are not used in the unit).
+fn settings<'a>(unit: &'a str, section: &str) -> Vec<(&'a str, &'a str)> {
+    let mut current = "";
+    let mut found = Vec::new();
+    for line in unit.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if line.starts_with('[') {
+            current = line;
+            continue;
+        }
+        if current == section {
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not a setting in {section}: {line:?}"));
+            found.push((key.trim(), value.trim()));
+        }
+    }
+    found
+}
+
+#[test]
+fn unit_passes_systemd_analyze_verify() {
+    assert!(
+        Path::new("/bin/kill").exists(),
+        "/bin/kill (ExecReload=) is missing: install the Debian package `procps`"
+    );
+    // verify insists that ExecStart= names an executable, and /usr/bin/v4l2rtmp is not installed
+    // here: check a copy that starts the binary this test was built with, quoted in case its path
+    // has spaces (and with systemd's % specifier character escaped).
+    let binary = env!("CARGO_BIN_EXE_v4l2rtmp").replace('%', "%%");
+    let original = "ExecStart=/usr/bin/v4l2rtmp ";
+    let unit = unit();
+    assert!(unit.contains(original), "the unit has no {original:?}");
+    let dir = UnitDir::with(&unit.replace(original, &format!("ExecStart=\"{binary}\" ")));
+
+    // --recursive-errors=no: only this unit's errors count, not those of units on this machine.
+    let output = systemd_analyze(
+        &["verify", "--man=no", "--recursive-errors=no"],
+        &dir.unit_file(),
+    );
+    let report = format!("{}{}", text(&output.stdout), text(&output.stderr));
+    println!("systemd-analyze verify:\n{report}");
+    assert!(output.status.success(), "verify failed:\n{report}");
+    assert!(
+        report.trim().is_empty(),
+        "verify warned (systemd ignores a setting it warns about):\n{report}"
+    );
+}
+
+#[test]
+fn unit_sandbox_exposure_is_at_most_2() {
+    let dir = UnitDir::with(&unit());
+    // --threshold is on systemd's internal scale, ten times the printed one.
+    let threshold = format!("--threshold={}", (MAX_EXPOSURE * 10.0) as u32);
+    let output = systemd_analyze(
+        &["security", "--offline=true", &threshold, "--no-pager"],
+        &dir.unit_file(),
+    );
+    let table = text(&output.stdout);
+    let errors = text(&output.stderr);
+    println!("systemd-analyze security --offline=true {threshold} {INSTANCE}:\n{table}{errors}");
+    let marker = format!("Overall exposure level for {INSTANCE}:");
+    let exposure: f64 = table
+        .lines()
+        .find_map(|line| line.split_once(&marker))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .and_then(|number| number.parse().ok())
+        .unwrap_or_else(|| panic!("no overall exposure level in:\n{table}{errors}"));
+    assert!(
+        exposure <= MAX_EXPOSURE,
+        "overall exposure {exposure} is over {MAX_EXPOSURE}:\n{table}"
+    );
+    assert!(
+        output.status.success(),
+        "systemd-analyze security failed ({}):\n{table}{errors}",
+        output.status
+    );
+}
+
+#[test]
+fn unit_keeps_the_settings_the_service_relies_on() {
+    let unit = unit();
+    let unit_section = settings(&unit, "[Unit]");
+    let service = settings(&unit, "[Service]");
+    for (section, wanted) in [
+        // Restarting must never stop for good.
+        (&unit_section, ("StartLimitIntervalSec", "0")),
+        (&unit_section, ("After", "network-online.target")),
+        (&unit_section, ("Wants", "network-online.target")),
+        (
+            &service,
+            (
+                "ExecStart",
+                "/usr/bin/v4l2rtmp --config /etc/v4l2rtmp/%i.toml",
+            ),
+        ),
+        // src/notify.rs: READY=1 from the main process, WATCHDOG=1 every WATCHDOG_USEC / 2.
+        (&service, ("Type", "notify")),
+        (&service, ("NotifyAccess", "main")),
+        (&service, ("WatchdogSec", "30s")),
+        // SIGHUP re-reads the configuration.
+        (&service, ("ExecReload", "/bin/kill -HUP $MAINPID")),
+        (&service, ("Restart", "always")),
+        (&service, ("RestartSec", "2s")),
+        (&service, ("TimeoutStopSec", "5s")),
+        (&service, ("User", "v4l2rtmp")),
+        (&service, ("Group", "v4l2rtmp")),
+        (&service, ("SupplementaryGroups", "video")),
+        // Cameras are devices: a closed device policy that lets V4L2 devices through.
+        (&service, ("DevicePolicy", "closed")),
+        (&service, ("DeviceAllow", "char-video4linux rw")),
+    ] {
+        assert!(
+            section.contains(&wanted),
+            "{}={} is missing from the unit",
+            wanted.0,
+            wanted.1
+        );
+    }
+    for (key, value) in service.iter().chain(&unit_section) {
+        // A '#' after a value is not a comment to systemd but part of the value.
+        assert!(
+            !value.contains(" #"),
+            "{key}={value}: comments go on their own line"
+        );
+        // Cameras are devices: PrivateDevices=yes would hide /dev/video*.
+        assert!(
+            !(*key == "PrivateDevices" && ["yes", "true", "on", "1"].contains(value)),
+            "PrivateDevices=yes hides the cameras"
+        );
+    }
+}
+
+/// The long options `v4l2rtmp --help` lists, without their dashes.
+fn options_in_help() -> Vec<String> {
+    let output = Command::new(env!("CARGO_BIN_EXE_v4l2rtmp"))
+        .arg("--help")
+        .output()
+        .expect("run v4l2rtmp --help");
+    assert!(output.status.success(), "v4l2rtmp --help failed");
+    text(&output.stdout)
+        .split_whitespace()
+        .filter_map(|word| word.strip_prefix("--"))
+        .map(|option| {
+            option
+                .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+                .to_string()
+        })
+        .filter(|option| !option.is_empty())
+        .collect()
+}
+
+#[test]
+fn example_configuration_uses_only_existing_options() {
+    let example = read("systemd/example.toml");
+    let keys: Vec<&str> = example
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .map(|line| {
+            let (key, value) = line
+                .split_once('=')
+                .unwrap_or_else(|| panic!("not a `key = value` line: {line:?}"));
+            assert!(!value.trim().is_empty(), "{line:?} has no value");
+            key.trim()
+        })
+        .collect();
+    for required in ["input", "url"] {
+        assert!(keys.contains(&required), "the example has no {required}");
+    }
+    let options = options_in_help();
+    for key in keys {
+        // The URL is the positional argument on the command line.
+        if key == "url" {
+            continue;
+        }
+        assert!(
+            options.iter().any(|option| option == key),
+            "example.toml sets {key:?}, which is not an option of v4l2rtmp (--help lists {options:?})"
+        );
+    }
+}
