@@ -13,6 +13,7 @@ v4l2rtmp: push H.264 from a camera, a pipe or a file to an RTMP server
 
 USAGE:
     v4l2rtmp [OPTIONS] --input <PATH|-> <URL>
+    v4l2rtmp --config <FILE> [OPTIONS]
 
 URL:
     rtmp://host[:port]/app[/instance]/key[?query]
@@ -23,6 +24,10 @@ INPUT:
     -i, --input <PATH|->      Annex-B H.264: a file, a FIFO, or - for stdin
 
 OPTIONS:
+        --config <FILE>       Read settings from a TOML file of key = value lines whose keys
+                              are these options' long names (input, url, chunk-size, ...);
+                              the command line overrides it; SIGHUP reads it again
+        --url <URL>           The destination, as an option (for the configuration file)
         --fps <RATE>          Constant frame rate for timestamps: 30, 29.97 or 30000/1001.
                               Default: the SPS timing (VUI) when present; otherwise the arrival
                               time of each frame for pipes and stdin, and 25 fps for files.
@@ -110,6 +115,8 @@ pub struct Config {
     pub max_retries: Option<u32>,
     pub queue_time_ms: u64,
     pub queue_size: usize,
+    /// The file given with --config, read again on SIGHUP.
+    pub config_file: Option<String>,
 }
 
 pub const DEFAULT_CHUNK_SIZE: u32 = 4096;
@@ -140,17 +147,98 @@ impl Config {
             max_retries: reliability.max_retries,
             queue_time_ms: reliability.queue_time_ms,
             queue_size: reliability.queue_size,
+            config_file: None,
         }
     }
 }
 
-/// Parses the arguments after the program name.
+/// Reads the configuration file named by `--config` (the one side effect of configuration),
+/// then parses its settings followed by the command line, which wins.
+pub fn load(args: &[String]) -> Result<Command> {
+    let mut tokens = Vec::new();
+    if let Some(path) = config_path(args) {
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            Error::io(
+                crate::error::Fault::Config,
+                format!("cannot read the configuration {path}"),
+                e,
+            )
+        })?;
+        let settings =
+            crate::config_file::parse(&text).map_err(|e| Error::config(format!("{path}: {e}")))?;
+        for setting in settings {
+            let origin = Some(Origin {
+                file: path.clone(),
+                line: setting.line,
+                key: setting.key.clone(),
+            });
+            let token = match (&setting.value, setting.key.as_str()) {
+                (crate::config_file::Value::Boolean(true), _) => format!("--{}", setting.key),
+                (crate::config_file::Value::Boolean(false), "realtime") => continue,
+                (value, _) => format!("--{}={}", setting.key, value.to_arg()),
+            };
+            tokens.push((token, origin));
+        }
+    }
+    tokens.extend(args.iter().map(|a| (a.clone(), None)));
+    parse_tokens(tokens)
+}
+
+/// The value of `--config`, if given.
+fn config_path(args: &[String]) -> Option<String> {
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        if arg == "--" {
+            return None;
+        }
+        if arg == "--config" {
+            return iter.next().cloned();
+        }
+        if let Some(path) = arg.strip_prefix("--config=") {
+            return Some(path.to_string());
+        }
+    }
+    None
+}
+
+/// Where a setting came from, for error messages.
+#[derive(Clone, Debug)]
+struct Origin {
+    file: String,
+    line: usize,
+    key: String,
+}
+
+/// Parses the arguments after the program name (no configuration file).
 pub fn parse_args<I, S>(args: I) -> Result<Command>
 where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    let mut args = args.into_iter().map(Into::into);
+    parse_tokens(args.into_iter().map(|a| (a.into(), None)).collect())
+}
+
+fn parse_tokens(tokens: Vec<(String, Option<Origin>)>) -> Result<Command> {
+    let mut origins = Vec::new();
+    let mut args = tokens.into_iter().map(|(token, origin)| {
+        origins.push(origin);
+        token
+    });
+    let result = parse_token_stream(&mut args);
+    drop(args);
+    result.map_err(|e| match origins.last().cloned().flatten() {
+        Some(origin) => Error::config(format!(
+            "{} line {}: {}: {}",
+            origin.file,
+            origin.line,
+            origin.key,
+            e.message()
+        )),
+        None => e,
+    })
+}
+
+fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command> {
     let mut input = None;
     let mut url = None;
     let mut frame_rate = FrameRate::Auto;
@@ -161,13 +249,17 @@ where
     let mut max_frame_size = DEFAULT_MAX_FRAME_SIZE;
     let mut log_level = None;
     let mut reliability = Reliability::default();
+    let mut config_file = None;
     let mut only_positional = false;
+    // The URL may come from the file (`url = ...`) and be overridden by the command line.
+    let mut positional_url = false;
 
     while let Some(arg) = args.next() {
         if only_positional || !arg.starts_with('-') || arg == "-" {
-            if url.is_some() {
+            if positional_url {
                 return Err(Error::config("more than one URL given (see --help)"));
             }
+            positional_url = true;
             url = Some(RtmpUrl::parse(&arg)?);
             continue;
         }
@@ -188,6 +280,8 @@ where
             "-h" | "--help" => return Ok(Command::Help),
             "-V" | "--version" => return Ok(Command::Version),
             "-i" | "--input" => input = Some(value("a path, or - for stdin")?),
+            "--url" => url = Some(RtmpUrl::parse(&value("a URL")?)?),
+            "--config" => config_file = Some(value("a file")?),
             "--fps" => frame_rate = parse_frame_rate(&value("a frame rate")?)?,
             "--realtime" | "--re" => realtime = true,
             "--start-timestamp" => {
@@ -279,6 +373,7 @@ where
         max_retries: reliability.max_retries,
         queue_time_ms: reliability.queue_time_ms,
         queue_size: reliability.queue_size,
+        config_file,
     })))
 }
 

@@ -28,6 +28,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod config_file;
 pub mod driver;
 pub mod error;
 pub mod media;

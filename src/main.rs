@@ -5,10 +5,10 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use v4l2rtmp::config::{parse_args, Command, Config, HELP};
+use v4l2rtmp::config::{load, Command, Config, HELP};
+use v4l2rtmp::error::{Error, Result};
 use v4l2rtmp::notify::Notifier;
 use v4l2rtmp::supervisor::{self, Ending};
-use v4l2rtmp::error::{Error, Result};
 
 fn main() -> ExitCode {
     match try_main() {
@@ -25,7 +25,8 @@ fn main() -> ExitCode {
 }
 
 fn try_main() -> Result<()> {
-    let config = match parse_args(std::env::args().skip(1))? {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let config = match load(&args)? {
         Command::Help => {
             print!("{HELP}");
             return Ok(());
@@ -34,7 +35,7 @@ fn try_main() -> Result<()> {
             println!("v4l2rtmp {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
-        Command::Publish(config) => config,
+        Command::Publish(config) => *config,
     };
     init_logging(&config);
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -42,7 +43,14 @@ fn try_main() -> Result<()> {
         .build()
         .map_err(|e| Error::io(v4l2rtmp::error::Fault::Ours, "cannot start the runtime", e))?;
     let notifier = Notifier::from_env();
-    let (ending, _progress) = runtime.block_on(supervisor::run(&config, &notifier, &mut |_| {}))?;
+    let reload = || match load(&args)? {
+        Command::Publish(config) => Ok(*config),
+        _ => Err(Error::config(
+            "the configuration no longer describes a stream",
+        )),
+    };
+    let (ending, _progress) =
+        runtime.block_on(supervisor::run(config, &reload, &notifier, &mut |_| {}))?;
     match ending {
         Ending::EndOfInput => log::info!("done"),
         Ending::Signal => log::info!("stopped"),

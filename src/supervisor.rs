@@ -147,13 +147,19 @@ impl Signals {
     }
 }
 
+/// Reads the configuration again (SIGHUP).
+pub type Reload<'a> = &'a dyn Fn() -> Result<Config>;
+
 /// Runs until the input ends, a signal stops it, or an error that retrying cannot fix.
-/// `on_frame` is called after each frame is handed to the socket (tests watch allocations with it).
+/// `reload` reads the configuration again on SIGHUP. `on_frame` is called after each frame is
+/// handed to the socket (tests watch allocations with it).
 pub async fn run(
-    config: &Config,
+    config: Config,
+    reload: Reload<'_>,
     notifier: &Notifier,
     on_frame: &mut dyn FnMut(&Progress),
 ) -> Result<(Ending, Progress)> {
+    let mut config = config;
     let clock = Clock::new();
     let mut signals = Signals::new()?;
     let mut input = Input::open(&config.input).await?;
@@ -164,7 +170,7 @@ pub async fn run(
         if live { " (live)" } else { "" }
     );
     let mut reader = AnnexBReader::new(config.max_frame_size);
-    let mut pipeline = Pipeline::new(config, live);
+    let mut pipeline = Pipeline::new(&config, live);
     let mut queue = FrameQueue::new(
         if live { config.queue_size } else { 0 },
         QUEUE_FRAMES,
@@ -187,7 +193,13 @@ pub async fn run(
     // A FIFO's writer closed it: once its last frames are out, open it again.
     let mut reopen_input = false;
     let mut last_frame_ms = clock.now_ms();
-    let mut ready_sent = false;
+    // Ready once the configuration is valid and the input open: a server that is down at boot
+    // must not keep systemd waiting (it would kill the service after TimeoutStartSec).
+    notifier.ready_with_status(&format!(
+        "starting: reading {}, connecting to {}",
+        input.name(),
+        config.url
+    ));
     let mut watchdog_frames = 0u64;
     let watchdog_interval = notifier.watchdog_interval();
     let mut watchdog_tick = tokio::time::interval(
@@ -247,7 +259,7 @@ pub async fn run(
                             on_frame(&progress);
                         }
                         Ok(false) => {}
-                        Err(e) => uplink.fail(e, &clock, config, &mut queue, &mut progress)?,
+                        Err(e) => uplink.fail(e, &clock, &config, &mut queue, &mut progress)?,
                     }
                 }
                 _ if live => {
@@ -276,7 +288,7 @@ pub async fn run(
                 on_frame,
             ) {
                 Ok(()) => {}
-                Err(e) => uplink.fail(e, &clock, config, &mut queue, &mut progress)?,
+                Err(e) => uplink.fail(e, &clock, &config, &mut queue, &mut progress)?,
             }
         }
 
@@ -335,15 +347,35 @@ pub async fn run(
                     info!("{name}: stopping");
                     return finish(uplink, &queue, notifier, Ending::Signal, progress, &clock).await;
                 }
-                SignalEvent::Reload => info!("SIGHUP: nothing to reload (the configuration comes from the command line)"),
+                SignalEvent::Reload => {
+                    notifier.reloading();
+                    match reload() {
+                        Ok(new) => {
+                            let changes = apply_reload(&mut config, new, &mut uplink);
+                            if changes.input {
+                                input = Input::open(&config.input).await?;
+                                reader = AnnexBReader::new(config.max_frame_size);
+                                pipeline.source_restarted();
+                                last_frame_ms = clock.now_ms();
+                            }
+                            if changes.destination {
+                                if let Link::Up(conn) = std::mem::replace(&mut uplink.link, Link::Down { retry_at_ms: 0 }) {
+                                    uplink.bytes_sent_before += conn.bytes_sent();
+                                    conn.close(external_for(uplink.pending, &queue)).await;
+                                }
+                                uplink.pending = Pending::Nothing;
+                                queue.unpin_front();
+                            }
+                        }
+                        Err(e) => error!("SIGHUP: keeping the running configuration: {e}"),
+                    }
+                    notifier.ready();
+                }
             },
             event = next_link_event(&mut uplink.link, &clock, config.stall_timeout_ms) => {
-                let result = handle_link_event(event, &mut uplink, &mut pipeline, &mut queue, &mut progress, &clock, config);
+                let result = handle_link_event(event, &mut uplink, &mut pipeline, &mut queue, &mut progress, &clock, &config);
                 if let Err(e) = result {
-                    uplink.fail(e, &clock, config, &mut queue, &mut progress)?;
-                } else if matches!(uplink.link, Link::Up(_)) && !ready_sent {
-                    ready_sent = true;
-                    notifier.ready_with_status(&status_line(config, &pipeline, &progress, &uplink, &clock));
+                    uplink.fail(e, &clock, &config, &mut queue, &mut progress)?;
                 }
             },
             read = async {
@@ -380,7 +412,7 @@ pub async fn run(
                 }
                 watchdog_frames = progress.frames_sent;
                 progress.bytes_sent = uplink.bytes_sent(&clock);
-                notifier.status(&status_line(config, &pipeline, &progress, &uplink, &clock));
+                notifier.status(&status_line(&config, &pipeline, &progress, &uplink, &clock));
             },
             _ = std::future::ready(()), if more_work => {},
         }
@@ -458,6 +490,73 @@ impl Uplink {
         };
         Ok(())
     }
+}
+
+/// What a reload changed that needs action.
+struct ReloadChanges {
+    input: bool,
+    destination: bool,
+}
+
+/// Takes the new configuration. Options read on every use (timeouts, retries) apply at once; the
+/// caller reopens the input and reconnects as the changes say. Frame rate, start time and queue
+/// sizes are fixed for the life of the process (a restart applies them).
+fn apply_reload(config: &mut Config, new: Config, uplink: &mut Uplink) -> ReloadChanges {
+    let changes = ReloadChanges {
+        input: new.input != config.input,
+        destination: new.url != config.url
+            || new.chunk_size != config.chunk_size
+            || new.timeout_ms != config.timeout_ms,
+    };
+    if new.frame_rate != config.frame_rate
+        || new.start_timestamp_ms != config.start_timestamp_ms
+        || new.queue_size != config.queue_size
+        || new.queue_time_ms != config.queue_time_ms
+        || new.max_frame_size != config.max_frame_size
+    {
+        warn!("SIGHUP: fps, start-timestamp, queue and frame-size changes apply after a restart");
+    }
+    if new.backoff_max_ms != config.backoff_max_ms
+        || new.backoff_reset_ms != config.backoff_reset_ms
+    {
+        uplink.backoff = Backoff::new(
+            FIRST_RETRY,
+            Duration::from_millis(new.backoff_max_ms),
+            Duration::from_millis(new.backoff_reset_ms),
+        );
+    }
+    if let Some(level) = new.log_level {
+        log::set_max_level(level);
+    }
+    info!(
+        "SIGHUP: configuration reloaded{}{}",
+        if changes.destination {
+            "; reconnecting to the new destination"
+        } else {
+            ""
+        },
+        if changes.input {
+            "; reopening the new input"
+        } else {
+            ""
+        }
+    );
+    let (frame_rate, start, queue_size, queue_time, max_frame) = (
+        config.frame_rate,
+        config.start_timestamp_ms,
+        config.queue_size,
+        config.queue_time_ms,
+        config.max_frame_size,
+    );
+    *config = new;
+    (
+        config.frame_rate,
+        config.start_timestamp_ms,
+        config.queue_size,
+        config.queue_time_ms,
+        config.max_frame_size,
+    ) = (frame_rate, start, queue_size, queue_time, max_frame);
+    changes
 }
 
 /// Waits for what the link needs next.

@@ -269,6 +269,48 @@ async fn stop_escalates_to_sigkill() {
 }
 
 #[tokio::test]
+async fn stop_lets_a_child_exit_cleanly_on_sigterm() {
+    record_log();
+    // It fills its stdout pipe and keeps writing; on SIGTERM it says goodbye on stdout (read and
+    // thrown away while stopping) and stderr, then exits 0.
+    let tag = unique("bye");
+    let mut source = spawn(&format!(
+        r#"sh -c 'trap "echo bye; echo {tag} >&2; exit 0" TERM; echo started; while :; do head -c 65536 /dev/zero; done'"#
+    ));
+    read_until(&mut source, b"started").await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let report = source.stop(Duration::from_secs(5)).await;
+    assert_eq!(report.code, Some(0), "{report}");
+    assert_eq!(report.sent, Some(15), "{report}");
+    assert!(
+        report.to_string().contains("exited with code 0"),
+        "{report}"
+    );
+    assert_eq!(logged(&tag).len(), 1, "its last stderr line is logged");
+}
+
+#[tokio::test]
+async fn a_cancelled_read_loses_nothing() {
+    record_log();
+    let mut source = spawn("sh -c 'sleep 0.3; printf abc; sleep 0.2; printf def'");
+    let mut buf = [0u8; 16];
+    let early = tokio::time::timeout(Duration::from_millis(50), source.read(&mut buf)).await;
+    assert!(early.is_err(), "nothing to read yet");
+    assert_eq!(read_all(&mut source, 2).await, b"abcdef");
+    assert_exited(&source.wait(LIMIT).await, 0);
+}
+
+#[test]
+fn spawn_outside_a_runtime_is_an_error_and_starts_nothing() {
+    let marker = std::env::temp_dir().join(unique("no-runtime"));
+    let argv = ["touch".to_string(), marker.display().to_string()];
+    let err = ExecSource::spawn(&argv).err().unwrap();
+    assert_eq!(err.fault(), Fault::Ours, "{err}");
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!marker.exists(), "the program must not have run");
+}
+
+#[tokio::test]
 async fn a_child_that_leaves_a_process_holding_stdout_still_ends() {
     record_log();
     // The background sleep keeps stdout open after sh exits with 4.

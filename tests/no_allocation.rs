@@ -77,8 +77,9 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
         }
     };
     let notifier = Notifier::disabled();
+    let reload = || Ok(config.clone());
     let (ending, progress) = runtime
-        .block_on(run(&config, &notifier, &mut on_frame))
+        .block_on(run(config.clone(), &reload, &notifier, &mut on_frame))
         .unwrap();
     COUNTING.store(false, Ordering::SeqCst);
     assert_eq!(ending, Ending::EndOfInput);

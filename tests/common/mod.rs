@@ -6,6 +6,8 @@
 //! may be absent, and the tests that use it say so and return.
 #![allow(dead_code)]
 
+pub mod proxy;
+
 use std::fs;
 use std::io::Read;
 use std::net::TcpListener;

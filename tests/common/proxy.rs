@@ -1,0 +1,1 @@
+//! Placeholder: the fault-injection proxy is being written.
