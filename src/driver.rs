@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-use log::{debug, info, warn};
+use log::{debug, info};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -73,6 +73,8 @@ pub struct Connection {
     publishing_since_ms: Option<u64>,
     /// When the socket last accepted bytes, or the queue was last empty: the stall watchdog.
     last_write_progress_ms: u64,
+    /// The server asked us to reconnect (Enhanced RTMP), to this tcUrl if given.
+    reconnect_request: Option<Option<String>>,
 }
 
 impl Connection {
@@ -101,6 +103,7 @@ impl Connection {
             bytes_sent: 0,
             publishing_since_ms: None,
             last_write_progress_ms: now,
+            reconnect_request: None,
         };
         while !conn.session.is_publishing() {
             let all_written = conn.write_some(&[])?;
@@ -132,6 +135,16 @@ impl Connection {
     /// Whether nothing waits to be written.
     pub fn is_idle(&self) -> bool {
         self.session.transmit_ref().is_empty()
+    }
+
+    /// Whether the server asked for a reconnect (Enhanced RTMP) that has not been made yet.
+    pub fn reconnect_requested(&self) -> bool {
+        self.reconnect_request.is_some()
+    }
+
+    /// The pending reconnect request: `Some(tc_url)` (the tcUrl is optional).
+    pub fn take_reconnect_request(&mut self) -> Option<Option<String>> {
+        self.reconnect_request.take()
     }
 
     /// When the session next needs [`PublishSession::handle_timeout`].
@@ -221,7 +234,11 @@ impl Connection {
                 }
                 Event::Status { level, code, description } => info!("server status {level} {code}: {description}"),
                 Event::ReconnectRequest { tc_url, description } => {
-                    warn!("the server asks for a reconnect ({description}); new tcUrl given: {}", tc_url.is_some())
+                    info!(
+                        "the server asks us to reconnect{} ({description}): switching at the next keyframe",
+                        if tc_url.is_some() { " elsewhere" } else { "" }
+                    );
+                    self.reconnect_request = Some(tc_url);
                 }
             }
         }

@@ -171,11 +171,9 @@ pub async fn run(
     );
     let mut reader = AnnexBReader::new(config.max_frame_size);
     let mut pipeline = Pipeline::new(&config, live);
-    let mut queue = FrameQueue::new(
-        if live { config.queue_size } else { 0 },
-        QUEUE_FRAMES,
-        config.queue_time_ms,
-    );
+    // Allocated at full size, but the OS maps its pages only when they are written: a file input
+    // uses it only to carry a keyframe across an Enhanced RTMP reconnect.
+    let mut queue = FrameQueue::new(config.queue_size, QUEUE_FRAMES, config.queue_time_ms);
     let mut uplink = Uplink {
         link: Link::Down { retry_at_ms: 0 },
         pending: Pending::Nothing,
@@ -223,6 +221,7 @@ pub async fn run(
 
         // Take the access units that are ready, as far as the link allows.
         let mut needs_input = false;
+        let mut switch_servers = false;
         let mut budget = FRAME_BUDGET;
         let mut pacing_due = None;
         while budget > 0 {
@@ -249,6 +248,13 @@ pub async fn run(
             };
             if frame.parameters_changed && !queue.is_empty() {
                 queue.clear_unpinned();
+            }
+            if frame.keyframe && matches!(&uplink.link, Link::Up(conn) if conn.reconnect_requested()) {
+                // The server asked for a reconnect: this keyframe opens the new connection.
+                let len = pipeline.frame_len();
+                queue.push(frame.timestamp_ms, true, len, |slot| pipeline.copy_frame(au.data, slot));
+                switch_servers = true;
+                break;
             }
             match &mut uplink.link {
                 Link::Up(conn) if link_idle => {
@@ -287,9 +293,13 @@ pub async fn run(
                 &mut progress,
                 on_frame,
             ) {
-                Ok(()) => {}
+                Ok(at_keyframe) => switch_servers |= at_keyframe && conn.reconnect_requested(),
                 Err(e) => uplink.fail(e, &clock, &config, &mut queue, &mut progress)?,
             }
+        }
+        if switch_servers {
+            uplink.switch_servers(&mut config, &queue, &clock).await;
+            queue.unpin_front();
         }
 
         // The end: a finished input whose every frame went out.
@@ -427,6 +437,30 @@ impl Uplink {
                 Link::Up(conn) => conn.bytes_sent(),
                 _ => 0,
             }
+    }
+
+    /// The server asked for a reconnect and a keyframe is due: close this connection politely
+    /// and connect again at once, to the tcUrl the server gave if any.
+    async fn switch_servers(&mut self, config: &mut Config, queue: &FrameQueue, clock: &Clock) {
+        let Link::Up(mut conn) = std::mem::replace(&mut self.link, Link::Down { retry_at_ms: clock.now_ms() })
+        else {
+            return;
+        };
+        let request = conn.take_reconnect_request();
+        self.bytes_sent_before += conn.bytes_sent();
+        conn.close(external_for(self.pending, queue)).await;
+        self.pending = Pending::Nothing;
+        if let Some(Some(tc_url)) = request {
+            match config.url.with_tc_url(&tc_url) {
+                Ok(url) => {
+                    info!("reconnecting to {url}, as the server asked");
+                    config.url = url;
+                }
+                Err(e) => warn!("{e}; reconnecting to the same server"),
+            }
+        } else {
+            info!("reconnecting, as the server asked");
+        }
     }
 
     /// The connection failed: decide whether to retry and when, or give up.
@@ -675,6 +709,7 @@ fn send_direct(
 }
 
 /// Writes what is queued on the connection and, while the socket takes it, the queued frames.
+/// Returns true when it stopped before a keyframe because the server asked for a reconnect.
 fn pump_queue(
     conn: &mut Connection,
     pipeline: &mut Pipeline,
@@ -682,18 +717,21 @@ fn pump_queue(
     pending: &mut Pending,
     progress: &mut Progress,
     on_frame: &mut dyn FnMut(&Progress),
-) -> Result<()> {
+) -> Result<bool> {
     loop {
         if !conn.is_idle() && !conn.write_some(external_for(*pending, queue))? {
-            return Ok(());
+            return Ok(false);
         }
         if *pending == Pending::QueueFront {
             queue.pop_front();
             *pending = Pending::Nothing;
         }
         let Some(entry) = queue.front() else {
-            return Ok(());
+            return Ok(false);
         };
+        if entry.keyframe && conn.reconnect_requested() {
+            return Ok(true);
+        }
         let frame = Frame {
             timestamp_ms: entry.timestamp_ms,
             keyframe: entry.keyframe,

@@ -28,6 +28,9 @@ use crate::rtmp::message::{
     chunk_stream, type_id, u32_body, user_control, user_control_body, Control,
 };
 
+/// Enhanced RTMP v2 CapsExMask.Reconnect: the client reconnects when the server asks.
+pub const CAPS_EX_RECONNECT: u8 = 0x01;
+
 /// What a publish session needs to know about its destination.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
@@ -400,6 +403,9 @@ impl PublishSession {
             amf0::encode_string(out, &flash_ver);
             amf0::encode_property_name(out, "tcUrl");
             amf0::encode_string(out, &tc_url);
+            // Enhanced RTMP: we honour NetConnection.Connect.ReconnectRequest (CapsExMask.Reconnect).
+            amf0::encode_property_name(out, "capsEx");
+            amf0::encode_number(out, f64::from(CAPS_EX_RECONNECT));
             amf0::encode_object_end(out);
         });
         self.phase = Phase::Connecting;

@@ -349,7 +349,9 @@ impl ExecSource {
                         e,
                     )
                 })?,
-                Woke::Stderr => {}
+                // Drained at the top of the loop. Yielding keeps a child that floods stderr from
+                // holding the (single-threaded) runtime.
+                Woke::Stderr => tokio::task::yield_now().await,
                 Woke::Timer if exit_seen => {
                     debug!(
                         "{}: exited, and its stdout is held open by another process: end of input",
