@@ -21,7 +21,10 @@ URL:
     A query string is passed to the server with the stream key (nginx-rtmp on_publish, SRS tokens).
 
 INPUT:
-    -i, --input <PATH|->      Annex-B H.264: a file, a FIFO, or - for stdin
+    -i, --input <PATH|-|exec:CMD>
+                              Annex-B H.264: a file, a FIFO, - for stdin, or exec:CMD ARGS to
+                              run an encoder (e.g. rpicam-vid ... -o -) and read its stdout;
+                              it is restarted when it exits
 
 OPTIONS:
         --config <FILE>       Read settings from a TOML file of key = value lines whose keys

@@ -190,6 +190,14 @@ pub async fn run(
     let mut input_ended = false;
     // A FIFO's writer closed it: once its last frames are out, open it again.
     let mut reopen_input = false;
+    // A child exited: once its last frames are out, a fresh reader; then a restart at this time.
+    let mut child_exited = false;
+    let mut child_restart_at_ms: Option<u64> = None;
+    let mut child_backoff = Backoff::new(
+        FIRST_RETRY,
+        Duration::from_millis(config.backoff_max_ms),
+        Duration::from_secs(60),
+    );
     let mut last_frame_ms = clock.now_ms();
     // Ready once the configuration is valid and the input open: a server that is down at boot
     // must not keep systemd waiting (it would kill the service after TimeoutStartSec).
@@ -249,10 +257,14 @@ pub async fn run(
             if frame.parameters_changed && !queue.is_empty() {
                 queue.clear_unpinned();
             }
-            if frame.keyframe && matches!(&uplink.link, Link::Up(conn) if conn.reconnect_requested()) {
+            if frame.keyframe
+                && matches!(&uplink.link, Link::Up(conn) if conn.reconnect_requested())
+            {
                 // The server asked for a reconnect: this keyframe opens the new connection.
                 let len = pipeline.frame_len();
-                queue.push(frame.timestamp_ms, true, len, |slot| pipeline.copy_frame(au.data, slot));
+                queue.push(frame.timestamp_ms, true, len, |slot| {
+                    pipeline.copy_frame(au.data, slot)
+                });
                 switch_servers = true;
                 break;
             }
@@ -317,6 +329,7 @@ pub async fn run(
                     return finish(
                         uplink,
                         &queue,
+                        &mut input,
                         notifier,
                         Ending::EndOfInput,
                         progress,
@@ -346,16 +359,24 @@ pub async fn run(
             reader = AnnexBReader::new(config.max_frame_size);
             last_frame_ms = clock.now_ms();
         }
-        let want_input = needs_input && !input_ended;
+        if child_exited && needs_input {
+            // The child's last frames are out: the next child starts a fresh byte stream.
+            child_exited = false;
+            reader = AnnexBReader::new(config.max_frame_size);
+        }
+        let want_input = needs_input && !input_ended && !child_exited;
         let more_work = budget == 0;
-        let source_deadline = (live && config.source_timeout_ms > 0 && !input_ended)
-            .then(|| clock.instant(last_frame_ms.saturating_add(config.source_timeout_ms)));
+        let source_deadline = (live
+            && config.source_timeout_ms > 0
+            && !input_ended
+            && (input.child_running() || !input.is_child()))
+        .then(|| clock.instant(last_frame_ms.saturating_add(config.source_timeout_ms)));
         tokio::select! {
             biased;
             signal = signals.next() => match signal {
                 SignalEvent::Stop(name) => {
                     info!("{name}: stopping");
-                    return finish(uplink, &queue, notifier, Ending::Signal, progress, &clock).await;
+                    return finish(uplink, &queue, &mut input, notifier, Ending::Signal, progress, &clock).await;
                 }
                 SignalEvent::Reload => {
                     notifier.reloading();
@@ -392,6 +413,17 @@ pub async fn run(
                 let buf = reader.read_buf().map_err(|e| Error::input(format!("{}: {e}", input.name())))?;
                 input.read(buf).await
             }, if want_input => match read? {
+                0 if input.is_child() => {
+                    // The child closed its stdout: send its last frames, restart it after a backoff.
+                    reader.finish();
+                    child_exited = true;
+                    let report = input.child_exited().await;
+                    let ran_for = report.as_ref().map(|r| r.ran_for).unwrap_or_default();
+                    let delay = child_backoff.next_delay(ran_for, uplink.jitter.unit());
+                    let how = report.map(|r| r.to_string()).unwrap_or_default();
+                    warn!("{} ended ({how}); starting it again in {:.1} s", input.name(), delay.as_secs_f64());
+                    child_restart_at_ms = Some(clock.now_ms() + delay.as_millis() as u64);
+                }
                 0 if input.reopens() => {
                     // The FIFO's writer went away: send what it wrote, then wait for the next one.
                     info!("the writer of {} closed it; waiting for the next writer", input.name());
@@ -406,6 +438,23 @@ pub async fn run(
                 n => reader.commit(n),
             },
             _ = sleep_until_option(pacing_due.map(|ms| clock.instant(ms))), if pacing_due.is_some() => {},
+            _ = sleep_until_option(child_restart_at_ms.map(|ms| clock.instant(ms))), if child_restart_at_ms.is_some() && !child_exited => {
+                child_restart_at_ms = None;
+                match input.respawn() {
+                    Ok(()) => {
+                        info!("started {}", input.name());
+                        pipeline.source_restarted();
+                        progress.source_restarts += 1;
+                        last_frame_ms = clock.now_ms();
+                    }
+                    Err(e) if e.fault() == Fault::Input => {
+                        let delay = child_backoff.next_delay(Duration::ZERO, uplink.jitter.unit());
+                        warn!("{e}; trying again in {:.1} s", delay.as_secs_f64());
+                        child_restart_at_ms = Some(clock.now_ms() + delay.as_millis() as u64);
+                    }
+                    Err(e) => return Err(e),
+                }
+            },
             _ = sleep_until_option(source_deadline), if source_deadline.is_some() => {
                 warn!("no frame from {} for {} s: restarting it", input.name(), config.source_timeout_ms / 1000);
                 input = input.restart().await?;
@@ -442,8 +491,12 @@ impl Uplink {
     /// The server asked for a reconnect and a keyframe is due: close this connection politely
     /// and connect again at once, to the tcUrl the server gave if any.
     async fn switch_servers(&mut self, config: &mut Config, queue: &FrameQueue, clock: &Clock) {
-        let Link::Up(mut conn) = std::mem::replace(&mut self.link, Link::Down { retry_at_ms: clock.now_ms() })
-        else {
+        let Link::Up(mut conn) = std::mem::replace(
+            &mut self.link,
+            Link::Down {
+                retry_at_ms: clock.now_ms(),
+            },
+        ) else {
             return;
         };
         let request = conn.take_reconnect_request();
@@ -773,6 +826,7 @@ fn log_drops(queue: &FrameQueue) {
 async fn finish(
     uplink: Uplink,
     queue: &FrameQueue,
+    input: &mut Input,
     notifier: &Notifier,
     ending: Ending,
     mut progress: Progress,
@@ -780,10 +834,13 @@ async fn finish(
 ) -> Result<(Ending, Progress)> {
     notifier.stopping();
     progress.bytes_sent = uplink.bytes_sent(clock);
-    if let Link::Up(conn) = uplink.link {
-        let external = external_for(uplink.pending, queue);
-        conn.close(external).await;
-    }
+    // The unpublish and the child's shutdown run side by side: SIGTERM must end us within 1 s.
+    let close = async {
+        if let Link::Up(conn) = uplink.link {
+            conn.close(external_for(uplink.pending, queue)).await;
+        }
+    };
+    tokio::join!(close, input.shutdown());
     info!(
         "sent {} frames, {} bytes in {:.1} s; {} connections, {} failures, {} frames dropped",
         progress.frames_sent,

@@ -7,7 +7,7 @@ use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
 use v4l2rtmp::error::Fault;
-use v4l2rtmp::source::exec::{ExecSource, ExitReport, RestartBackoff, STDERR_LINE_MAX};
+use v4l2rtmp::source::exec::{ExecSource, ExitReport, STDERR_LINE_MAX};
 
 /// No test may hang: every await on a child is bounded by this.
 const LIMIT: Duration = Duration::from_secs(30);
@@ -489,49 +489,3 @@ fn commands_that_need_a_shell_or_are_broken_are_refused() {
     }
 }
 
-#[test]
-fn backoff_starts_small_grows_to_the_cap_and_resets() {
-    let ms = Duration::from_millis;
-    let first = ms(500);
-    let cap = Duration::from_secs(10);
-    let stable = Duration::from_secs(30);
-    let mut backoff = RestartBackoff::new(first, cap, stable);
-    let crash = ms(100);
-    // Full jitter: anywhere in [0, ceiling).
-    assert_eq!(backoff.next_delay(crash, 0.0), Duration::ZERO);
-    let mut backoff = RestartBackoff::new(first, cap, stable);
-    let delay = backoff.next_delay(crash, 0.999);
-    assert!(delay <= first && delay > ms(490), "{delay:?}");
-    let mut ceilings = vec![];
-    for _ in 0..8 {
-        ceilings.push(backoff.ceiling());
-        let delay = backoff.next_delay(crash, 0.5);
-        assert_eq!(delay, *ceilings.last().unwrap() / 2);
-    }
-    assert_eq!(
-        ceilings,
-        [ms(1000), ms(2000), ms(4000), ms(8000), cap, cap, cap, cap]
-    );
-    for random in [0.0, 0.1, 0.5, 0.9, 0.999_999] {
-        let delay = backoff.clone().next_delay(crash, random);
-        assert!(delay <= cap, "{delay:?}");
-        assert!(
-            delay >= cap.mul_f64(random).saturating_sub(ms(1)),
-            "{delay:?}"
-        );
-    }
-    // Many failures do not overflow.
-    for _ in 0..1000 {
-        assert!(backoff.next_delay(crash, 0.999) <= cap);
-    }
-    // A run of `stable` or longer starts over.
-    let delay = backoff.next_delay(stable, 0.999);
-    assert!(delay <= first, "{delay:?}");
-    assert_eq!(backoff.failures(), 1);
-    assert_eq!(backoff.ceiling(), ms(1000));
-    // A run just short of stable does not.
-    backoff.next_delay(stable - ms(1), 0.5);
-    assert_eq!(backoff.ceiling(), ms(2000));
-    let default = RestartBackoff::default();
-    assert_eq!(default.ceiling(), ms(500));
-}

@@ -2,7 +2,7 @@
 //!
 //! v4l2rtmp starts the encoder itself, reads Annex-B H.264 from its stdout, forwards its stderr to
 //! the log line by line, and stops it when the stream ends. The supervisor restarts it after it
-//! exits, spacing the restarts with [`RestartBackoff`].
+//! exits, spacing the restarts with [`crate::backoff::Backoff`].
 //!
 //! # The command line
 //!
@@ -667,75 +667,6 @@ impl std::fmt::Display for ExitReport {
     }
 }
 
-/// Exponential backoff with full jitter, for restarting a child that exited (or reconnecting):
-/// the n-th consecutive delay (from 0) is uniform in `[0, min(cap, first × 2ⁿ))`, and the count
-/// starts over when the attempt before it ran at least `stable` long. Pure: the caller supplies the
-/// random number, so it is testable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RestartBackoff {
-    first: Duration,
-    cap: Duration,
-    stable: Duration,
-    failures: u32,
-}
-
-impl RestartBackoff {
-    pub const DEFAULT_FIRST: Duration = Duration::from_millis(500);
-    pub const DEFAULT_CAP: Duration = Duration::from_secs(30);
-    pub const DEFAULT_STABLE: Duration = Duration::from_secs(60);
-
-    pub fn new(first: Duration, cap: Duration, stable: Duration) -> RestartBackoff {
-        RestartBackoff {
-            first,
-            cap,
-            stable,
-            failures: 0,
-        }
-    }
-
-    /// The delay before the next attempt, given how long the last one ran and a random number in
-    /// `[0, 1)` (a value outside is clamped; NaN counts as 0).
-    pub fn next_delay(&mut self, ran_for: Duration, random: f64) -> Duration {
-        if ran_for >= self.stable {
-            self.failures = 0;
-        }
-        let ceiling = self.ceiling();
-        self.failures = self.failures.saturating_add(1);
-        let random = if random > 0.0 { random.min(1.0) } else { 0.0 };
-        Duration::try_from_secs_f64(ceiling.as_secs_f64() * random)
-            .unwrap_or(ceiling)
-            .min(ceiling)
-    }
-
-    /// The upper bound of the next delay: `min(cap, first × 2ⁿ)` after n consecutive failures.
-    pub fn ceiling(&self) -> Duration {
-        let factor = 2u32.checked_pow(self.failures);
-        factor
-            .and_then(|factor| self.first.checked_mul(factor))
-            .map_or(self.cap, |d| d.min(self.cap))
-    }
-
-    /// Consecutive attempts that did not run `stable` long.
-    pub fn failures(&self) -> u32 {
-        self.failures
-    }
-
-    /// Starts over, as after a stable run.
-    pub fn reset(&mut self) {
-        self.failures = 0;
-    }
-}
-
-impl Default for RestartBackoff {
-    fn default() -> RestartBackoff {
-        RestartBackoff::new(
-            RestartBackoff::DEFAULT_FIRST,
-            RestartBackoff::DEFAULT_CAP,
-            RestartBackoff::DEFAULT_STABLE,
-        )
-    }
-}
-
 /// The child's stderr, split into lines and logged within limits.
 struct StderrLog {
     /// `None` after end of file.
@@ -1106,32 +1037,6 @@ mod tests {
             assert!(budget.admit(much_later).is_some());
         }
         assert_eq!(budget.admit(much_later), None);
-    }
-
-    #[test]
-    fn backoff_grows_caps_and_resets() {
-        let second = Duration::from_secs(1);
-        let mut backoff = RestartBackoff::new(second, 8 * second, 60 * second);
-        let short = Duration::from_millis(10);
-        let ceilings: Vec<_> = (0..6)
-            .map(|_| {
-                let ceiling = backoff.ceiling();
-                assert_eq!(
-                    backoff.next_delay(short, 0.999_999),
-                    ceiling.mul_f64(0.999_999)
-                );
-                ceiling.as_secs()
-            })
-            .collect();
-        assert_eq!(ceilings, [1, 2, 4, 8, 8, 8]);
-        assert_eq!(backoff.next_delay(60 * second, 0.5), second / 2);
-        assert_eq!(backoff.failures(), 1);
-        for _ in 0..100 {
-            backoff.next_delay(short, 1.0);
-        }
-        assert_eq!(backoff.next_delay(short, 2.0), 8 * second);
-        assert_eq!(backoff.next_delay(short, f64::NAN), Duration::ZERO);
-        assert_eq!(backoff.next_delay(short, -1.0), Duration::ZERO);
     }
 
     #[test]
