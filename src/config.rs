@@ -350,12 +350,6 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
         Error::config("--input is required: a file, a FIFO or - for stdin (see --help)")
     })?;
     let url = url.ok_or_else(|| Error::config("the destination URL is missing (see --help)"))?;
-    if url.credentials.is_some() {
-        return Err(Error::config(
-            "user:password in the URL (Adobe/Limelight authentication) is not supported yet; \
-             use a query-string token instead",
-        ));
-    }
     if url.scheme == crate::url::Scheme::Rtmps {
         return Err(Error::config("rtmps:// is not supported yet; use rtmp://"));
     }

@@ -79,12 +79,14 @@ pub struct Connection {
 
 impl Connection {
     /// Resolves, connects, and runs the handshake and the publish sequence. Each step is bounded
-    /// by `config.timeout_ms`. Cancel-safe: dropping the future drops the socket.
-    pub async fn open(config: &Config, clock: Clock) -> Result<Connection> {
+    /// by `config.timeout_ms`. `auth_query` (Adobe/Limelight authentication, `?authmod=...`) is
+    /// appended to the app and the tcUrl of connect. Cancel-safe: dropping the future drops the
+    /// socket.
+    pub async fn open(config: &Config, clock: Clock, auth_query: Option<String>) -> Result<Connection> {
         let stream = connect(config).await?;
         let session_config = SessionConfig {
-            app: config.url.app.clone(),
-            tc_url: config.url.tc_url(),
+            app: format!("{}{}", config.url.app, auth_query.as_deref().unwrap_or("")),
+            tc_url: format!("{}{}", config.url.tc_url(), auth_query.as_deref().unwrap_or("")),
             stream_name: config.url.stream_name(),
             chunk_size: config.chunk_size,
             flash_ver: SessionConfig::DEFAULT_FLASH_VER.to_string(),

@@ -31,6 +31,9 @@ pub struct Error {
     fault: Fault,
     message: String,
     source: Option<std::io::Error>,
+    /// The server's own description of a refused connect, verbatim: the authentication schemes
+    /// read their challenge from it. Never displayed (it may quote the key).
+    server_description: Option<String>,
 }
 
 impl Error {
@@ -39,6 +42,7 @@ impl Error {
             fault,
             message: message.into(),
             source: None,
+            server_description: None,
         }
     }
 
@@ -72,7 +76,19 @@ impl Error {
             fault,
             message: context.into(),
             source: Some(err),
+            server_description: None,
         }
+    }
+
+    /// Attaches the server's verbatim description of a refusal (not displayed).
+    pub fn with_server_description(mut self, description: impl Into<String>) -> Self {
+        self.server_description = Some(description.into());
+        self
+    }
+
+    /// The server's verbatim description of a refused connect, if this is one.
+    pub fn server_description(&self) -> Option<&str> {
+        self.server_description.as_deref()
     }
 
     pub fn fault(&self) -> Fault {

@@ -35,6 +35,7 @@ use crate::media::annexb::AnnexBReader;
 use crate::notify::Notifier;
 use crate::pipeline::{Frame, Pipeline};
 use crate::queue::{FrameQueue, Pushed};
+use crate::rtmp::auth::{AuthStep, Authenticator};
 use crate::rtmp::chunk::Part;
 use crate::source::Input;
 
@@ -112,6 +113,8 @@ struct Uplink {
     /// The last failure's text, so a repeated reason is logged once.
     last_failure: Option<String>,
     bytes_sent_before: u64,
+    /// Adobe/Limelight challenge-response state, across the reconnects the schemes need.
+    auth: Authenticator,
 }
 
 /// SIGINT/SIGTERM (stop) and SIGHUP (reload).
@@ -185,6 +188,7 @@ pub async fn run(
         jitter: Jitter::from_entropy(),
         last_failure: None,
         bytes_sent_before: 0,
+        auth: authenticator_for(&config),
     };
     let mut progress = Progress::default();
     let mut input_ended = false;
@@ -220,9 +224,13 @@ pub async fn run(
         if let Link::Down { retry_at_ms } = uplink.link {
             if now >= retry_at_ms {
                 let attempt_config = config.clone();
-                debug!("connecting to {}", config.url);
+                let auth_query = uplink.auth.connect_query();
+                match uplink.auth.connect_query_redacted() {
+                    Some(query) => debug!("connecting to {} with authentication {query}", config.url),
+                    None => debug!("connecting to {}", config.url),
+                }
                 uplink.link = Link::Connecting(Box::pin(async move {
-                    Connection::open(&attempt_config, clock).await.map(Box::new)
+                    Connection::open(&attempt_config, clock, auth_query).await.map(Box::new)
                 }));
             }
         }
@@ -508,6 +516,7 @@ impl Uplink {
                 Ok(url) => {
                     info!("reconnecting to {url}, as the server asked");
                     config.url = url;
+                    self.auth = authenticator_for(config);
                 }
                 Err(e) => warn!("{e}; reconnecting to the same server"),
             }
@@ -529,6 +538,24 @@ impl Uplink {
             return Err(err);
         }
         let now = clock.now_ms();
+        // A refused connect may be an authentication challenge: answer it at once.
+        if let Some(description) = err.server_description() {
+            let random = self.jitter.next_u64() as u32;
+            match self.auth.on_connect_rejected(description, random) {
+                AuthStep::Retry => {
+                    info!("the server asks for authentication ({}): answering", self.auth);
+                    self.link = Link::Down { retry_at_ms: now };
+                    return Ok(());
+                }
+                AuthStep::Fail(reason) => {
+                    self.auth.reset();
+                    let err = Error::rejected(format!("authentication failed: {reason}"));
+                    return self.fail(err, clock, config, queue, progress);
+                }
+                AuthStep::NotAuth => {}
+            }
+        }
+        self.auth.reset();
         let (healthy_for, err) = match std::mem::replace(
             &mut self.link,
             Link::Down { retry_at_ms: now },
@@ -636,6 +663,9 @@ fn apply_reload(config: &mut Config, new: Config, uplink: &mut Uplink) -> Reload
         config.max_frame_size,
     );
     *config = new;
+    if changes.destination {
+        uplink.auth = authenticator_for(config);
+    }
     (
         config.frame_rate,
         config.start_timestamp_ms,
@@ -644,6 +674,13 @@ fn apply_reload(config: &mut Config, new: Config, uplink: &mut Uplink) -> Reload
         config.max_frame_size,
     ) = (frame_rate, start, queue_size, queue_time, max_frame);
     changes
+}
+
+/// The authenticator for the URL's credentials (empty ones when there are none: a server that asks
+/// for authentication then gets a clear "put user:password@ in the URL").
+fn authenticator_for(config: &Config) -> Authenticator {
+    let (user, password) = config.url.credentials.clone().unwrap_or_default();
+    Authenticator::new(user, password, config.url.app.clone())
 }
 
 /// Waits for what the link needs next.
@@ -683,6 +720,8 @@ fn handle_link_event(
         LinkEvent::RetryDue => Ok(()),
         LinkEvent::Connected(result) => {
             let conn = result?;
+            // A later connection starts without the one-time answer of this one.
+            uplink.auth.reset();
             info!("publishing to {}", config.url);
             if uplink.last_failure.take().is_some() {
                 info!(

@@ -9,6 +9,7 @@
 //! - [`session`]: the publish session that ties them together.
 
 pub mod amf0;
+pub mod auth;
 pub mod chunk;
 pub mod handshake;
 pub mod message;

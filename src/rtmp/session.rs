@@ -540,7 +540,8 @@ impl PublishSession {
                 return Err(Error::rejected(format!(
                     "connect was refused: {}",
                     self.describe(info)
-                )));
+                ))
+                .with_server_description(field(info, "description")));
             }
             "_error" if transaction == self.create_stream_transaction => {
                 return Err(Error::rejected(format!(

@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod proxy;
+pub mod scripted;
 
 use std::fs;
 use std::io::Read;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_v4l2rtmp");
 pub const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+pub const STREAM_MODULE: &str = "/usr/lib/nginx/modules/ngx_stream_module.so";
 
 /// The real Raspberry Pi recording (1920x1088 coded, cropped to 1080), if present.
 pub fn pi_clip() -> Option<PathBuf> {
@@ -112,6 +114,9 @@ pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
 /// the same nginx, which refuses every key with 403 (nginx-rtmp closes without a reply).
 pub struct Nginx {
     pub port: u16,
+    /// With [`Nginx::start_with_tls`]: the port where nginx's stream module terminates TLS and
+    /// forwards to `port` (RTMPS).
+    pub tls_port: Option<u16>,
     pub dir: TempDir,
     child: Child,
 }
@@ -122,6 +127,16 @@ impl Nginx {
     }
 
     pub fn start_with_chunk_size(server_chunk_size: u32) -> Nginx {
+        Self::start_with(server_chunk_size, None)
+    }
+
+    /// With RTMPS on `tls_port`: TLS terminated by nginx's stream module with `certificate` and
+    /// `key`, in front of the RTMP server.
+    pub fn start_with_tls(certificate: &Path, key: &Path) -> Nginx {
+        Self::start_with(4096, Some((certificate, key)))
+    }
+
+    fn start_with(server_chunk_size: u32, tls: Option<(&Path, &Path)>) -> Nginx {
         require_tool("nginx");
         assert!(
             Path::new(RTMP_MODULE).exists(),
@@ -130,6 +145,25 @@ impl Nginx {
         let dir = TempDir::new("nginx");
         let port = free_port();
         let http_port = free_port();
+        let tls_port = tls.map(|_| free_port());
+        let (stream_module, stream_block) = match (tls, tls_port) {
+            (Some((certificate, key)), Some(tls_port)) => {
+                assert!(
+                    Path::new(STREAM_MODULE).exists(),
+                    "{STREAM_MODULE} missing: apt-get install libnginx-mod-stream"
+                );
+                (
+                    format!("load_module {STREAM_MODULE};"),
+                    format!(
+                        "stream {{\n    server {{\n        listen 127.0.0.1:{tls_port} ssl;\n        ssl_certificate {};\n        \
+                         ssl_certificate_key {};\n        proxy_pass 127.0.0.1:{port};\n    }}\n}}\n",
+                        certificate.display(),
+                        key.display()
+                    ),
+                )
+            }
+            _ => (String::new(), String::new()),
+        };
         fs::create_dir_all(dir.path().join("rec")).unwrap();
         fs::create_dir_all(dir.path().join("logs")).unwrap();
         let conf = format!(
@@ -139,7 +173,9 @@ worker_processes 1;
 pid {d}/nginx.pid;
 error_log {d}/error.log info;
 load_module {RTMP_MODULE};
+{stream_module}
 events {{ worker_connections 64; }}
+{stream_block}
 http {{
     access_log off;
     server {{
@@ -188,7 +224,15 @@ rtmp {{
             .spawn()
             .expect("start nginx");
         wait_listening(port, &mut child, "nginx");
-        Nginx { port, dir, child }
+        if let Some(tls_port) = tls_port {
+            wait_listening(tls_port, &mut child, "nginx (TLS)");
+        }
+        Nginx {
+            port,
+            tls_port,
+            dir,
+            child,
+        }
     }
 
     pub fn url(&self, app: &str, key: &str) -> String {
@@ -656,4 +700,98 @@ pub fn stop(child: &mut Child, signal: &str) -> ExitStatus {
         .unwrap();
     assert!(status.success());
     child.wait().unwrap()
+}
+
+/// A certificate authority and a server certificate made with the openssl CLI, in `dir`.
+pub struct TestPki {
+    pub ca_certificate: PathBuf,
+    pub server_certificate: PathBuf,
+    pub server_key: PathBuf,
+}
+
+impl TestPki {
+    /// A CA, and a certificate it signs for `names` (DNS names and IP addresses).
+    pub fn new(dir: &Path, names: &[&str]) -> TestPki {
+        require_tool("openssl");
+        let run = |args: &[&str]| {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=v4l2rtmp test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        run(&[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            &format!("/CN={}", names[0]),
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        let alt_names: Vec<String> = names
+            .iter()
+            .map(|n| {
+                if n.parse::<std::net::IpAddr>().is_ok() {
+                    format!("IP:{n}")
+                } else {
+                    format!("DNS:{n}")
+                }
+            })
+            .collect();
+        fs::write(
+            dir.join("ext.cnf"),
+            format!("subjectAltName={}\n", alt_names.join(",")),
+        )
+        .unwrap();
+        run(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "ext.cnf",
+            "-out",
+            "server.pem",
+        ]);
+        TestPki {
+            ca_certificate: dir.join("ca.pem"),
+            server_certificate: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
 }

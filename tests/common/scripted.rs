@@ -1,0 +1,153 @@
+//! A scripted RTMP server for the behaviours no packaged server has (Enhanced RTMP
+//! ReconnectRequest, Adobe and Limelight authentication), built from the library's own chunk and
+//! AMF0 code. Tests drive it message by message; real servers cover everything else.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use v4l2rtmp::rtmp::amf0::{self, Value};
+use v4l2rtmp::rtmp::chunk::{ChunkReader, ChunkWriter, Gather, Message, MessageHeader};
+
+/// One accepted publisher, after the handshake.
+pub struct ScriptedPeer {
+    socket: TcpStream,
+    reader: ChunkReader,
+    writer: ChunkWriter,
+    received: Vec<u8>,
+}
+
+impl ScriptedPeer {
+    /// Accepts a connection and answers the handshake (S1 zeros, S2 echoing C1).
+    pub fn accept(listener: &TcpListener) -> ScriptedPeer {
+        let (mut socket, _) = listener.accept().unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut c0c1 = [0u8; 1537];
+        socket.read_exact(&mut c0c1).unwrap();
+        let mut s0s1s2 = vec![3u8];
+        s0s1s2.extend_from_slice(&[0u8; 1536]);
+        s0s1s2.extend_from_slice(&c0c1[1..]);
+        socket.write_all(&s0s1s2).unwrap();
+        let mut c2 = [0u8; 1536];
+        socket.read_exact(&mut c2).unwrap();
+        ScriptedPeer {
+            socket,
+            reader: ChunkReader::new(16 << 20),
+            writer: ChunkWriter::new(),
+            received: Vec::new(),
+        }
+    }
+
+    /// The next complete message from the client; None when it closed the connection.
+    pub fn next_message(&mut self) -> Option<Message> {
+        loop {
+            let (used, message) = self
+                .reader
+                .decode(&self.received)
+                .expect("a valid chunk stream");
+            if used > 0 {
+                self.received.drain(..used);
+                match message {
+                    Some(message) => return Some(message),
+                    None => continue,
+                }
+            }
+            let mut buf = [0u8; 65536];
+            match self.socket.read(&mut buf) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// Sends an AMF0 command on chunk stream 3.
+    pub fn send_command(&mut self, stream_id: u32, values: &[Value]) {
+        let mut body = Vec::new();
+        values.iter().for_each(|v| v.encode(&mut body));
+        let mut gather = Gather::with_capacity(1024, 16);
+        let header = MessageHeader {
+            chunk_stream_id: 3,
+            timestamp: 0,
+            type_id: 20,
+            stream_id,
+        };
+        self.writer.write_message_bytes(&header, &body, &mut gather);
+        let mut bytes = Vec::new();
+        gather.write_to_vec(&[], &mut bytes);
+        let _ = self.socket.write_all(&bytes);
+    }
+
+    /// Answers connect, createStream and publish as a server that accepts them; returns the
+    /// connect command's values, and every video message until `until` says stop or the client
+    /// goes away.
+    pub fn accept_publish(
+        &mut self,
+        mut until: impl FnMut(&mut ScriptedPeer, &Message) -> bool,
+    ) -> Vec<Value> {
+        let mut connect = Vec::new();
+        while let Some(message) = self.next_message() {
+            if message.header.type_id == 20 {
+                let values = amf0::decode_all(&message.payload).unwrap();
+                let tid = values[1].as_f64().unwrap();
+                match values[0].as_str().unwrap() {
+                    "connect" => {
+                        self.send_command(
+                            0,
+                            &result(tid, info("status", "NetConnection.Connect.Success", "")),
+                        );
+                        connect = values;
+                    }
+                    "createStream" => self.send_command(0, &result(tid, Value::Number(1.0))),
+                    "publish" => {
+                        self.send_command(1, &status(info("status", "NetStream.Publish.Start", "")))
+                    }
+                    _ => {}
+                }
+            } else if until(self, &message) {
+                break;
+            }
+        }
+        connect
+    }
+}
+
+/// An information object.
+pub fn info(level: &str, code: &str, description: &str) -> Value {
+    Value::Object(vec![
+        ("level".to_string(), Value::String(level.into())),
+        ("code".to_string(), Value::String(code.into())),
+        ("description".to_string(), Value::String(description.into())),
+    ])
+}
+
+/// `_result(tid, null, value)`.
+pub fn result(tid: f64, value: Value) -> Vec<Value> {
+    vec![
+        Value::String("_result".into()),
+        Value::Number(tid),
+        Value::Null,
+        value,
+    ]
+}
+
+/// `_error(tid, null, info)`.
+pub fn error(tid: f64, info: Value) -> Vec<Value> {
+    vec![
+        Value::String("_error".into()),
+        Value::Number(tid),
+        Value::Null,
+        info,
+    ]
+}
+
+/// `onStatus(0, null, info)`.
+pub fn status(info: Value) -> Vec<Value> {
+    vec![
+        Value::String("onStatus".into()),
+        Value::Number(0.0),
+        Value::Null,
+        info,
+    ]
+}
