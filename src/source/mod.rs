@@ -40,7 +40,7 @@ pub enum Input {
     /// The stdout of a child process (`exec:CMD ARGS`), restarted when it exits.
     Exec {
         /// The running child; `None` between its exit and its restart.
-        child: Option<ExecSource>,
+        child: Option<Box<ExecSource>>,
         argv: Vec<String>,
         name: String,
     },
@@ -51,7 +51,7 @@ impl Input {
     pub async fn open(path: &str) -> Result<Input> {
         if let Some(command) = path.strip_prefix("exec:") {
             let argv = ExecSource::parse_command(command)?;
-            let child = ExecSource::spawn(&argv)?;
+            let child = Box::new(ExecSource::spawn(&argv)?);
             let name = child.name().to_string();
             return Ok(Input::Exec {
                 child: Some(child),
@@ -130,7 +130,7 @@ impl Input {
                     let report = child.stop(CHILD_GRACE).await;
                     log::info!("{name} stopped: {report}");
                 }
-                let child = ExecSource::spawn(&argv)?;
+                let child = Box::new(ExecSource::spawn(&argv)?);
                 let name = child.name().to_string();
                 Ok(Input::Exec {
                     child: Some(child),
@@ -171,7 +171,7 @@ impl Input {
     /// Starts the child again after it exited.
     pub fn respawn(&mut self) -> Result<()> {
         if let Input::Exec { child, argv, name } = self {
-            let started = ExecSource::spawn(argv)?;
+            let started = Box::new(ExecSource::spawn(argv)?);
             *name = started.name().to_string();
             *child = Some(started);
         }
