@@ -17,6 +17,8 @@ USAGE:
 
 URL:
     rtmp://host[:port]/app[/instance]/key[?query]
+    rtmps://host[:port]/app[/instance]/key[?query]      RTMP over TLS (default port 443)
+    rtmp://user:password@host/...                        Adobe or Limelight authentication
     IPv6 literals go in brackets: rtmp://[::1]:1935/live/key. The default port is 1935.
     A query string is passed to the server with the stream key (nginx-rtmp on_publish, SRS tokens).
 
@@ -31,6 +33,10 @@ OPTIONS:
                               are these options' long names (input, url, chunk-size, ...);
                               the command line overrides it; SIGHUP reads it again
         --url <URL>           The destination, as an option (for the configuration file)
+        --ca-file <PEM>       RTMPS: trust only this CA (a private server) instead of the
+                              system's certificate store (/etc/ssl/certs, else bundled roots)
+        --insecure            RTMPS: do NOT verify the server's certificate. Anyone on the
+                              path can then read the stream key and the video. For testing.
         --fps <RATE>          Constant frame rate for timestamps: 30, 29.97 or 30000/1001.
                               Default: the SPS timing (VUI) when present; otherwise the arrival
                               time of each frame for pipes and stdin, and 25 fps for files.
@@ -120,6 +126,10 @@ pub struct Config {
     pub queue_size: usize,
     /// The file given with --config, read again on SIGHUP.
     pub config_file: Option<String>,
+    /// RTMPS: trust only this CA (PEM) instead of the system's roots.
+    pub ca_file: Option<std::path::PathBuf>,
+    /// RTMPS: do not verify the server's certificate (dangerous).
+    pub insecure: bool,
 }
 
 pub const DEFAULT_CHUNK_SIZE: u32 = 4096;
@@ -151,6 +161,8 @@ impl Config {
             queue_time_ms: reliability.queue_time_ms,
             queue_size: reliability.queue_size,
             config_file: None,
+            ca_file: None,
+            insecure: false,
         }
     }
 }
@@ -253,6 +265,8 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
     let mut log_level = None;
     let mut reliability = Reliability::default();
     let mut config_file = None;
+    let mut ca_file = None;
+    let mut insecure = false;
     let mut only_positional = false;
     // The URL may come from the file (`url = ...`) and be overridden by the command line.
     let mut positional_url = false;
@@ -284,6 +298,8 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
             "-V" | "--version" => return Ok(Command::Version),
             "-i" | "--input" => input = Some(value("a path, or - for stdin")?),
             "--url" => url = Some(RtmpUrl::parse(&value("a URL")?)?),
+            "--ca-file" => ca_file = Some(std::path::PathBuf::from(value("a PEM file")?)),
+            "--insecure" => insecure = true,
             "--config" => config_file = Some(value("a file")?),
             "--fps" => frame_rate = parse_frame_rate(&value("a frame rate")?)?,
             "--realtime" | "--re" => realtime = true,
@@ -350,9 +366,6 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
         Error::config("--input is required: a file, a FIFO or - for stdin (see --help)")
     })?;
     let url = url.ok_or_else(|| Error::config("the destination URL is missing (see --help)"))?;
-    if url.scheme == crate::url::Scheme::Rtmps {
-        return Err(Error::config("rtmps:// is not supported yet; use rtmp://"));
-    }
     Ok(Command::Publish(Box::new(Config {
         input,
         url,
@@ -371,6 +384,8 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
         queue_time_ms: reliability.queue_time_ms,
         queue_size: reliability.queue_size,
         config_file,
+        ca_file,
+        insecure,
     })))
 }
 

@@ -12,6 +12,7 @@
 use std::io::{self, IoSlice};
 use std::net::SocketAddr;
 use std::os::fd::AsFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, info};
@@ -24,6 +25,7 @@ use crate::config::Config;
 use crate::error::{Error, Fault, Result};
 use crate::rtmp::handshake::RANDOM_SIZE;
 use crate::rtmp::session::{Event, PublishSession, SessionConfig};
+use crate::tls::TlsSession;
 
 /// How many `IoSlice`s one `writev` gets: a 4096-byte chunk is two slices (header, payload), so
 /// this covers about 1 MB per call; well under IOV_MAX (1024) and 8 KiB of stack.
@@ -48,7 +50,9 @@ impl Default for Clock {
 
 impl Clock {
     pub fn new() -> Clock {
-        Clock { origin: Instant::now() }
+        Clock {
+            origin: Instant::now(),
+        }
     }
 
     pub fn now_ms(&self) -> u64 {
@@ -75,6 +79,8 @@ pub struct Connection {
     last_write_progress_ms: u64,
     /// The server asked us to reconnect (Enhanced RTMP), to this tcUrl if given.
     reconnect_request: Option<Option<String>>,
+    /// RTMPS: the TLS session the RTMP bytes go through.
+    tls: Option<TlsSession>,
 }
 
 impl Connection {
@@ -82,11 +88,24 @@ impl Connection {
     /// by `config.timeout_ms`. `auth_query` (Adobe/Limelight authentication, `?authmod=...`) is
     /// appended to the app and the tcUrl of connect. Cancel-safe: dropping the future drops the
     /// socket.
-    pub async fn open(config: &Config, clock: Clock, auth_query: Option<String>) -> Result<Connection> {
+    pub async fn open(
+        config: &Config,
+        tls_config: Option<Arc<rustls::ClientConfig>>,
+        clock: Clock,
+        auth_query: Option<String>,
+    ) -> Result<Connection> {
         let stream = connect(config).await?;
+        let tls = match tls_config {
+            Some(tls_config) => Some(tls_handshake(&stream, tls_config, config).await?),
+            None => None,
+        };
         let session_config = SessionConfig {
             app: format!("{}{}", config.url.app, auth_query.as_deref().unwrap_or("")),
-            tc_url: format!("{}{}", config.url.tc_url(), auth_query.as_deref().unwrap_or("")),
+            tc_url: format!(
+                "{}{}",
+                config.url.tc_url(),
+                auth_query.as_deref().unwrap_or("")
+            ),
             stream_name: config.url.stream_name(),
             chunk_size: config.chunk_size,
             flash_ver: SessionConfig::DEFAULT_FLASH_VER.to_string(),
@@ -106,6 +125,7 @@ impl Connection {
             publishing_since_ms: None,
             last_write_progress_ms: now,
             reconnect_request: None,
+            tls,
         };
         while !conn.session.is_publishing() {
             let all_written = conn.write_some(&[])?;
@@ -137,6 +157,10 @@ impl Connection {
     /// Whether nothing waits to be written.
     pub fn is_idle(&self) -> bool {
         self.session.transmit_ref().is_empty()
+            && self
+                .tls
+                .as_ref()
+                .is_none_or(|tls| tls.pending_output().is_empty())
     }
 
     /// Whether the server asked for a reconnect (Enhanced RTMP) that has not been made yet.
@@ -167,6 +191,9 @@ impl Connection {
     /// Writes as much of the queue as the socket takes now; true when everything is written.
     /// `external` is the buffer the queued external pieces refer to.
     pub fn write_some(&mut self, external: &[u8]) -> Result<bool> {
+        if self.tls.is_some() {
+            return self.write_some_tls(external);
+        }
         loop {
             let out = self.session.transmit();
             if out.is_empty() {
@@ -176,7 +203,9 @@ impl Connection {
             let mut slices = [IoSlice::new(&[]); IOV_BATCH];
             let count = out.io_slices(external, &mut slices);
             if count == 0 {
-                return Err(Error::ours("queued bytes refer to a buffer that is no longer there"));
+                return Err(Error::ours(
+                    "queued bytes refer to a buffer that is no longer there",
+                ));
             }
             match self.stream.try_write_vectored(&slices[..count]) {
                 Ok(0) => return Err(Error::network("the server stopped accepting data")),
@@ -192,6 +221,39 @@ impl Connection {
         }
     }
 
+    /// RTMPS: encrypts the queue into TLS records (the payload read once, by the encryption) and
+    /// writes the records as the socket takes them.
+    fn write_some_tls(&mut self, external: &[u8]) -> Result<bool> {
+        let Some(tls) = &mut self.tls else {
+            return Ok(true);
+        };
+        loop {
+            while !tls.pending_output().is_empty() {
+                match self.stream.try_write(tls.pending_output()) {
+                    Ok(0) => return Err(Error::network("the server stopped accepting data")),
+                    Ok(n) => {
+                        tls.consume_output(n);
+                        self.bytes_sent += n as u64;
+                        self.last_write_progress_ms = self.clock.now_ms();
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        return Err(Error::io(Fault::Network, "cannot send to the server", e))
+                    }
+                }
+            }
+            let out = self.session.transmit();
+            if out.is_empty() {
+                self.last_write_progress_ms = self.clock.now_ms();
+                return Ok(true);
+            }
+            if tls.encrypt_from(out, external)? == 0 && tls.pending_output().is_empty() {
+                return Err(Error::ours("TLS took none of the queued bytes"));
+            }
+        }
+    }
+
     /// Copies the unwritten part of a frame out of `external`, which the caller is about to reuse.
     pub fn detach(&mut self, external: &[u8]) {
         self.session.transmit().detach_external(external);
@@ -199,23 +261,56 @@ impl Connection {
 
     /// Waits until the socket has bytes to read (or an error to report).
     pub async fn readable(&self) -> Result<()> {
-        self.stream.readable().await.map_err(|e| Error::io(Fault::Network, "socket error", e))
+        self.stream
+            .readable()
+            .await
+            .map_err(|e| Error::io(Fault::Network, "socket error", e))
     }
 
     /// Waits until the socket can take more bytes.
     pub async fn writable(&self) -> Result<()> {
-        self.stream.writable().await.map_err(|e| Error::io(Fault::Network, "socket error", e))
+        self.stream
+            .writable()
+            .await
+            .map_err(|e| Error::io(Fault::Network, "socket error", e))
     }
 
     /// Reads what the server sent, without waiting, and hands it to the session (which may queue
     /// replies: the caller writes them).
     pub fn read_available(&mut self) -> Result<()> {
+        if self.tls.is_some() {
+            return self.read_available_tls();
+        }
         loop {
             match self.stream.try_read(&mut self.read_buf) {
                 Ok(0) => return Err(self.session.handle_eof()),
                 Ok(n) => {
                     let now = self.clock.now_ms();
                     self.session.handle_input(&self.read_buf[..n], now)?;
+                    self.log_events();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(Error::io(Fault::Network, "cannot read from the server", e)),
+            }
+        }
+    }
+
+    /// RTMPS: reads TLS records and hands the decrypted bytes to the session.
+    fn read_available_tls(&mut self) -> Result<()> {
+        loop {
+            let Some(tls) = &mut self.tls else {
+                return Ok(());
+            };
+            match self.stream.try_read(tls.read_buf()) {
+                Ok(0) if tls.peer_closed() => {
+                    return Err(Error::network("the server closed the TLS session"))
+                }
+                Ok(0) => return Err(self.session.handle_eof()),
+                Ok(n) => {
+                    let now = self.clock.now_ms();
+                    let session = &mut self.session;
+                    tls.received(n, &mut |plaintext| session.handle_input(plaintext, now))?;
                     self.log_events();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
@@ -234,8 +329,15 @@ impl Connection {
                     debug!("the server accepted the publish");
                     self.publishing_since_ms = Some(self.clock.now_ms());
                 }
-                Event::Status { level, code, description } => info!("server status {level} {code}: {description}"),
-                Event::ReconnectRequest { tc_url, description } => {
+                Event::Status {
+                    level,
+                    code,
+                    description,
+                } => info!("server status {level} {code}: {description}"),
+                Event::ReconnectRequest {
+                    tc_url,
+                    description,
+                } => {
                     info!(
                         "the server asks us to reconnect{} ({description}): switching at the next keyframe",
                         if tc_url.is_some() { " elsewhere" } else { "" }
@@ -265,7 +367,23 @@ impl Connection {
             debug!("could not send the unpublish commands in time");
             return;
         }
-        if tokio::time::timeout_at(deadline, self.stream.shutdown()).await.is_err() {
+        if let Some(tls) = &mut self.tls {
+            tls.close();
+            let notified = tokio::time::timeout_at(deadline, async {
+                while !self.write_some(&[])? {
+                    self.writable().await?;
+                }
+                Ok::<(), Error>(())
+            })
+            .await;
+            if !matches!(notified, Ok(Ok(()))) {
+                return;
+            }
+        }
+        if tokio::time::timeout_at(deadline, self.stream.shutdown())
+            .await
+            .is_err()
+        {
             return;
         }
         let mut sink = [0u8; 4096];
@@ -284,6 +402,65 @@ impl Connection {
     }
 }
 
+/// Runs the TLS handshake on a connected socket, within the timeout.
+async fn tls_handshake(
+    stream: &TcpStream,
+    tls_config: Arc<rustls::ClientConfig>,
+    config: &Config,
+) -> Result<TlsSession> {
+    let mut tls = TlsSession::new(tls_config, &config.url.host)?;
+    let timeout = Duration::from_millis(config.timeout_ms);
+    let handshake = async {
+        while tls.is_handshaking() {
+            while !tls.pending_output().is_empty() {
+                match stream.try_write(tls.pending_output()) {
+                    Ok(n) => tls.consume_output(n),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => stream
+                        .writable()
+                        .await
+                        .map_err(|e| Error::io(Fault::Network, "socket error", e))?,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        return Err(Error::io(Fault::Network, "cannot send to the server", e))
+                    }
+                }
+            }
+            if !tls.is_handshaking() {
+                break;
+            }
+            stream
+                .readable()
+                .await
+                .map_err(|e| Error::io(Fault::Network, "socket error", e))?;
+            match stream.try_read(tls.read_buf()) {
+                Ok(0) => {
+                    return Err(Error::peer(
+                        "the server closed the connection during the TLS handshake",
+                    ))
+                }
+                Ok(n) => tls.received(n, &mut |_| Ok(()))?,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) => {}
+                Err(e) => return Err(Error::io(Fault::Network, "cannot read from the server", e)),
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(timeout, handshake).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(Error::peer(format!(
+                "the TLS handshake took longer than {timeout:?}"
+            )))
+        }
+    }
+    info!("TLS: {}", tls.negotiated().unwrap_or_default());
+    Ok(tls)
+}
+
 /// Resolves the host (again on every attempt: the address may have changed) and connects to each
 /// address in turn, each bounded by the timeout.
 async fn connect(config: &Config) -> Result<TcpStream> {
@@ -292,8 +469,19 @@ async fn connect(config: &Config) -> Result<TcpStream> {
     let lookup = tokio::net::lookup_host((url.host.as_str(), url.port));
     let addresses: Vec<SocketAddr> = match tokio::time::timeout(timeout, lookup).await {
         Ok(Ok(addresses)) => addresses.collect(),
-        Ok(Err(e)) => return Err(Error::io(Fault::Network, format!("cannot resolve {}", url.host), e)),
-        Err(_) => return Err(Error::network(format!("resolving {} took longer than {timeout:?}", url.host))),
+        Ok(Err(e)) => {
+            return Err(Error::io(
+                Fault::Network,
+                format!("cannot resolve {}", url.host),
+                e,
+            ))
+        }
+        Err(_) => {
+            return Err(Error::network(format!(
+                "resolving {} took longer than {timeout:?}",
+                url.host
+            )))
+        }
     };
     let mut last_error = Error::network(format!("{} resolved to no address", url.host));
     for address in addresses {
@@ -304,8 +492,14 @@ async fn connect(config: &Config) -> Result<TcpStream> {
                 info!("connected to {address}");
                 return Ok(stream);
             }
-            Ok(Err(e)) => last_error = Error::io(Fault::Network, format!("cannot connect to {address}"), e),
-            Err(_) => last_error = Error::network(format!("connecting to {address} took longer than {timeout:?}")),
+            Ok(Err(e)) => {
+                last_error = Error::io(Fault::Network, format!("cannot connect to {address}"), e)
+            }
+            Err(_) => {
+                last_error = Error::network(format!(
+                    "connecting to {address} took longer than {timeout:?}"
+                ))
+            }
         }
     }
     Err(last_error)
@@ -324,7 +518,11 @@ fn configure_socket(stream: &TcpStream, config: &Config) {
         setsockopt(&fd, sockopt::TcpKeepIdle, &idle),
         setsockopt(&fd, sockopt::TcpKeepInterval, &idle.div_ceil(3).max(1)),
         setsockopt(&fd, sockopt::TcpKeepCount, &3),
-        setsockopt(&fd, sockopt::TcpUserTimeout, &(config.stall_timeout_ms.min(u32::MAX as u64) as u32)),
+        setsockopt(
+            &fd,
+            sockopt::TcpUserTimeout,
+            &(config.stall_timeout_ms.min(u32::MAX as u64) as u32),
+        ),
     ];
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
         debug!("cannot set TCP keepalive options: {e}");

@@ -38,4 +38,5 @@ pub mod queue;
 pub mod rtmp;
 pub mod source;
 pub mod supervisor;
+pub mod tls;
 pub mod url;

@@ -22,6 +22,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use log::{debug, error, info, warn};
@@ -115,6 +116,8 @@ struct Uplink {
     bytes_sent_before: u64,
     /// Adobe/Limelight challenge-response state, across the reconnects the schemes need.
     auth: Authenticator,
+    /// RTMPS: the TLS client configuration, built once (it holds the session-resumption cache).
+    tls_config: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// SIGINT/SIGTERM (stop) and SIGHUP (reload).
@@ -189,6 +192,7 @@ pub async fn run(
         last_failure: None,
         bytes_sent_before: 0,
         auth: authenticator_for(&config),
+        tls_config: tls_config_for(&config)?,
     };
     let mut progress = Progress::default();
     let mut input_ended = false;
@@ -224,13 +228,18 @@ pub async fn run(
         if let Link::Down { retry_at_ms } = uplink.link {
             if now >= retry_at_ms {
                 let attempt_config = config.clone();
+                let tls_config = uplink.tls_config.clone();
                 let auth_query = uplink.auth.connect_query();
                 match uplink.auth.connect_query_redacted() {
-                    Some(query) => debug!("connecting to {} with authentication {query}", config.url),
+                    Some(query) => {
+                        debug!("connecting to {} with authentication {query}", config.url)
+                    }
                     None => debug!("connecting to {}", config.url),
                 }
                 uplink.link = Link::Connecting(Box::pin(async move {
-                    Connection::open(&attempt_config, clock, auth_query).await.map(Box::new)
+                    Connection::open(&attempt_config, tls_config, clock, auth_query)
+                        .await
+                        .map(Box::new)
                 }));
             }
         }
@@ -517,6 +526,10 @@ impl Uplink {
                     info!("reconnecting to {url}, as the server asked");
                     config.url = url;
                     self.auth = authenticator_for(config);
+                    match tls_config_for(config) {
+                        Ok(tls_config) => self.tls_config = tls_config,
+                        Err(e) => warn!("{e}"),
+                    }
                 }
                 Err(e) => warn!("{e}; reconnecting to the same server"),
             }
@@ -543,7 +556,10 @@ impl Uplink {
             let random = self.jitter.next_u64() as u32;
             match self.auth.on_connect_rejected(description, random) {
                 AuthStep::Retry => {
-                    info!("the server asks for authentication ({}): answering", self.auth);
+                    info!(
+                        "the server asks for authentication ({}): answering",
+                        self.auth
+                    );
                     self.link = Link::Down { retry_at_ms: now };
                     return Ok(());
                 }
@@ -665,6 +681,10 @@ fn apply_reload(config: &mut Config, new: Config, uplink: &mut Uplink) -> Reload
     *config = new;
     if changes.destination {
         uplink.auth = authenticator_for(config);
+        match tls_config_for(config) {
+            Ok(tls_config) => uplink.tls_config = tls_config,
+            Err(e) => error!("SIGHUP: {e}"),
+        }
     }
     (
         config.frame_rate,
@@ -674,6 +694,23 @@ fn apply_reload(config: &mut Config, new: Config, uplink: &mut Uplink) -> Reload
         config.max_frame_size,
     ) = (frame_rate, start, queue_size, queue_time, max_frame);
     changes
+}
+
+/// The TLS client configuration for an rtmps:// destination (None for rtmp://).
+fn tls_config_for(config: &Config) -> Result<Option<Arc<rustls::ClientConfig>>> {
+    if config.url.scheme != crate::url::Scheme::Rtmps {
+        if config.insecure || config.ca_file.is_some() {
+            warn!("--insecure and --ca-file apply to rtmps:// only");
+        }
+        return Ok(None);
+    }
+    if config.insecure {
+        warn!(
+            "--insecure: the server's TLS certificate is NOT verified; anyone on the path can pose as the \
+             server and read the stream key and the video"
+        );
+    }
+    crate::tls::client_config(config.ca_file.as_deref(), config.insecure).map(Some)
 }
 
 /// The authenticator for the URL's credentials (empty ones when there are none: a server that asks

@@ -736,7 +736,10 @@ impl TestPki {
             "-days",
             "2",
             "-subj",
-            "/CN=v4l2rtmp test CA",
+            &format!(
+                "/CN=v4l2rtmp test CA {}",
+                dir.file_name().unwrap().to_string_lossy()
+            ),
             "-keyout",
             "ca.key",
             "-out",
