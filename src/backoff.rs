@@ -22,7 +22,12 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(first: Duration, cap: Duration, stable: Duration) -> Backoff {
-        Backoff { first, cap: cap.max(first), stable, failures: 0 }
+        Backoff {
+            first,
+            cap: cap.max(first),
+            stable,
+            failures: 0,
+        }
     }
 
     pub fn cap(&self) -> Duration {
@@ -70,7 +75,11 @@ impl Jitter {
     /// Seeded from std's per-process random hasher keys.
     pub fn from_entropy() -> Jitter {
         use std::hash::{BuildHasher, Hasher};
-        Jitter::new(std::collections::hash_map::RandomState::new().build_hasher().finish())
+        Jitter::new(
+            std::collections::hash_map::RandomState::new()
+                .build_hasher()
+                .finish(),
+        )
     }
 
     pub fn next_u64(&mut self) -> u64 {
@@ -99,11 +108,15 @@ mod tests {
     #[test]
     fn first_retry_within_first_then_doubling_to_the_cap() {
         let mut backoff = Backoff::new(FIRST, CAP, STABLE);
-        let ceilings: Vec<Duration> = (0..10).map(|_| backoff.next_delay(Duration::ZERO, 0.999_999)).collect();
+        let ceilings: Vec<Duration> = (0..10)
+            .map(|_| backoff.next_delay(Duration::ZERO, 0.999_999))
+            .collect();
         assert!(ceilings[0] < FIRST);
         assert!(ceilings[1] < FIRST * 2 && ceilings[1] > FIRST);
         assert!(ceilings[5] < Duration::from_secs(16) && ceilings[5] > Duration::from_secs(15));
-        assert!(ceilings[6..].iter().all(|&d| d < CAP && d > CAP - Duration::from_millis(1)));
+        assert!(ceilings[6..]
+            .iter()
+            .all(|&d| d < CAP && d > CAP - Duration::from_millis(1)));
     }
 
     #[test]

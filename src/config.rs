@@ -14,6 +14,8 @@ v4l2rtmp: push H.264 from a camera, a pipe or a file to an RTMP server
 USAGE:
     v4l2rtmp [OPTIONS] --input <PATH|-> <URL>
     v4l2rtmp --config <FILE> [OPTIONS]
+    v4l2rtmp devices          List every video device: driver, card, bus, capabilities,
+                              formats with sizes and frame rates, and controls
 
 URL:
     rtmp://host[:port]/app[/instance]/key[?query]
@@ -99,6 +101,8 @@ pub enum FrameRate {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Publish(Box<Config>),
+    /// `v4l2rtmp devices`: list the V4L2 devices and what they offer.
+    Devices,
     Help,
     Version,
 }
@@ -234,6 +238,9 @@ where
 }
 
 fn parse_tokens(tokens: Vec<(String, Option<Origin>)>) -> Result<Command> {
+    if tokens.len() == 1 && tokens[0].1.is_none() && tokens[0].0 == "devices" {
+        return Ok(Command::Devices);
+    }
     let mut origins = Vec::new();
     let mut args = tokens.into_iter().map(|(token, origin)| {
         origins.push(origin);
@@ -596,6 +603,7 @@ mod tests {
 
     #[test]
     fn help_and_version() {
+        assert_eq!(parse_args(["devices"]).unwrap(), Command::Devices);
         assert_eq!(parse_args(["--help"]).unwrap(), Command::Help);
         assert_eq!(parse_args(["-V"]).unwrap(), Command::Version);
         for option in [

@@ -40,3 +40,4 @@ pub mod source;
 pub mod supervisor;
 pub mod tls;
 pub mod url;
+pub mod v4l2;

@@ -35,6 +35,10 @@ fn try_main() -> Result<()> {
             println!("v4l2rtmp {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
+        Command::Devices => {
+            let stdout = std::io::stdout();
+            return v4l2rtmp::v4l2::list::report(&mut stdout.lock());
+        }
         Command::Publish(config) => *config,
     };
     init_logging(&config);

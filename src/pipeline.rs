@@ -82,7 +82,10 @@ impl Pipeline {
             origin_ms: None,
             header_version: 0,
             metadata: Vec::with_capacity(256),
-            delivered: Delivered { need_keyframe: true, ..Delivered::default() },
+            delivered: Delivered {
+                need_keyframe: true,
+                ..Delivered::default()
+            },
             warned_waiting: false,
             warned_unusable: false,
             last_error: None,
@@ -102,20 +105,29 @@ impl Pipeline {
     /// Size and frame rate, once known, for STATUS.
     pub fn describe(&self) -> Option<(u32, u32, Option<f64>)> {
         let sps = self.muxer.sps()?;
-        Some((sps.width, sps.height, self.rate.map(|(n, d)| f64::from(n) / f64::from(d))))
+        Some((
+            sps.width,
+            sps.height,
+            self.rate.map(|(n, d)| f64::from(n) / f64::from(d)),
+        ))
     }
 
     /// Muxes one access unit. None when it is not sent (waiting for SPS/PPS/IDR, no picture, or
     /// unusable: each counted and warned about once).
     pub fn mux(&mut self, au: &AccessUnit<'_>, now_ms: u64) -> Option<Frame> {
         let (keyframe, parameters_changed) = match self.muxer.push(au) {
-            Ok(Muxed::Frame { keyframe, sequence_header_changed }) => (keyframe, sequence_header_changed),
+            Ok(Muxed::Frame {
+                keyframe,
+                sequence_header_changed,
+            }) => (keyframe, sequence_header_changed),
             Ok(Muxed::Skipped(SkipReason::NoPicture)) => return None,
             Ok(Muxed::Skipped(reason)) => {
                 self.stats.skipped += 1;
                 if !self.warned_waiting {
                     self.warned_waiting = true;
-                    warn!("skipping frames until SPS, PPS and a keyframe have arrived ({reason:?})");
+                    warn!(
+                        "skipping frames until SPS, PPS and a keyframe have arrived ({reason:?})"
+                    );
                 }
                 return None;
             }
@@ -123,7 +135,9 @@ impl Pipeline {
                 self.stats.skipped += 1;
                 if self.started() && !self.warned_unusable {
                     self.warned_unusable = true;
-                    warn!("dropping an unusable access unit and waiting for the next keyframe: {e}");
+                    warn!(
+                        "dropping an unusable access unit and waiting for the next keyframe: {e}"
+                    );
                 }
                 self.muxer.restart();
                 self.last_error = Some(e.to_string());
@@ -134,7 +148,11 @@ impl Pipeline {
         if parameters_changed {
             self.header_version = self.header_version.wrapping_add(1);
         }
-        Some(Frame { timestamp_ms: self.next_timestamp(now_ms), keyframe, parameters_changed })
+        Some(Frame {
+            timestamp_ms: self.next_timestamp(now_ms),
+            keyframe,
+            parameters_changed,
+        })
     }
 
     /// The body of the last muxed frame; external parts refer to its access unit's data.
@@ -165,7 +183,10 @@ impl Pipeline {
 
     /// A new connection: it needs metadata, the sequence header and a keyframe first.
     pub fn new_connection(&mut self) {
-        self.delivered = Delivered { need_keyframe: true, ..Delivered::default() };
+        self.delivered = Delivered {
+            need_keyframe: true,
+            ..Delivered::default()
+        };
     }
 
     /// The source restarted: the next frame must be a keyframe.
@@ -187,11 +208,21 @@ impl Pipeline {
     }
 
     /// Queues a stored frame whose body is `parts` (from the frame queue), likewise.
-    pub fn send_stored(&mut self, session: &mut PublishSession, frame: Frame, parts: &[Part]) -> Result<bool> {
+    pub fn send_stored(
+        &mut self,
+        session: &mut PublishSession,
+        frame: Frame,
+        parts: &[Part],
+    ) -> Result<bool> {
         self.deliver(session, frame, Some(parts))
     }
 
-    fn deliver(&mut self, session: &mut PublishSession, frame: Frame, parts: Option<&[Part]>) -> Result<bool> {
+    fn deliver(
+        &mut self,
+        session: &mut PublishSession,
+        frame: Frame,
+        parts: Option<&[Part]>,
+    ) -> Result<bool> {
         if !self.wants(frame.keyframe) {
             self.stats.dropped_waiting_for_keyframe += 1;
             return Ok(false);
@@ -225,7 +256,11 @@ impl Pipeline {
             data_rate_kbps: None,
         };
         self.metadata.clear();
-        write_metadata(&info, concat!("v4l2rtmp/", env!("CARGO_PKG_VERSION")), &mut self.metadata);
+        write_metadata(
+            &info,
+            concat!("v4l2rtmp/", env!("CARGO_PKG_VERSION")),
+            &mut self.metadata,
+        );
         session.send_data(timestamp, &self.metadata)
     }
 
@@ -247,7 +282,10 @@ impl Pipeline {
         if self.origin_ms.is_none() {
             self.origin_ms = Some(now_ms);
             self.rate = match self.frame_rate {
-                FrameRate::Fixed { numerator, denominator } => Some((numerator, denominator)),
+                FrameRate::Fixed {
+                    numerator,
+                    denominator,
+                } => Some((numerator, denominator)),
                 FrameRate::Auto => match self.muxer.sps().and_then(|sps| sps.frame_rate()) {
                     Some(rate) => Some(rate),
                     None if self.live => None,
@@ -273,7 +311,9 @@ impl Pipeline {
             }
         }
         let origin = self.origin_ms.unwrap_or(now_ms);
-        let offset = self.offset_ms(self.frame_index).unwrap_or_else(|| now_ms.saturating_sub(origin));
+        let offset = self
+            .offset_ms(self.frame_index)
+            .unwrap_or_else(|| now_ms.saturating_sub(origin));
         self.frame_index += 1;
         self.start_timestamp_ms.saturating_add(offset)
     }
@@ -303,19 +343,27 @@ mod tests {
     use crate::url::RtmpUrl;
 
     const SPS: &[u8] = &[
-        0x67, 0x42, 0xc0, 0x0a, 0xd9, 0x04, 0x26, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00, 0x00, 0x03, 0x00,
-        0xc8, 0x3c, 0x48, 0x99, 0x20,
+        0x67, 0x42, 0xc0, 0x0a, 0xd9, 0x04, 0x26, 0xc0, 0x44, 0x00, 0x00, 0x03, 0x00, 0x04, 0x00,
+        0x00, 0x03, 0x00, 0xc8, 0x3c, 0x48, 0x99, 0x20,
     ];
     const PPS: &[u8] = &[0x68, 0xcb, 0x83, 0xcb, 0x20];
 
     fn au_bytes(nals: &[&[u8]]) -> Vec<u8> {
-        nals.iter().flat_map(|nal| [&[0, 0, 0, 1][..], nal].concat()).collect()
+        nals.iter()
+            .flat_map(|nal| [&[0, 0, 0, 1][..], nal].concat())
+            .collect()
     }
 
     fn mux(pipeline: &mut Pipeline, bytes: &[u8], now_ms: u64) -> Option<Frame> {
         let mut nals = Vec::new();
         split_nals(bytes, &mut nals);
-        pipeline.mux(&AccessUnit { data: bytes, nals: &nals }, now_ms)
+        pipeline.mux(
+            &AccessUnit {
+                data: bytes,
+                nals: &nals,
+            },
+            now_ms,
+        )
     }
 
     fn config(fps: Option<&str>) -> Config {
@@ -346,7 +394,12 @@ mod tests {
         let mut pipeline = Pipeline::new(&config(None), false);
         let idr = au_bytes(&[SPS, PPS, &[0x65, 0x88]]);
         assert_eq!(mux(&mut pipeline, &idr, 1000).unwrap().timestamp_ms, 0);
-        assert_eq!(mux(&mut pipeline, &au_bytes(&[&[0x41, 0x9a]]), 1000).unwrap().timestamp_ms, 40);
+        assert_eq!(
+            mux(&mut pipeline, &au_bytes(&[&[0x41, 0x9a]]), 1000)
+                .unwrap()
+                .timestamp_ms,
+            40
+        );
         assert_eq!(pipeline.next_due_ms(), Some(1080));
     }
 
@@ -356,8 +409,14 @@ mod tests {
         config.start_timestamp_ms = 16_777_000;
         let mut pipeline = Pipeline::new(&config, false);
         let idr = au_bytes(&[SPS, PPS, &[0x65, 0x88]]);
-        assert_eq!(mux(&mut pipeline, &idr, 0).unwrap().timestamp_ms, 16_777_000);
-        assert_eq!(mux(&mut pipeline, &idr, 0).unwrap().timestamp_ms, 16_777_033);
+        assert_eq!(
+            mux(&mut pipeline, &idr, 0).unwrap().timestamp_ms,
+            16_777_000
+        );
+        assert_eq!(
+            mux(&mut pipeline, &idr, 0).unwrap().timestamp_ms,
+            16_777_033
+        );
     }
 
     #[test]

@@ -146,7 +146,13 @@ impl FrameQueue {
     }
 
     /// Queues a frame of `len` bytes at `timestamp_ms`; `fill` writes its body into the slot.
-    pub fn push(&mut self, timestamp_ms: u64, keyframe: bool, len: usize, fill: impl FnOnce(&mut [u8])) -> Pushed {
+    pub fn push(
+        &mut self,
+        timestamp_ms: u64,
+        keyframe: bool,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) -> Pushed {
         if self.awaiting_keyframe && !keyframe {
             return self.reject(len);
         }
@@ -156,14 +162,22 @@ impl FrameQueue {
         }
         let mut dropped = 0;
         loop {
-            let fits_time = self
-                .entries
-                .front()
-                .is_none_or(|first| timestamp_ms.saturating_sub(first.timestamp_ms) <= self.max_duration_ms);
-            let slot = if self.entries.len() < self.max_frames && fits_time { self.find_slot(len) } else { None };
+            let fits_time = self.entries.front().is_none_or(|first| {
+                timestamp_ms.saturating_sub(first.timestamp_ms) <= self.max_duration_ms
+            });
+            let slot = if self.entries.len() < self.max_frames && fits_time {
+                self.find_slot(len)
+            } else {
+                None
+            };
             if let Some(start) = slot {
                 fill(&mut self.storage[start..start + len]);
-                self.entries.push_back(Entry { start, len, timestamp_ms, keyframe });
+                self.entries.push_back(Entry {
+                    start,
+                    len,
+                    timestamp_ms,
+                    keyframe,
+                });
                 self.awaiting_keyframe = false;
                 if dropped > 0 {
                     self.stats.drop_events += 1;
@@ -172,7 +186,12 @@ impl FrameQueue {
             }
             // Make room: drop the oldest whole GOP that is not being sent.
             let first = usize::from(self.front_pinned);
-            let next_key = self.entries.iter().skip(first + 1).position(|e| e.keyframe).map(|i| i + first + 1);
+            let next_key = self
+                .entries
+                .iter()
+                .skip(first + 1)
+                .position(|e| e.keyframe)
+                .map(|i| i + first + 1);
             match next_key {
                 Some(key) => dropped += self.drop_range(first, key),
                 None if keyframe => {
@@ -224,7 +243,9 @@ impl FrameQueue {
         };
         let head = first.start;
         let tail = last.start + last.len;
-        if tail > head || (tail == head && last.start >= head && self.entries.len() == 1 && first.len == 0) {
+        if tail > head
+            || (tail == head && last.start >= head && self.entries.len() == 1 && first.len == 0)
+        {
             // Used region is head..tail: free space is tail..capacity, then 0..head.
             if capacity - tail >= len {
                 Some(tail)
@@ -258,11 +279,17 @@ mod tests {
         let entries: Vec<Entry> = queue.entries.iter().copied().collect();
         for pair in entries.windows(2) {
             if !pair[1].keyframe {
-                assert_eq!(pair[1].timestamp_ms, pair[0].timestamp_ms + frame_interval, "{entries:?}");
+                assert_eq!(
+                    pair[1].timestamp_ms,
+                    pair[0].timestamp_ms + frame_interval,
+                    "{entries:?}"
+                );
             }
         }
         for e in &entries {
-            assert!(queue.storage[e.start..e.start + e.len].iter().all(|&b| b == e.timestamp_ms as u8));
+            assert!(queue.storage[e.start..e.start + e.len]
+                .iter()
+                .all(|&b| b == e.timestamp_ms as u8));
         }
     }
 
@@ -270,13 +297,18 @@ mod tests {
     fn frames_come_out_in_order_with_their_bytes() {
         let mut queue = FrameQueue::new(1000, 100, 10_000);
         for ts in 0..5 {
-            assert_eq!(push(&mut queue, ts, ts == 0, 100), Pushed::Queued { dropped: 0 });
+            assert_eq!(
+                push(&mut queue, ts, ts == 0, 100),
+                Pushed::Queued { dropped: 0 }
+            );
         }
         assert_eq!(queue.queued_bytes(), 500);
         for ts in 0..5 {
             let e = queue.pop_front().unwrap();
             assert_eq!(e.timestamp_ms, ts);
-            assert!(queue.storage()[e.start..e.start + e.len].iter().all(|&b| b == ts as u8));
+            assert!(queue.storage()[e.start..e.start + e.len]
+                .iter()
+                .all(|&b| b == ts as u8));
         }
         assert!(queue.is_empty());
     }
@@ -286,7 +318,11 @@ mod tests {
         let mut queue = FrameQueue::new(1000, 100, u64::MAX);
         push(&mut queue, 0, true, 300);
         for ts in 1..200u64 {
-            assert_eq!(push(&mut queue, ts, false, 300), Pushed::Queued { dropped: 0 }, "ts {ts}");
+            assert_eq!(
+                push(&mut queue, ts, false, 300),
+                Pushed::Queued { dropped: 0 },
+                "ts {ts}"
+            );
             queue.pop_front();
             assert_decodable(&queue, 1);
             let e = queue.front().unwrap();
@@ -303,7 +339,10 @@ mod tests {
         }
         assert_eq!(timestamps(&queue), (0..10).collect::<Vec<_>>());
         // Frame 10 does not fit: GOP 0..4 goes, the queue starts at keyframe 4.
-        assert_eq!(push(&mut queue, 10, false, 100), Pushed::Queued { dropped: 4 });
+        assert_eq!(
+            push(&mut queue, 10, false, 100),
+            Pushed::Queued { dropped: 4 }
+        );
         assert_eq!(timestamps(&queue), (4..11).collect::<Vec<_>>());
         assert!(queue.front().unwrap().keyframe);
         assert_decodable(&queue, 1);
@@ -321,13 +360,23 @@ mod tests {
         // No keyframe after the pinned one: the incoming inter frame is dropped, and so is every
         // frame up to the next keyframe.
         assert_eq!(push(&mut queue, 5, false, 100), Pushed::Dropped);
-        assert_eq!(push(&mut queue, 6, false, 50), Pushed::Dropped, "its reference was dropped");
+        assert_eq!(
+            push(&mut queue, 6, false, 50),
+            Pushed::Dropped,
+            "its reference was dropped"
+        );
         assert_eq!(timestamps(&queue), vec![0, 1, 2, 3, 4]);
         // A keyframe replaces everything but the pinned frame.
-        assert_eq!(push(&mut queue, 7, true, 100), Pushed::Queued { dropped: 4 });
+        assert_eq!(
+            push(&mut queue, 7, true, 100),
+            Pushed::Queued { dropped: 4 }
+        );
         assert_eq!(timestamps(&queue), vec![0, 7]);
         assert_eq!(queue.pop_front().unwrap().timestamp_ms, 0);
-        assert_eq!(push(&mut queue, 8, false, 100), Pushed::Queued { dropped: 0 });
+        assert_eq!(
+            push(&mut queue, 8, false, 100),
+            Pushed::Queued { dropped: 0 }
+        );
         assert_eq!(timestamps(&queue), vec![7, 8]);
     }
 
@@ -373,7 +422,10 @@ mod tests {
         push(&mut queue, 1, false, 100);
         assert_eq!(queue.skip_to_newest_keyframe(), 1);
         assert_eq!(push(&mut queue, 2, false, 100), Pushed::Dropped);
-        assert_eq!(push(&mut queue, 3, true, 100), Pushed::Queued { dropped: 0 });
+        assert_eq!(
+            push(&mut queue, 3, true, 100),
+            Pushed::Queued { dropped: 0 }
+        );
     }
 
     #[test]
@@ -398,7 +450,11 @@ mod tests {
                 if let Some(e) = queue.pop_front() {
                     // What is sent is decodable: a keyframe, or the successor of the last sent frame.
                     if !e.keyframe {
-                        assert_eq!(e.timestamp_ms, last_sent.unwrap().timestamp_ms + 10, "frame {i}");
+                        assert_eq!(
+                            e.timestamp_ms,
+                            last_sent.unwrap().timestamp_ms + 10,
+                            "frame {i}"
+                        );
                     }
                     last_sent = Some(e);
                 }

@@ -157,17 +157,28 @@ impl RtmpUrl {
         } else if let Some(rest) = tc_url.strip_prefix("//") {
             format!("{}://{rest}", self.scheme.as_str())
         } else if tc_url.starts_with('/') {
-            format!("{}://{}:{}{tc_url}", self.scheme.as_str(), self.host_for_url(), self.port)
+            format!(
+                "{}://{}:{}{tc_url}",
+                self.scheme.as_str(),
+                self.host_for_url(),
+                self.port
+            )
         } else {
-            return Err(Error::peer(format!("the server asked to reconnect to an unusable tcUrl {tc_url:?}")));
+            return Err(Error::peer(format!(
+                "the server asked to reconnect to an unusable tcUrl {tc_url:?}"
+            )));
         };
         let mut text = format!("{}/{}", absolute.trim_end_matches('/'), self.key);
         if let Some(query) = &self.query {
             text.push('?');
             text.push_str(query);
         }
-        let mut url = RtmpUrl::parse(&text)
-            .map_err(|e| Error::peer(format!("the server asked to reconnect to an unusable tcUrl: {}", e.message())))?;
+        let mut url = RtmpUrl::parse(&text).map_err(|e| {
+            Error::peer(format!(
+                "the server asked to reconnect to an unusable tcUrl: {}",
+                e.message()
+            ))
+        })?;
         url.credentials = self.credentials.clone();
         Ok(url)
     }
@@ -346,16 +357,28 @@ mod tests {
     #[test]
     fn reconnect_tc_urls_resolve_against_the_current_url() {
         let url = RtmpUrl::parse("rtmp://old.example:1936/live/cam1?token=t").unwrap();
-        let moved = url.with_tc_url("rtmp://new.example:1935/realtimeapp").unwrap();
-        assert_eq!((moved.host.as_str(), moved.port, moved.app.as_str()), ("new.example", 1935, "realtimeapp"));
+        let moved = url
+            .with_tc_url("rtmp://new.example:1935/realtimeapp")
+            .unwrap();
+        assert_eq!(
+            (moved.host.as_str(), moved.port, moved.app.as_str()),
+            ("new.example", 1935, "realtimeapp")
+        );
         assert_eq!(moved.stream_name(), "cam1?token=t");
         let moved = url.with_tc_url("//192.0.2.0/realtimeapp").unwrap();
         assert_eq!((moved.host.as_str(), moved.port), ("192.0.2.0", 1935));
         let moved = url.with_tc_url("/otherapp").unwrap();
-        assert_eq!((moved.host.as_str(), moved.port, moved.app.as_str()), ("old.example", 1936, "otherapp"));
+        assert_eq!(
+            (moved.host.as_str(), moved.port, moved.app.as_str()),
+            ("old.example", 1936, "otherapp")
+        );
         assert_eq!(moved.key, "cam1");
         for bad in ["relative", "http://h/app", "rtmp://"] {
-            assert_eq!(url.with_tc_url(bad).unwrap_err().fault(), crate::error::Fault::Peer, "{bad}");
+            assert_eq!(
+                url.with_tc_url(bad).unwrap_err().fault(),
+                crate::error::Fault::Peer,
+                "{bad}"
+            );
         }
     }
 

@@ -488,4 +488,3 @@ fn commands_that_need_a_shell_or_are_broken_are_refused() {
         assert!(refused(text).contains("exec:sh -c"), "{text:?}");
     }
 }
-

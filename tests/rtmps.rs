@@ -70,7 +70,10 @@ fn an_unknown_ca_fails_clearly_and_sends_nothing() {
     }
     let log = nginx.error_log();
     let _dir = nginx.stop();
-    assert!(!log.contains("connect: app="), "an RTMP connect reached the server:\n{log}");
+    assert!(
+        !log.contains("connect: app="),
+        "an RTMP connect reached the server:\n{log}"
+    );
 }
 
 #[test]
@@ -94,10 +97,16 @@ fn a_certificate_for_another_name_fails_clearly() {
     );
     let stderr = stderr_of(&output);
     assert_eq!(exit_code(output.status), 76, "{stderr}");
-    assert!(stderr.contains("localhost"), "the error names the host: {stderr}");
+    assert!(
+        stderr.contains("localhost"),
+        "the error names the host: {stderr}"
+    );
     let log = nginx.error_log();
     let _dir = nginx.stop();
-    assert!(!log.contains("connect: app="), "an RTMP connect reached the server:\n{log}");
+    assert!(
+        !log.contains("connect: app="),
+        "an RTMP connect reached the server:\n{log}"
+    );
 }
 
 #[test]
@@ -107,13 +116,23 @@ fn insecure_skips_verification_and_says_so() {
     let nginx = Nginx::start_with_tls(&pki.server_certificate, &pki.server_key);
     let clip = clip_small();
     let output = run_v4l2rtmp(
-        &["--input", clip.to_str().unwrap(), "--insecure", "--max-retries", "0", &rtmps_url(&nginx, "localhost", "k")],
+        &[
+            "--input",
+            clip.to_str().unwrap(),
+            "--insecure",
+            "--max-retries",
+            "0",
+            &rtmps_url(&nginx, "localhost", "k"),
+        ],
         None,
         LIMIT,
     );
     assert_success(&output);
     let stderr = stderr_of(&output);
-    assert!(stderr.contains("WARN") && stderr.contains("--insecure"), "{stderr}");
+    assert!(
+        stderr.contains("WARN") && stderr.contains("--insecure"),
+        "{stderr}"
+    );
     let recording = nginx.recording("k");
     let _dir = nginx.stop();
     assert_eq!(ffprobe(&recording, &[]).packets.len(), 120);

@@ -239,7 +239,11 @@ fn connect_carries_app_type_flashver_and_tcurl_after_set_chunk_size() {
         object.get("tcUrl").and_then(Value::as_str),
         Some("rtmp://127.0.0.1:1935/live")
     );
-    assert_eq!(object.get("capsEx").and_then(Value::as_f64), Some(1.0), "E-RTMP reconnect support");
+    assert_eq!(
+        object.get("capsEx").and_then(Value::as_f64),
+        Some(1.0),
+        "E-RTMP reconnect support"
+    );
     assert_eq!(messages[1].header.chunk_stream_id, chunk_stream::COMMAND);
 }
 
