@@ -30,11 +30,14 @@ use crate::tls::TlsSession;
 /// How many `IoSlice`s one `writev` gets: a 4096-byte chunk is two slices (header, payload), so
 /// this covers about 1 MB per call; well under IOV_MAX (1024) and 8 KiB of stack.
 const IOV_BATCH: usize = 512;
+/// Most unsent bytes the kernel holds for us (TCP_NOTSENT_LOWAT): 64 ms of a 4 Mbit/s stream, so
+/// a slow link shows in the frame queue (bounded by --queue-time) almost at once.
+const UNSENT_LIMIT: u32 = 32 * 1024;
 /// Largest server message accepted (servers send commands of a few hundred bytes).
 const MAX_SERVER_MESSAGE: u32 = 1 << 20;
 /// How long closing may take: flushing the unpublish commands, then waiting for the server to
 /// close its side. SIGTERM must end the process within a second.
-pub const CLOSE_BUDGET: Duration = Duration::from_millis(900);
+pub const CLOSE_BUDGET: Duration = Duration::from_millis(750);
 
 /// Milliseconds since the program started: the only clock the sans-IO core sees.
 #[derive(Clone, Copy, Debug)]
@@ -134,7 +137,10 @@ impl Connection {
                 biased;
                 ready = conn.stream.readable() => {
                     ready.map_err(|e| Error::io(Fault::Network, "socket error", e))?;
-                    conn.read_available()?;
+                    if let Err(e) = conn.read_available() {
+                        // Publish.Start and the close came in one read: nginx-rtmp's access rules.
+                        return Err(if conn.session.is_publishing() { refusal_after_acceptance(e) } else { e });
+                    }
                 }
                 ready = conn.stream.writable(), if !all_written => {
                     ready.map_err(|e| Error::io(Fault::Network, "socket error", e))?;
@@ -142,7 +148,7 @@ impl Connection {
                 _ = sleep_until_option(deadline) => conn.session.handle_timeout(clock.now_ms())?,
             }
         }
-        conn.write_some(&[])?;
+        conn.write_some(&[]).map_err(refusal_after_acceptance)?;
         Ok(conn)
     }
 
@@ -402,6 +408,20 @@ impl Connection {
     }
 }
 
+/// A connection lost right after the server accepted the publish: nginx-rtmp answers
+/// NetStream.Publish.Start before its access rules drop the connection, so this is most likely a
+/// refusal. The message is fixed, so a repeated refusal reads the same and is logged once.
+pub fn refusal_after_acceptance(err: Error) -> Error {
+    if err.fault() != Fault::Network {
+        return err;
+    }
+    debug!("lost right after the publish was accepted: {err}");
+    Error::rejected(
+        "the server dropped the connection right after accepting the publish: it probably refuses this \
+         stream (nginx-rtmp access rules do this)",
+    )
+}
+
 /// Runs the TLS handshake on a connected socket, within the timeout.
 async fn tls_handshake(
     stream: &TcpStream,
@@ -526,6 +546,12 @@ fn configure_socket(stream: &TcpStream, config: &Config) {
     ];
     if let Some(Err(e)) = results.iter().find(|r| r.is_err()) {
         debug!("cannot set TCP keepalive options: {e}");
+    }
+    // Keep at most this much unsent data in the kernel: the send buffer autotunes to megabytes,
+    // which would hide a slow link from the frame queue (where --queue-time applies) and from
+    // the write-stall watchdog. Data in flight is not limited, so long fat links keep their speed.
+    if let Err(e) = socket2::SockRef::from(stream).set_tcp_notsent_lowat(UNSENT_LIMIT) {
+        debug!("cannot set TCP_NOTSENT_LOWAT: {e}");
     }
 }
 

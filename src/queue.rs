@@ -51,8 +51,16 @@ pub struct FrameQueue {
     entries: VecDeque<Entry>,
     max_frames: usize,
     max_duration_ms: u64,
-    /// The front entry is being sent and must stay where it is.
+    /// The first unsent entry is being sent and must stay where it is.
     front_pinned: bool,
+    /// Entries `..retained` were sent already: copies of the current GOP, kept so that a new
+    /// connection can start at its keyframe at once (sources that cannot make a keyframe on
+    /// demand). They are the first to go when room is needed.
+    retained: usize,
+    /// Whether sent frames are retained at all.
+    retention: bool,
+    /// The retained GOP lost a frame: retain nothing until the next keyframe.
+    retention_broken: bool,
     /// A frame was dropped: incoming frames are dropped until a keyframe.
     awaiting_keyframe: bool,
     stats: QueueStats,
@@ -68,17 +76,30 @@ impl FrameQueue {
             max_frames: max_frames.max(1),
             max_duration_ms,
             front_pinned: false,
+            retained: 0,
+            retention: false,
+            retention_broken: false,
             awaiting_keyframe: false,
             stats: QueueStats::default(),
         }
     }
 
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+    /// Keep copies of the sent frames of the current GOP (see [`retain_sent`](Self::retain_sent)).
+    pub fn set_retention(&mut self, retention: bool) {
+        self.retention = retention;
+        if !retention {
+            self.drop_retained();
+        }
     }
 
+    /// Whether no frame waits to be sent (retained copies do not count).
+    pub fn is_empty(&self) -> bool {
+        self.entries.len() == self.retained
+    }
+
+    /// Frames waiting to be sent.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() - self.retained
     }
 
     /// Bytes held by queued frames.
@@ -103,13 +124,14 @@ impl FrameQueue {
         &self.storage
     }
 
+    /// The next frame to send.
     pub fn front(&self) -> Option<Entry> {
-        self.entries.front().copied()
+        self.entries.get(self.retained).copied()
     }
 
     /// Marks the front entry as being sent: it stays put until [`pop_front`](Self::pop_front).
     pub fn pin_front(&mut self) {
-        self.front_pinned = !self.entries.is_empty();
+        self.front_pinned = !self.is_empty();
     }
 
     /// The front entry is no longer being sent (its connection died); it may be dropped.
@@ -117,16 +139,86 @@ impl FrameQueue {
         self.front_pinned = false;
     }
 
-    /// Removes the front entry (sent, or given up on).
+    /// Removes the front entry (given up on).
     pub fn pop_front(&mut self) -> Option<Entry> {
         self.front_pinned = false;
-        self.entries.pop_front()
+        self.entries.remove(self.retained)
+    }
+
+    /// The front entry was sent: it is retained (with retention on) or removed.
+    pub fn pop_sent(&mut self) -> Option<Entry> {
+        if !self.retention || self.retention_broken {
+            return self.pop_front();
+        }
+        self.front_pinned = false;
+        let entry = self.entries.get(self.retained).copied()?;
+        if entry.keyframe {
+            // A new GOP: the copies before it are no longer needed.
+            self.drop_retained();
+            self.retention_broken = false;
+        }
+        self.retained += 1;
+        Some(entry)
+    }
+
+    /// Keeps a copy of a frame that was sent straight from its source (with retention on, and
+    /// only while nothing waits to be sent). Never drops an unsent frame for it.
+    pub fn retain_sent(
+        &mut self,
+        timestamp_ms: u64,
+        keyframe: bool,
+        len: usize,
+        fill: impl FnOnce(&mut [u8]),
+    ) {
+        if !self.retention || !self.is_empty() {
+            return;
+        }
+        if keyframe {
+            self.drop_retained();
+            self.retention_broken = false;
+        }
+        if self.retention_broken {
+            return;
+        }
+        let too_old = self.entries.front().is_some_and(|first| {
+            timestamp_ms.saturating_sub(first.timestamp_ms) > self.max_duration_ms
+        });
+        let slot = if too_old || self.entries.len() >= self.max_frames {
+            None
+        } else {
+            self.find_slot(len)
+        };
+        match slot {
+            Some(start) => {
+                fill(&mut self.storage[start..start + len]);
+                self.entries.push_back(Entry {
+                    start,
+                    len,
+                    timestamp_ms,
+                    keyframe,
+                });
+                self.retained += 1;
+            }
+            None => {
+                // The GOP outgrew the queue: keep nothing until the next keyframe.
+                self.drop_retained();
+                self.retention_broken = true;
+            }
+        }
+    }
+
+    /// Drops the retained copies.
+    fn drop_retained(&mut self) {
+        self.entries.drain(..self.retained);
+        self.retained = 0;
     }
 
     /// The next frame sent will be the newest queued keyframe: older frames go. Called when a new
     /// connection starts, so viewers get a picture at once. Returns how many frames were dropped.
     pub fn skip_to_newest_keyframe(&mut self) -> u32 {
         self.front_pinned = false;
+        // Retained copies are replayed too: they start the current GOP.
+        self.retained = 0;
         let Some(newest_key) = self.entries.iter().rposition(|e| e.keyframe) else {
             let dropped = self.entries.len() as u32;
             self.drop_range(0, self.entries.len());
@@ -140,6 +232,8 @@ impl FrameQueue {
 
     /// Drops everything not pinned and waits for a keyframe (the parameter sets changed, say).
     pub fn clear_unpinned(&mut self) {
+        self.drop_retained();
+        self.retention_broken = true;
         let first = usize::from(self.front_pinned);
         self.drop_range(first, self.entries.len());
         self.awaiting_keyframe = true;
@@ -161,8 +255,24 @@ impl FrameQueue {
             return self.reject(len);
         }
         let mut dropped = 0;
-        loop {
-            let fits_time = self.entries.front().is_none_or(|first| {
+        // Retained copies give way first: unsent frames matter more than a replay.
+        if self.retained > 0 {
+            let needs_room = self.find_slot(len).is_none()
+                || self.entries.len() >= self.max_frames
+                || self.entries.front().is_some_and(|first| {
+                    timestamp_ms.saturating_sub(first.timestamp_ms) > self.max_duration_ms
+                });
+            if needs_room {
+                self.drop_retained();
+                self.retention_broken = true;
+            }
+        }
+        // Every pass drops at least one entry or returns; the bound only guards that promise.
+        for _ in 0..=self.entries.len() + 1 {
+            // The time bound counts from the oldest frame that may be dropped: a pinned frame
+            // being sent may be older than the bound on a slow link, and waiting does not help.
+            let oldest = self.retained + usize::from(self.front_pinned);
+            let fits_time = self.entries.get(oldest).is_none_or(|first| {
                 timestamp_ms.saturating_sub(first.timestamp_ms) <= self.max_duration_ms
             });
             let slot = if self.entries.len() < self.max_frames && fits_time {
@@ -185,7 +295,7 @@ impl FrameQueue {
                 return Pushed::Queued { dropped };
             }
             // Make room: drop the oldest whole GOP that is not being sent.
-            let first = usize::from(self.front_pinned);
+            let first = self.retained + usize::from(self.front_pinned);
             let next_key = self
                 .entries
                 .iter()
@@ -216,6 +326,10 @@ impl FrameQueue {
                 }
             }
         }
+        // Unreachable while every pass drops something; if not, drop rather than spin.
+        self.awaiting_keyframe = true;
+        self.stats.drop_events += 1;
+        self.reject(len)
     }
 
     fn reject(&mut self, len: usize) -> Pushed {
@@ -396,6 +510,86 @@ mod tests {
             assert_decodable(&queue, interval);
         }
         assert!(dropped > 200);
+    }
+
+    #[test]
+    fn a_pinned_frame_older_than_the_time_bound_does_not_block_new_frames() {
+        // A slow link: the frame being sent stays pinned while newer frames come and go.
+        let mut queue = FrameQueue::new(1 << 20, 1000, 2000);
+        push(&mut queue, 0, true, 1000);
+        queue.pin_front();
+        for i in 1..600u64 {
+            let pushed = push(&mut queue, i * 33, i % 30 == 0, 1000);
+            if i > 100 && i % 30 == 0 {
+                assert!(
+                    matches!(pushed, Pushed::Queued { .. }),
+                    "keyframe {i}: {pushed:?}"
+                );
+            }
+            assert_eq!(
+                queue.front().unwrap().timestamp_ms,
+                0,
+                "the pinned frame stays"
+            );
+            assert_decodable(&queue, 33);
+        }
+        assert!(queue.stats().frames_dropped > 0);
+    }
+
+    #[test]
+    fn retained_frames_let_a_new_connection_start_at_the_current_gop() {
+        let mut queue = FrameQueue::new(10_000, 100, 2000);
+        queue.set_retention(true);
+        // Frames 0..5 went straight to the socket; copies of the GOP since keyframe 3 stay.
+        for ts in 0..5 {
+            queue.retain_sent(ts, ts == 0 || ts == 3, 100, |slot| slot.fill(ts as u8));
+        }
+        assert!(queue.is_empty(), "nothing waits to be sent");
+        assert_eq!(queue.front(), None);
+        assert_eq!(queue.queued_bytes(), 200, "keyframe 3 and frame 4");
+        // The connection dies; the next one replays from keyframe 3.
+        assert_eq!(queue.skip_to_newest_keyframe(), 0);
+        assert_eq!(timestamps(&queue), vec![3, 4]);
+        assert_eq!(queue.front().unwrap().timestamp_ms, 3);
+        assert_decodable(&queue, 1);
+        // Sent again from the queue, they are retained again; a new keyframe ends the GOP.
+        queue.pin_front();
+        queue.pop_sent();
+        queue.pin_front();
+        queue.pop_sent();
+        assert!(queue.is_empty());
+        queue.retain_sent(5, true, 100, |slot| slot.fill(5));
+        assert_eq!(timestamps(&queue), vec![5]);
+    }
+
+    #[test]
+    fn retained_frames_give_way_to_unsent_ones() {
+        let mut queue = FrameQueue::new(1000, 100, u64::MAX);
+        queue.set_retention(true);
+        for ts in 0..8 {
+            queue.retain_sent(ts, ts == 0, 100, |slot| slot.fill(ts as u8));
+        }
+        // The link slows down: unsent frames need the room.
+        for ts in 8..14 {
+            assert_eq!(
+                push(&mut queue, ts, false, 100),
+                Pushed::Queued { dropped: 0 },
+                "frame {ts}"
+            );
+        }
+        assert_eq!(queue.len(), 6);
+        assert_eq!(queue.front().unwrap().timestamp_ms, 8);
+        // The GOP's copies are gone (not a whole GOP any more), so nothing is retained until the
+        // next keyframe, and a reconnect waits for one.
+        assert_eq!(queue.skip_to_newest_keyframe(), 6);
+        assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn retention_is_off_by_default_and_costs_nothing() {
+        let mut queue = FrameQueue::new(1000, 100, u64::MAX);
+        queue.retain_sent(0, true, 100, |_| panic!("no copy without retention"));
+        assert_eq!(queue.queued_bytes(), 0);
     }
 
     #[test]

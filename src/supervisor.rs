@@ -30,7 +30,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::backoff::{Backoff, Jitter};
 use crate::config::Config;
-use crate::driver::{sleep_until_option, Clock, Connection};
+use crate::driver::{refusal_after_acceptance, sleep_until_option, Clock, Connection};
 use crate::error::{Error, Fault, Result};
 use crate::media::annexb::AnnexBReader;
 use crate::notify::Notifier;
@@ -180,6 +180,9 @@ pub async fn run(
     // Allocated at full size, but the OS maps its pages only when they are written: a file input
     // uses it only to carry a keyframe across an Enhanced RTMP reconnect.
     let mut queue = FrameQueue::new(config.queue_size, QUEUE_FRAMES, config.queue_time_ms);
+    // A live input that cannot be asked for a keyframe (pipe, FIFO, exec:) keeps copies of the
+    // current GOP, so that after a reconnect the server gets a picture at once, not a GOP later.
+    queue.set_retention(live);
     let mut uplink = Uplink {
         link: Link::Down { retry_at_ms: 0 },
         pending: Pending::Nothing,
@@ -195,6 +198,7 @@ pub async fn run(
         tls_config: tls_config_for(&config)?,
     };
     let mut progress = Progress::default();
+    let mut drop_log = DropLog::default();
     let mut input_ended = false;
     // A FIFO's writer closed it: once its last frames are out, open it again.
     let mut reopen_input = false;
@@ -291,6 +295,10 @@ pub async fn run(
                     match result {
                         Ok(true) => {
                             progress.frames_sent += 1;
+                            let len = pipeline.frame_len();
+                            queue.retain_sent(frame.timestamp_ms, frame.keyframe, len, |slot| {
+                                pipeline.copy_frame(au.data, slot)
+                            });
                             on_frame(&progress);
                         }
                         Ok(false) => {}
@@ -303,7 +311,7 @@ pub async fn run(
                         pipeline.copy_frame(au.data, slot)
                     });
                     if pushed != (Pushed::Queued { dropped: 0 }) {
-                        log_drops(&queue);
+                        drop_log.note(&queue, now);
                     }
                 }
                 _ => {}
@@ -572,28 +580,25 @@ impl Uplink {
             }
         }
         self.auth.reset();
-        let (healthy_for, err) = match std::mem::replace(
-            &mut self.link,
-            Link::Down { retry_at_ms: now },
-        ) {
-            Link::Up(conn) => {
-                self.bytes_sent_before += conn.bytes_sent();
-                let since = conn.publishing_since_ms().unwrap_or(now);
-                let healthy = now.saturating_sub(since);
-                // nginx-rtmp answers NetStream.Publish.Start before its access rules drop the
-                // connection: a loss this soon after acceptance is most likely a refusal.
-                let err = if err.fault() == Fault::Network && healthy < 1000 {
-                    Error::rejected(format!(
-                        "the server dropped the connection right after accepting the publish ({err}): it \
-                         probably refuses this stream (nginx-rtmp access rules do this)"
-                    ))
-                } else {
-                    err
-                };
-                (Duration::from_millis(healthy), err)
-            }
-            _ => (Duration::ZERO, err),
-        };
+        let (healthy_for, err) =
+            match std::mem::replace(&mut self.link, Link::Down { retry_at_ms: now }) {
+                Link::Up(conn) => {
+                    self.bytes_sent_before += conn.bytes_sent();
+                    let since = conn.publishing_since_ms().unwrap_or(now);
+                    let healthy = now.saturating_sub(since);
+                    let err = if healthy < 1000 {
+                        refusal_after_acceptance(err)
+                    } else {
+                        err
+                    };
+                    (Duration::from_millis(healthy), err)
+                }
+                _ => (Duration::ZERO, err),
+            };
+        // A connection that streamed for a while ends an incident: its failure is news again.
+        if healthy_for >= Duration::from_secs(1) {
+            self.last_failure = None;
+        }
         progress.failures += 1;
         self.pending = Pending::Nothing;
         // The frame in flight went partly to a dead connection; the next one starts afresh.
@@ -760,7 +765,7 @@ fn handle_link_event(
             // A later connection starts without the one-time answer of this one.
             uplink.auth.reset();
             info!("publishing to {}", config.url);
-            if uplink.last_failure.take().is_some() {
+            if uplink.last_failure.is_some() {
                 info!(
                     "streaming again after {} failures",
                     uplink.backoff.failures()
@@ -852,7 +857,7 @@ fn pump_queue(
             return Ok(false);
         }
         if *pending == Pending::QueueFront {
-            queue.pop_front();
+            queue.pop_sent();
             *pending = Pending::Nothing;
         }
         let Some(entry) = queue.front() else {
@@ -889,13 +894,36 @@ fn pump_queue(
     }
 }
 
-/// Logs queue drops, at most once per drop event.
-fn log_drops(queue: &FrameQueue) {
-    let stats = queue.stats();
-    debug!(
-        "the network is slower than the video: {} frames ({} bytes) dropped in {} events so far",
-        stats.frames_dropped, stats.bytes_dropped, stats.drop_events
-    );
+/// How often dropped frames are reported at most.
+const DROP_LOG_INTERVAL_MS: u64 = 10_000;
+
+/// Reports queue drops, rate-limited: the first drop at once, then at most one line per interval
+/// with what was dropped since the last line.
+#[derive(Default)]
+struct DropLog {
+    /// When the last line was written, and the frame count it reported.
+    last: Option<(u64, u64)>,
+}
+
+impl DropLog {
+    fn note(&mut self, queue: &FrameQueue, now_ms: u64) {
+        let stats = queue.stats();
+        let (since_ms, reported) = self.last.unwrap_or((0, 0));
+        if self.last.is_some() && now_ms.saturating_sub(since_ms) < DROP_LOG_INTERVAL_MS {
+            return;
+        }
+        let new = stats.frames_dropped - reported;
+        if new == 0 {
+            return;
+        }
+        warn!(
+            "the network is slower than the video: {new} frames dropped as whole GOPs{}; {} frames ({} bytes) so far",
+            if self.last.is_some() { format!(" in the last {} s", (now_ms - since_ms) / 1000) } else { String::new() },
+            stats.frames_dropped,
+            stats.bytes_dropped
+        );
+        self.last = Some((now_ms, stats.frames_dropped));
+    }
 }
 
 /// Unpublishes and closes (bounded), tells systemd, and reports.

@@ -105,7 +105,11 @@ fn access_units(path: &Path, limit: usize) -> Arc<Vec<Unit>> {
         reader.commit(n);
         fed += n;
     }
-    assert!(units[0].keyframe, "{} starts with a keyframe", path.display());
+    assert!(
+        units[0].keyframe,
+        "{} starts with a keyframe",
+        path.display()
+    );
     Arc::new(units)
 }
 
@@ -113,6 +117,8 @@ struct SourceCtl {
     paused: AtomicBool,
     stop: AtomicBool,
     frames: AtomicU64,
+    /// Keyframes written so far, and when the last one was.
+    keyframes: Mutex<(u64, Option<Instant>)>,
 }
 
 /// A FIFO written by a thread at 30 fps, looping the clip; it can pause (a stalled camera) and
@@ -137,6 +143,7 @@ impl LiveSource {
             paused: AtomicBool::new(false),
             stop: AtomicBool::new(false),
             frames: AtomicU64::new(0),
+            keyframes: Mutex::new((0, None)),
         });
         let thread = {
             let ctl = ctl.clone();
@@ -164,6 +171,26 @@ impl LiveSource {
 
     fn frames(&self) -> u64 {
         self.ctl.frames.load(Ordering::SeqCst)
+    }
+
+    /// When the last keyframe was written.
+    fn last_keyframe_written(&self) -> Option<Instant> {
+        self.ctl.keyframes.lock().unwrap().1
+    }
+
+    /// Waits for the next keyframe to be written; returns when it was.
+    fn next_keyframe_written(&self) -> Instant {
+        let (count, _) = *self.ctl.keyframes.lock().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if let (n, Some(when)) = *self.ctl.keyframes.lock().unwrap() {
+                if n > count {
+                    return when;
+                }
+            }
+            assert!(Instant::now() < deadline, "no keyframe written for 5 s");
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
 }
 
@@ -235,6 +262,10 @@ fn write_paced(path: &Path, units: &[Unit], ctl: &SourceCtl) {
             }
         }
         ctl.frames.fetch_add(1, Ordering::SeqCst);
+        if units[index].keyframe {
+            let mut keyframes = ctl.keyframes.lock().unwrap();
+            *keyframes = (keyframes.0 + 1, Some(Instant::now()));
+        }
         index = (index + 1) % units.len();
         sent_since_origin += 1;
         if now.duration_since(due) > Duration::from_secs(1) {
@@ -253,12 +284,20 @@ fn write_paced(path: &Path, units: &[Unit], ctl: &SourceCtl) {
 #[derive(Clone)]
 struct TimedLog {
     lines: Arc<Mutex<Vec<(Instant, String)>>>,
+    /// The pipe reached its end (the child exited).
+    ended: Arc<AtomicBool>,
 }
 
 impl TimedLog {
-    fn follow(pipe: impl io::Read + Send + 'static, tag: &'static str, origin: Instant) -> TimedLog {
+    fn follow(
+        pipe: impl io::Read + Send + 'static,
+        tag: &'static str,
+        origin: Instant,
+    ) -> TimedLog {
         let lines = Arc::new(Mutex::new(Vec::new()));
+        let ended = Arc::new(AtomicBool::new(false));
         let sink = lines.clone();
+        let end = ended.clone();
         std::thread::spawn(move || {
             for line in io::BufReader::new(pipe).lines().map_while(|l| l.ok()) {
                 let now = Instant::now();
@@ -268,8 +307,9 @@ impl TimedLog {
                 );
                 sink.lock().unwrap().push((now, line));
             }
+            end.store(true, Ordering::SeqCst);
         });
-        TimedLog { lines }
+        TimedLog { lines, ended }
     }
 
     fn len(&self) -> usize {
@@ -277,7 +317,8 @@ impl TimedLog {
     }
 
     fn since(&self, from: usize) -> Vec<(Instant, String)> {
-        self.lines.lock().unwrap()[from.min(self.len())..].to_vec()
+        let lines = self.lines.lock().unwrap();
+        lines[from.min(lines.len())..].to_vec()
     }
 
     fn all(&self) -> Vec<(Instant, String)> {
@@ -309,7 +350,10 @@ impl TimedLog {
     }
 
     fn count(&self, needle: &str) -> usize {
-        self.all().iter().filter(|(_, l)| l.contains(needle)).count()
+        self.all()
+            .iter()
+            .filter(|(_, l)| l.contains(needle))
+            .count()
     }
 }
 
@@ -350,11 +394,14 @@ impl Client {
             .expect("VmRSS in /proc/PID/status")
     }
 
-    /// Sends SIGTERM; returns the exit status and how long the process took to end.
+    /// Sends SIGTERM; returns the exit status and how long the process took to end (then waits
+    /// for the rest of its log).
     fn terminate(&mut self) -> (ExitStatus, Duration) {
         let sent = Instant::now();
         let status = stop(&mut self.child, "TERM");
-        (status, sent.elapsed())
+        let took = sent.elapsed();
+        self.settle_log();
+        (status, took)
     }
 
     /// Waits for the process to end by itself.
@@ -364,15 +411,20 @@ impl Client {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return (status, Instant::now());
             }
-            assert!(Instant::now() < deadline, "v4l2rtmp still runs after {limit:?}");
+            assert!(
+                Instant::now() < deadline,
+                "v4l2rtmp still runs after {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
 
-    /// Waits until the log has a line with `needle` after line `from`, and stderr has been read
-    /// to the end if the process exited.
+    /// After the process exited: waits (up to 2 s) until its stderr has been read to the end.
     fn settle_log(&self) {
-        std::thread::sleep(Duration::from_millis(100));
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while !self.log.ended.load(Ordering::SeqCst) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 }
 
@@ -403,7 +455,10 @@ fn failure_reason(line: &str) -> String {
         .map(|rest| rest[5..].trim_start())
         .unwrap_or(line);
     let text = text.strip_prefix("again: ").unwrap_or(text);
-    text.split("; retrying in").next().unwrap_or(text).to_string()
+    text.split("; retrying in")
+        .next()
+        .unwrap_or(text)
+        .to_string()
 }
 
 fn seconds(d: Duration) -> f64 {
@@ -426,7 +481,11 @@ fn signed(earlier: Instant, later: Instant) -> f64 {
 fn min_median_max(values: &[f64]) -> (f64, f64, f64) {
     let mut sorted = values.to_vec();
     sorted.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (sorted[0], sorted[sorted.len() / 2], sorted[sorted.len() - 1])
+    (
+        sorted[0],
+        sorted[sorted.len() / 2],
+        sorted[sorted.len() - 1],
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -495,7 +554,10 @@ rtmp {{
                     fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
                 );
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "nginx did not listen on {port}");
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "nginx did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(2));
         }
         NginxOn {
@@ -577,8 +639,12 @@ fn flv_tags(bytes: &[u8]) -> (Vec<Tag>, usize) {
     while pos + 11 <= bytes.len() {
         let kind = bytes[pos] & 0x1f;
         let size = u32::from_be_bytes([0, bytes[pos + 1], bytes[pos + 2], bytes[pos + 3]]) as usize;
-        let timestamp_ms =
-            u32::from_be_bytes([bytes[pos + 7], bytes[pos + 4], bytes[pos + 5], bytes[pos + 6]]);
+        let timestamp_ms = u32::from_be_bytes([
+            bytes[pos + 7],
+            bytes[pos + 4],
+            bytes[pos + 5],
+            bytes[pos + 6],
+        ]);
         let end = pos + 11 + size + 4;
         if end > bytes.len() {
             break;
@@ -646,6 +712,7 @@ fn wait_for_frames(path: &Path, count: usize, limit: Duration) -> Instant {
 /// What a recording holds, checked: read back with ffprobe and decoded with ffmpeg (the complete
 /// tags only: a server killed mid-write leaves a partial last tag).
 #[derive(Debug)]
+#[allow(dead_code)] // Some fields are only printed.
 struct Recording {
     frames: usize,
     keyframes: usize,
@@ -732,8 +799,16 @@ fn assert_connection_starts_with_keyframe(capture: &[u8], what: &str) {
         "{what}: fewer than 2 video messages captured ({} bytes)",
         capture.len()
     );
-    assert_eq!(videos[0], (0x17, 0), "{what}: first video message is the AVC sequence header");
-    assert_eq!(videos[1], (0x17, 1), "{what}: the first frame is a keyframe");
+    assert_eq!(
+        videos[0],
+        (0x17, 0),
+        "{what}: first video message is the AVC sequence header"
+    );
+    assert_eq!(
+        videos[1],
+        (0x17, 1),
+        "{what}: the first frame is a keyframe"
+    );
 }
 
 /// The client's send queue towards `port`, from /proc/net/tcp (bytes not yet acknowledged or
@@ -761,7 +836,9 @@ fn send_queues_to(port: u16) -> Vec<u64> {
 /// nginx is killed (SIGKILL, a crash) and restarted on the same port 20 times during one stream,
 /// with `--backoff-reset 1 --backoff-max 2` so that the test is bounded (each instance stays up
 /// for more than a second: the backoff starts again at 0.5 s; a longer outage reaches the 2 s
-/// cap). The servers stay down between 0.05 and 2.5 s.
+/// cap). The servers stay down between 0.05 and 2.5 s; the shortest outages come 0.1 s after
+/// the camera wrote a keyframe (the worst case: no keyframe is queued by the time of the
+/// reconnect, and the stream is 0.9 s from the next one).
 ///
 /// Recovery is measured from the moment nginx listens (the port appears in /proc/net/tcp, polled
 /// every 2 ms) to the moment the new instance's recording holds a complete keyframe (its FLV file
@@ -769,6 +846,10 @@ fn send_queues_to(port: u16) -> Vec<u64> {
 /// arrives, so this is when the server has received the first frame, and it needs no parsing of
 /// nginx's log. The backoff in force is the delay of the "retrying in X s" line that scheduled
 /// the successful attempt (the last one before "publishing to").
+///
+/// nginx-rtmp's recorder itself skips inter frames until the first keyframe, so the recordings
+/// starting with a keyframe says little about the client; the tests with the proxy in the path
+/// (black hole, mid-frame reset) parse what the client sent on each connection instead.
 #[test]
 fn server_killed_and_restarted_20_times() {
     const RESTARTS: usize = 20;
@@ -786,26 +867,38 @@ fn server_killed_and_restarted_20_times() {
     );
     wait_for_keyframe(&nginx.recording(), Duration::from_secs(15));
     let mut dirs = Vec::new();
-    // (restart, down ms, backoff in force s, left of it when nginx listened s, recovery s)
-    let mut rows: Vec<(usize, u64, f64, f64, f64)> = Vec::new();
+    // (restart, down ms, backoff in force s, left of it when nginx listened s, recovery s,
+    // keyframe wait after publishing s)
+    let mut rows: Vec<(usize, u64, f64, f64, f64, f64)> = Vec::new();
     for restart in 1..=RESTARTS {
         // Healthy for more than --backoff-reset.
         std::thread::sleep(Duration::from_millis(1300));
+        let down = DOWN_MS[restart % DOWN_MS.len()];
+        if down == DOWN_MS[0] {
+            // The worst case for a short outage: the crash comes just after a keyframe, so the
+            // frames queued until the reconnect hold none.
+            let keyframe = source.next_keyframe_written();
+            std::thread::sleep(Duration::from_millis(100).saturating_sub(keyframe.elapsed()));
+        }
         let mark = client.log.len();
         let recorded_before = recorded_frames(&nginx.recording()).len();
+        let killed_at = Instant::now();
         dirs.push(nginx.kill());
+        let phase = source
+            .last_keyframe_written()
+            .map_or(f64::NAN, |k| since(k, killed_at));
         assert!(recorded_before > 0, "restart {restart}: nothing recorded");
         client
             .log
             .wait_for("retrying in", mark, Duration::from_secs(10));
-        let down = DOWN_MS[restart % DOWN_MS.len()];
         std::thread::sleep(Duration::from_millis(down));
         nginx = NginxOn::start(port, &format!("faults-restarts-nginx-{restart}"));
         let listening = nginx.listening_at;
         let keyframe = wait_for_keyframe(&nginx.recording(), Duration::from_secs(10));
-        let (published, _, _) = client
-            .log
-            .wait_for("publishing to", mark, Duration::from_secs(5));
+        let (published, published_at, _) =
+            client
+                .log
+                .wait_for("publishing to", mark, Duration::from_secs(5));
         let lines = client.log.all();
         let (scheduled_at, in_force) = lines[mark..published]
             .iter()
@@ -815,12 +908,14 @@ fn server_killed_and_restarted_20_times() {
         // When the successful attempt was due, relative to nginx listening.
         let left = (in_force + signed(listening, scheduled_at)).max(0.0);
         let recovery = since(listening, keyframe);
+        // What the new connection waited for its first keyframe after publishing.
+        let keyframe_wait = since(published_at, keyframe);
         eprintln!(
-            "restart {restart:2}: down {down:4} ms, backoff in force {in_force:.1} s \
+            "restart {restart:2}: killed {phase:.3} s after a keyframe, down {down:4} ms, backoff in force {in_force:.1} s \
              ({left:.3} s of it left when nginx listened), first keyframe {recovery:.3} s \
-             after nginx listened"
+             after nginx listened, {keyframe_wait:.3} s after publishing"
         );
-        rows.push((restart, down, in_force, left, recovery));
+        rows.push((restart, down, in_force, left, recovery, keyframe_wait));
     }
     std::thread::sleep(Duration::from_millis(1000));
     let (status, took) = client.terminate();
@@ -845,18 +940,829 @@ fn server_killed_and_restarted_20_times() {
         "server restarts: {RESTARTS}, recovery (nginx listening -> first keyframe recorded): \
          min {min:.3} s, median {median:.3} s, max {max:.3} s"
     );
-    let late: Vec<_> = rows
-        .iter()
-        .filter(|(_, _, in_force, _, recovery)| *recovery > in_force + 0.5)
-        .collect();
+    let waits: Vec<f64> = rows.iter().map(|r| r.5).collect();
+    let (wait_min, wait_median, wait_max) = min_median_max(&waits);
+    eprintln!(
+        "server restarts: first keyframe after publishing: min {wait_min:.3} s, median \
+         {wait_median:.3} s, max {wait_max:.3} s"
+    );
+    let late: Vec<_> = rows.iter().filter(|r| r.4 > r.2 + 0.5).collect();
     assert!(
         late.is_empty(),
-        "recovery took longer than the backoff in force + 0.5 s: \
-         (restart, down ms, backoff s, left s, recovery s) {late:?}"
+        "recovery took longer than the backoff in force + 0.5 s: (restart, down ms, backoff s, \
+         left of it when nginx listened s, recovery s, keyframe wait after publishing s) {late:?}"
     );
     assert_eq!(
         client.log.count("publishing to"),
         RESTARTS + 1,
         "one publishing connection per nginx instance"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// 2. A black-holed link
+// ---------------------------------------------------------------------------------------------
+
+/// The proxy black-holes the link (no byte read or forwarded either way, no FIN, no reset) with
+/// `--stall-timeout 3`: the client notices within the stall timeout plus the time its socket
+/// buffers take to fill (on loopback the kernel still acknowledges what it buffers), and when the
+/// link comes back it streams again on a fresh connection that starts with a keyframe.
+#[test]
+fn black_holed_link_is_detected_and_left() {
+    const STALL_S: f64 = 3.0;
+    let units = access_units(&live_clip(), 300);
+    let work = TempDir::new("faults-blackhole");
+    let source = LiveSource::start(work.path(), units);
+    let nginx = Nginx::start();
+    let proxy = Proxy::to_port(nginx.port).with_capture(4 << 20);
+    let mut client = Client::spawn(
+        "blackhole",
+        source.path(),
+        &proxy.url("live", KEY),
+        &["--stall-timeout", "3", "--backoff-max", "2"],
+    );
+    client
+        .log
+        .wait_for("publishing to", 0, Duration::from_secs(15));
+    wait_for_keyframe(&nginx.recording(KEY), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mark = client.log.len();
+    let up_before = proxy.bytes_up();
+    let cut = Instant::now();
+    proxy.set_mode(Mode::BlackHole);
+    // On loopback the proxy's kernel still acknowledges what fits in its receive buffer: the
+    // link stops taking data when the client's send queue stops draining. Sample it until the
+    // client gives up.
+    let mut samples: Vec<(Instant, u64)> = Vec::new();
+    while client
+        .log
+        .since(mark)
+        .iter()
+        .all(|(_, l)| !l.contains("retrying in"))
+        && cut.elapsed() < Duration::from_secs(30)
+    {
+        let queued = send_queues_to(proxy.port).into_iter().max().unwrap_or(0);
+        samples.push((Instant::now(), queued));
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let (failed_at_line, failed_at, failure) =
+        client
+            .log
+            .wait_for("retrying in", mark, Duration::from_secs(1));
+    let detection = since(cut, failed_at);
+    // The link stopped taking data (the proxy's window closed) where the client's send queue
+    // began to grow for good: the start of the last run of positive, non-decreasing samples
+    // (before that, acknowledgements drain it).
+    // (Walk back from the peak: the last samples may be taken as the socket closes.)
+    let mut first = samples
+        .iter()
+        .enumerate()
+        .max_by_key(|&(i, &(_, q))| (q, i))
+        .map_or(0, |(i, _)| i);
+    while first > 0 && samples[first - 1].1 > 0 && samples[first - 1].1 <= samples[first].1 {
+        first -= 1;
+    }
+    let blocked_at = samples.get(first).map_or(cut, |&(when, _)| when);
+    let filled = since(cut, blocked_at);
+    let after_blocked = since(blocked_at, failed_at);
+    let peak = samples.iter().map(|&(_, q)| q).max().unwrap_or(0);
+    let trace: Vec<String> = samples
+        .iter()
+        .step_by(20)
+        .map(|&(when, q)| format!("{:.1}s:{}K", since(cut, when), q / 1024))
+        .collect();
+    eprintln!(
+        "black hole: client send queue every 0.2 s: {}",
+        trace.join(" ")
+    );
+    eprintln!(
+        "black hole: detected {detection:.3} s after the cut; the proxy's receive buffer filled in \
+         {filled:.3} s, so {after_blocked:.3} s after the link stopped taking data (--stall-timeout 3); \
+         client send queue peaked at {peak} bytes: {failure}"
+    );
+    // Leave the link black-holed a little longer: attempts made meanwhile hang.
+    std::thread::sleep(Duration::from_secs(1));
+    let restored = Instant::now();
+    proxy.set_mode(Mode::Forward);
+    let (_, published_at, _) =
+        client
+            .log
+            .wait_for("publishing to", failed_at_line, Duration::from_secs(20));
+    let frames_after = wait_for_frames(&nginx.recording(KEY), 0, Duration::from_secs(10));
+    eprintln!(
+        "black hole: link restored; publishing again {:.3} s later, frames recorded {:.3} s later; \
+         {} connections accepted by the proxy, {} bytes forwarded up before the cut",
+        since(restored, published_at),
+        since(restored, frames_after),
+        proxy.accepted(),
+        up_before
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, _) = client.terminate();
+    assert!(status.success(), "v4l2rtmp: {status}");
+    let recording = nginx.recording(KEY);
+    let log = nginx.error_log();
+    let _dir = nginx.stop();
+
+    assert!(
+        after_blocked <= STALL_S + 1.0,
+        "the black hole was detected {after_blocked:.3} s after the link stopped taking data, more \
+         than the stall timeout (3 s) + 1 s"
+    );
+    assert!(
+        failure.contains("stalled") || failure.contains("timed out"),
+        "the failure names the stall: {failure}"
+    );
+    // The connection that published after the black hole started with a keyframe.
+    let captures = proxy.captures();
+    let last = captures
+        .iter()
+        .rev()
+        .find(|c| sent_video(c).len() >= 2)
+        .expect("a connection that sent video after the black hole");
+    assert_connection_starts_with_keyframe(last, "the connection after the black hole");
+    assert!(
+        log.matches("publish: name='cam'").count() >= 2,
+        "nginx saw the second publish"
+    );
+    let rec = check_recording(&recording, "after the black hole");
+    eprintln!("black hole: the recording after it: {rec:?}");
+    assert!(rec.frames >= 30, "{rec:?}");
+    drop(source);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 3. A peer that never answers the handshake
+// ---------------------------------------------------------------------------------------------
+
+/// A listener that accepts TCP connections, reads nothing and answers nothing; it counts the
+/// connections and when each came.
+struct SilentPeer {
+    port: u16,
+    accepted: Arc<Mutex<Vec<Instant>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SilentPeer {
+    fn start() -> SilentPeer {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let accepted = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let accepted = accepted.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut held = Vec::new();
+                while !stop.load(Ordering::SeqCst) {
+                    match listener.accept() {
+                        Ok((socket, _)) => {
+                            accepted.lock().unwrap().push(Instant::now());
+                            held.push(socket);
+                        }
+                        Err(_) => std::thread::sleep(Duration::from_millis(2)),
+                    }
+                }
+            })
+        };
+        SilentPeer {
+            port,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn accepted(&self) -> Vec<Instant> {
+        self.accepted.lock().unwrap().clone()
+    }
+}
+
+impl Drop for SilentPeer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A peer that accepts TCP and never answers the handshake, with `--timeout 1 --max-retries 5
+/// --backoff-max 4`: six attempts (one, then five retries), each given up after 1 s, separated by
+/// jittered delays under 0.5, 1, 2, 4, 4 s; then exit code 76 (EX_PROTOCOL).
+#[test]
+fn silent_peer_is_retried_with_growing_jittered_backoff_then_given_up() {
+    const RETRIES: usize = 5;
+    let units = access_units(&live_clip(), 300);
+    let work = TempDir::new("faults-silent");
+    let source = LiveSource::start(work.path(), units);
+    let peer = SilentPeer::start();
+    let url = format!("rtmp://127.0.0.1:{}/live/{KEY}", peer.port);
+    let mut client = Client::spawn(
+        "silent",
+        source.path(),
+        &url,
+        &[
+            "--timeout",
+            "1",
+            "--max-retries",
+            &RETRIES.to_string(),
+            "--backoff-max",
+            "4",
+        ],
+    );
+    let (status, _) = client.wait(Duration::from_secs(40));
+    client.settle_log();
+    let accepted = peer.accepted();
+    let lines = client.log.all();
+    let delays: Vec<f64> = lines.iter().filter_map(|(_, l)| retry_delay(l)).collect();
+    let ceilings: Vec<f64> = (0..RETRIES)
+        .map(|i| (0.5 * f64::from(1u32 << i)).min(4.0))
+        .collect();
+    let gaps: Vec<f64> = accepted.windows(2).map(|w| since(w[0], w[1])).collect();
+    eprintln!(
+        "silent peer: exit {status}; {} attempts; delays logged {delays:?} s (ceilings {ceilings:?}); \
+         gaps between attempts {gaps:.3?} s",
+        accepted.len()
+    );
+    assert_eq!(exit_code(status), 76, "exit code");
+    assert_eq!(
+        accepted.len(),
+        RETRIES + 1,
+        "--max-retries {RETRIES}: attempts"
+    );
+    assert_eq!(delays.len(), RETRIES, "one 'retrying in' line per retry");
+    assert!(
+        delays[0] <= 0.5,
+        "the first retry comes within 0.5 s: {delays:?}"
+    );
+    for (i, (&delay, &ceiling)) in delays.iter().zip(&ceilings).enumerate() {
+        // Logged with one decimal.
+        assert!(
+            delay <= ceiling + 0.05,
+            "retry {i}: {delay} s above its ceiling {ceiling} s"
+        );
+        // Each attempt waited its handshake timeout (1 s) and then the delay.
+        assert!(
+            (gaps[i] - 1.0 - delay).abs() < 0.25,
+            "retry {i}: attempts {:.3} s apart, expected 1 s + {delay} s",
+            gaps[i]
+        );
+    }
+    // Growing: the later delays add up to more than the first ceiling (the probability that full
+    // jitter gives less is below 1e-4); jittered: not all at a fixed fraction of their ceiling.
+    let later: f64 = delays[1..].iter().sum();
+    assert!(later > 0.5, "the delays grow: {delays:?}");
+    let fractions: Vec<f64> = delays.iter().zip(&ceilings).map(|(d, c)| d / c).collect();
+    let spread = fractions.iter().cloned().fold(f64::MIN, f64::max)
+        - fractions.iter().cloned().fold(f64::MAX, f64::min);
+    assert!(spread > 0.05, "the delays are jittered: {delays:?}");
+    let last = &lines.last().unwrap().1;
+    assert!(
+        lines
+            .iter()
+            .any(|(_, l)| l.contains("ERROR") && !l.contains("retrying")),
+        "the final error is logged"
+    );
+    eprintln!("silent peer: last line: {last}");
+    drop(source);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. A reset in the middle of a frame
+// ---------------------------------------------------------------------------------------------
+
+/// Once publishing (for more than a second, so the loss is not mistaken for a refusal), the proxy
+/// forwards exactly 12345 more client bytes and resets the connection: the server got part of a
+/// frame. The client reconnects, the new connection starts with the sequence header and a
+/// keyframe, and the new recording decodes from its first frame.
+#[test]
+fn reset_in_the_middle_of_a_frame() {
+    const CUT: u64 = 12_345;
+    let units = access_units(&live_clip(), 300);
+    let work = TempDir::new("faults-midframe");
+    let source = LiveSource::start(work.path(), units);
+    let nginx = Nginx::start();
+    let proxy = Proxy::to_port(nginx.port).with_capture(8 << 20);
+    let mut client = Client::spawn(
+        "midframe",
+        source.path(),
+        &proxy.url("live", KEY),
+        &["--backoff-max", "2"],
+    );
+    client
+        .log
+        .wait_for("publishing to", 0, Duration::from_secs(15));
+    wait_for_keyframe(&nginx.recording(KEY), Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(1500));
+    let mark = client.log.len();
+    let cuts = proxy.cut_after(CUT);
+    assert_eq!(cuts.len(), 1, "one connection to cut");
+    let (_, failed_at, failure) = client
+        .log
+        .wait_for("retrying in", mark, Duration::from_secs(10));
+    let (_, published_at, _) = client
+        .log
+        .wait_for("publishing to", mark, Duration::from_secs(10));
+    eprintln!(
+        "mid-frame reset: {failure}\n  reconnected {:.3} s after the failure was logged",
+        since(failed_at, published_at)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, _) = client.terminate();
+    assert!(status.success(), "v4l2rtmp: {status}");
+    let recording = nginx.recording(KEY);
+    let _dir = nginx.stop();
+
+    let captures = proxy.captures();
+    assert_eq!(captures.len(), 2, "two connections");
+    assert!(
+        proxy.reset_flags()[0],
+        "the first connection ended with a reset"
+    );
+    let first = &captures[0];
+    assert_eq!(
+        first.len() as u64,
+        cuts[0],
+        "exactly {CUT} more bytes went through before the reset"
+    );
+    // The cut fell inside a message: the chunk reader holds part of one, or a partial chunk is left.
+    let mut reader = ChunkReader::new(16 << 20);
+    let mut pos = 1 + 1536 + 1536;
+    while let Ok((n, _)) = reader.decode(&first[pos..]) {
+        if n == 0 {
+            break;
+        }
+        pos += n;
+    }
+    let partial = reader.buffered() + (first.len() - pos);
+    eprintln!(
+        "mid-frame reset: {} bytes forwarded on the first connection; {partial} bytes of an \
+         unfinished message at the cut",
+        first.len()
+    );
+    assert!(
+        partial > 0,
+        "the cut fell between two messages: try another CUT"
+    );
+    assert_connection_starts_with_keyframe(&captures[1], "the connection after the reset");
+    let rec = check_recording(&recording, "after the reset");
+    eprintln!("mid-frame reset: the recording after it: {rec:?}");
+    assert!(rec.frames >= 30, "{rec:?}");
+    drop(source);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 5. A server that refuses the key
+// ---------------------------------------------------------------------------------------------
+
+/// nginx-rtmp refuses the key, in the two ways it has: `auth` (an on_publish callback answers
+/// 403: nginx closes without a reply) and `closed` (an access rule: nginx accepts the publish,
+/// then closes). With `--backoff-max 2` every retry waits the whole cap, and the reason is logged
+/// at error level once per change of reason; repeats are at debug level. The key never appears.
+#[test]
+fn refused_key_backs_off_to_the_cap_and_logs_the_reason_once() {
+    const SECRET: &str = "secretkey42";
+    const FAILURES: usize = 4;
+    let units = access_units(&live_clip(), 300);
+    for app in ["auth", "closed"] {
+        let work = TempDir::new("faults-refused");
+        let source = LiveSource::start(work.path(), units.clone());
+        let nginx = Nginx::start();
+        let tag: &'static str = if app == "auth" {
+            "refused-auth"
+        } else {
+            "refused-closed"
+        };
+        let mut client = Client::spawn(
+            tag,
+            source.path(),
+            &nginx.url(app, SECRET),
+            &["--backoff-max", "2"],
+        );
+        let mut from = 0;
+        for _ in 0..FAILURES {
+            let (i, _, _) = client
+                .log
+                .wait_for("retrying in", from, Duration::from_secs(15));
+            from = i + 1;
+        }
+        let (status, _) = client.terminate();
+        assert!(status.success(), "{app}: v4l2rtmp: {status}");
+        let lines = client.log.all();
+        let failures: Vec<(Instant, String)> = lines
+            .iter()
+            .filter(|(_, l)| retry_delay(l).is_some())
+            .cloned()
+            .collect();
+        let attempts: Vec<Instant> = lines
+            .iter()
+            .filter(|(_, l)| l.contains("DEBUG connecting to rtmp://"))
+            .map(|(when, _)| *when)
+            .collect();
+        let gaps: Vec<f64> = attempts.windows(2).map(|w| since(w[0], w[1])).collect();
+        let errors = failures.iter().filter(|(_, l)| level(l) == "ERROR").count();
+        let reasons: Vec<String> = failures.iter().map(|(_, l)| failure_reason(l)).collect();
+        eprintln!(
+            "refused ({app}): {} failures, {errors} at error level; delays {:?}; attempts {gaps:.3?} s apart; reasons: {:#?}",
+            failures.len(),
+            failures.iter().filter_map(|(_, l)| retry_delay(l)).collect::<Vec<_>>(),
+            reasons
+        );
+        for (_, line) in &failures {
+            assert_eq!(
+                retry_delay(line),
+                Some(2.0),
+                "{app}: a refusal waits the cap: {line}"
+            );
+        }
+        for gap in &gaps {
+            assert!(
+                *gap >= 1.95,
+                "{app}: attempts {gap:.3} s apart, less than the 2 s cap"
+            );
+        }
+        // Error level exactly when the reason changed.
+        for (i, (_, line)) in failures.iter().enumerate() {
+            let changed = i == 0 || reasons[i] != reasons[i - 1];
+            let expected = if changed { "ERROR" } else { "DEBUG" };
+            assert_eq!(
+                level(line),
+                expected,
+                "{app}: failure {i} should be logged at {expected} level: {line}"
+            );
+        }
+        assert!(
+            reasons[0].contains("rejected by the server"),
+            "{app}: the reason says the server refused: {}",
+            reasons[0]
+        );
+        assert_eq!(
+            errors, 1,
+            "{app}: the same refusal is logged at error level once"
+        );
+        assert!(
+            lines.iter().all(|(_, l)| !l.contains(SECRET)),
+            "{app}: the key leaked into the log"
+        );
+        drop(source);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. A source that stalls
+// ---------------------------------------------------------------------------------------------
+
+/// The camera stops writing for 3.5 s with `--source-timeout 2`: the client restarts the source
+/// (reopens the FIFO) about 2 s after the last frame; when the camera writes again, from a
+/// keyframe, frames reach the server again and the recording decodes throughout.
+#[test]
+fn stalled_source_is_restarted_and_frames_flow_again() {
+    let units = access_units(&live_clip(), 300);
+    let work = TempDir::new("faults-source");
+    let source = LiveSource::start(work.path(), units);
+    let nginx = Nginx::start();
+    let recording = nginx.recording(KEY);
+    let mut client = Client::spawn(
+        "source-stall",
+        source.path(),
+        &nginx.url("live", KEY),
+        &["--source-timeout", "2"],
+    );
+    client
+        .log
+        .wait_for("publishing to", 0, Duration::from_secs(15));
+    wait_for_keyframe(&recording, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_secs(2));
+    let mark = client.log.len();
+    let written_before = source.frames();
+    source.pause();
+    let paused = Instant::now();
+    let (_, restarted_at, line) =
+        client
+            .log
+            .wait_for("restarting it", mark, Duration::from_secs(10));
+    let restart_after = since(paused, restarted_at);
+    std::thread::sleep(Duration::from_millis(3500).saturating_sub(paused.elapsed()));
+    let recorded_during = recorded_frames(&recording).len();
+    source.resume();
+    let resumed = Instant::now();
+    let flowing = wait_for_frames(&recording, recorded_during, Duration::from_secs(10));
+    eprintln!(
+        "source stall: {written_before} frames written, then paused 3.5 s; '{line}' {restart_after:.3} s \
+         after the pause; frames recorded again {:.3} s after the camera resumed",
+        since(resumed, flowing)
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    let (status, _) = client.terminate();
+    assert!(status.success(), "v4l2rtmp: {status}");
+    let _dir = nginx.stop();
+    let restarts = client.log.count("restarting it");
+    let rec = check_recording(&recording, "across the source stall");
+    eprintln!("source stall: {restarts} source restarts; recording: {rec:?}");
+    assert!(
+        (1.8..=3.0).contains(&restart_after),
+        "the source was restarted {restart_after:.3} s after it stalled (--source-timeout 2)"
+    );
+    assert!(
+        since(resumed, flowing) < 1.0,
+        "frames flowed again {:.3} s after the camera resumed",
+        since(resumed, flowing)
+    );
+    assert!(
+        rec.frames >= recorded_during + 45,
+        "{rec:?}: frames after the stall"
+    );
+    assert_eq!(
+        client.log.count("publishing to"),
+        1,
+        "the connection survived the source stall"
+    );
+    drop(source);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 7. Memory after 100 reconnects
+// ---------------------------------------------------------------------------------------------
+
+/// After a warm-up outage longer than `--queue-time` (see below), the proxy resets the connection
+/// 100 times, each time once the client has published for more than a second (with
+/// `--backoff-reset 1`, so each reconnect comes within 0.5 s): VmRSS after the 100th reconnect is
+/// within 5% of VmRSS after the first.
+#[test]
+fn memory_after_100_reconnects() {
+    const RECONNECTS: usize = 100;
+    let units = access_units(&live_clip(), 300);
+    let work = TempDir::new("faults-rss");
+    let source = LiveSource::start(work.path(), units);
+    let nginx = Nginx::start();
+    let proxy = Proxy::to_port(nginx.port);
+    let mut client = Client::spawn(
+        "rss",
+        source.path(),
+        &proxy.url("live", KEY),
+        &["--backoff-reset", "1", "--backoff-max", "2"],
+    );
+    let (first_line, _, _) = client
+        .log
+        .wait_for("publishing to", 0, Duration::from_secs(15));
+    std::thread::sleep(Duration::from_millis(1100));
+    let rss_start = client.rss_kb();
+    // Warm-up: the frame queue's pages become resident up to its high-water mark, at most
+    // --queue-time (2 s) of video, about 250 KB here or 6% of the client's RSS. One outage longer
+    // than that (the server unreachable for 2.6 s) makes it the steady state before the first
+    // measurement, so what remains is what reconnecting costs.
+    proxy.set_upstream(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
+    proxy.reset_all();
+    std::thread::sleep(Duration::from_millis(2600));
+    proxy.set_upstream(std::net::SocketAddr::from(([127, 0, 0, 1], nginx.port)));
+    let (mut published_line, mut published_at, _) =
+        client
+            .log
+            .wait_for("publishing to", first_line + 1, Duration::from_secs(10));
+    std::thread::sleep(Duration::from_millis(300));
+    let rss_warm = client.rss_kb();
+    eprintln!("rss: VmRSS {rss_start} kB once publishing, {rss_warm} kB after the warm-up outage");
+    let started = Instant::now();
+    let mut rss = Vec::new();
+    let mut rss_first = 0;
+    let mut resets_with_rst = 0;
+    for k in 1..=RECONNECTS {
+        let healthy = Duration::from_millis(1100);
+        std::thread::sleep(healthy.saturating_sub(published_at.elapsed()));
+        resets_with_rst += proxy.reset_all();
+        let (line, at, _) =
+            client
+                .log
+                .wait_for("publishing to", published_line + 1, Duration::from_secs(10));
+        published_line = line;
+        published_at = at;
+        if k == 1 || k % 10 == 0 {
+            std::thread::sleep(Duration::from_millis(300));
+            let now = client.rss_kb();
+            if k == 1 {
+                rss_first = now;
+            }
+            rss.push((k, now));
+            eprintln!("rss: after reconnect {k:3}: VmRSS {now} kB");
+            proxy.forget_closed();
+        }
+    }
+    let rss_last = rss.last().unwrap().1;
+    let elapsed = started.elapsed();
+    let recording = nginx.recording(KEY);
+    // The last connection's recording (nginx starts the file again on each publish) gets its
+    // first keyframe, and a little more, before the end.
+    wait_for_keyframe(&recording, Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) = client.terminate();
+    assert!(status.success(), "v4l2rtmp: {status}");
+    let _dir = nginx.stop();
+    let change = (rss_last as f64 - rss_first as f64) / rss_first as f64 * 100.0;
+    eprintln!(
+        "rss: {RECONNECTS} reconnects in {:.1} s ({resets_with_rst} by RST); VmRSS after the 1st \
+         {rss_first} kB, after the {RECONNECTS}th {rss_last} kB ({change:+.1}%); samples {rss:?}",
+        seconds(elapsed)
+    );
+    assert_eq!(
+        client.log.count("publishing to"),
+        RECONNECTS + 2,
+        "every reset was followed by one reconnect"
+    );
+    assert!(
+        change.abs() <= 5.0,
+        "VmRSS changed by {change:+.1}% between the 1st and the {RECONNECTS}th reconnect"
+    );
+    check_recording(&recording, "after the last reconnect");
+    drop(source);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. A link slower than the video
+// ---------------------------------------------------------------------------------------------
+
+/// 1080p30 at about 4 Mbit/s through a link throttled to 1.5 Mbit/s for 15 s: frames keep
+/// reaching the server, whole GOPs are dropped (every gap in the recording ends at a keyframe),
+/// VmRSS stays within the queue size (8 MiB) plus 8 MiB of what it was, and the recording decodes
+/// with increasing timestamps.
+#[test]
+fn throttled_link_drops_whole_gops_and_stays_live() {
+    const THROTTLE: u64 = 1_500_000 / 8;
+    let units = access_units(&clip_1080p30_60s(), 900);
+    let work = TempDir::new("faults-throttle");
+    let source = LiveSource::start(work.path(), units);
+    let nginx = Nginx::start();
+    let recording = nginx.recording(KEY);
+    let proxy = Proxy::to_port(nginx.port);
+    let mut client = Client::spawn("throttle", source.path(), &proxy.url("live", KEY), &[]);
+    client
+        .log
+        .wait_for("publishing to", 0, Duration::from_secs(15));
+    let recording_started = wait_for_keyframe(&recording, Duration::from_secs(10));
+    let up0 = proxy.bytes_up();
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let rate_free = (proxy.bytes_up() - up0) as f64 * 8.0 / seconds(t0.elapsed()) / 1e6;
+    let rss_before = client.rss_kb();
+    // How far behind real time the server is: the time since the first frame was recorded minus
+    // the stream time recorded since (the client's timestamps count frames at 30 fps, dropped
+    // ones included, so stream time keeps up with the camera).
+    let first_recorded = recording_started;
+    let lag = || {
+        let frames = recorded_frames(&recording);
+        let span = frames
+            .last()
+            .map_or(0, |t| t.timestamp_ms - frames[0].timestamp_ms);
+        seconds(first_recorded.elapsed()) - f64::from(span) / 1000.0
+    };
+    let lag_before = lag();
+
+    let mark = client.log.len();
+    proxy.set_mode(Mode::Throttle(THROTTLE));
+    let throttled = Instant::now();
+    let up1 = proxy.bytes_up();
+    let mut rss_max = rss_before;
+    let mut lag_max = lag_before;
+    let mut windows = Vec::new();
+    let mut last_count = recorded_frames(&recording).len();
+    let mut window_start = Instant::now();
+    while throttled.elapsed() < Duration::from_secs(15) {
+        std::thread::sleep(Duration::from_millis(250));
+        rss_max = rss_max.max(client.rss_kb());
+        lag_max = lag_max.max(lag());
+        if window_start.elapsed() >= Duration::from_secs(3) {
+            let count = recorded_frames(&recording).len();
+            windows.push(count - last_count);
+            last_count = count;
+            window_start = Instant::now();
+        }
+    }
+    let rate_throttled = (proxy.bytes_up() - up1) as f64 * 8.0 / seconds(throttled.elapsed()) / 1e6;
+    let queued = send_queues_to(proxy.port);
+    let lag_end = lag();
+    proxy.set_mode(Mode::Forward);
+    std::thread::sleep(Duration::from_secs(3));
+    let (status, _) = client.terminate();
+    assert!(status.success(), "v4l2rtmp: {status}");
+    let _dir = nginx.stop();
+    let drop_lines = client
+        .log
+        .since(mark)
+        .iter()
+        .filter(|(_, l)| l.contains("the network is slower than the video"))
+        .map(|(_, l)| l.clone())
+        .collect::<Vec<_>>();
+    let summary = client
+        .log
+        .all()
+        .iter()
+        .rev()
+        .find(|(_, l)| l.contains("frames dropped"))
+        .map(|(_, l)| l.clone())
+        .unwrap_or_default();
+    let rec = check_recording(&recording, "through the throttled link");
+    eprintln!(
+        "throttle: {rate_free:.2} Mbit/s unthrottled, {rate_throttled:.2} Mbit/s through the \
+         1.5 Mbit/s throttle; frames recorded per 3 s window while throttled {windows:?}; client \
+         send queue at the end of the throttle {queued:?} bytes"
+    );
+    eprintln!(
+        "throttle: VmRSS before {rss_before} kB, max while throttled {rss_max} kB (+{} kB); {} drop \
+         log lines, last: {:?}; summary: {summary}",
+        rss_max - rss_before,
+        drop_lines.len(),
+        drop_lines.last()
+    );
+    eprintln!(
+        "throttle: the server's lag behind real time: {lag_before:.2} s before the throttle, {lag_end:.2} s \
+         at its end (max {lag_max:.2} s); the bytes the client's kernel still held then would take \
+         {:.1} s at 1.5 Mbit/s",
+        queued.iter().sum::<u64>() as f64 / THROTTLE as f64
+    );
+    eprintln!("throttle: recording {rec:?}");
+    assert!(
+        windows.iter().all(|&n| n > 0),
+        "frames reached the server in every 3 s window while throttled: {windows:?}"
+    );
+    assert!(!drop_lines.is_empty(), "the client dropped frames");
+    assert!(
+        !rec.gaps.is_empty(),
+        "the recording has gaps where GOPs were dropped"
+    );
+    assert!(
+        rec.gaps_end_at_keyframes,
+        "frames were dropped by whole GOPs: every gap ends at a keyframe: {:?}",
+        rec.gaps
+    );
+    // --queue-time 2 s bounds the stream time held back once the link is saturated; allow 1 s
+    // more for the frame being sent and the 32 KiB the kernel may hold unsent. While the throttle
+    // begins, the emulated link's own receive buffer (like a bufferbloated router, beyond the
+    // client's control) fills too: the transient may reach another 2 s or so.
+    assert!(
+        lag_end <= 3.0,
+        "the stream fell {lag_end:.1} s behind real time through a link slower than the video \
+         (--queue-time 2 s): frames wait in the kernel's send buffer instead of being dropped"
+    );
+    assert!(lag_max <= 5.0, "the lag peaked at {lag_max:.1} s");
+    assert!(
+        rss_max <= rss_before + 16 * 1024,
+        "VmRSS grew from {rss_before} kB to {rss_max} kB"
+    );
+    drop(source);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. SIGTERM while the link is stalled
+// ---------------------------------------------------------------------------------------------
+
+/// The proxy stops reading (Stall), then black-holes, the link; once the client's socket is full
+/// SIGTERM ends the process within a second, with exit code 0.
+#[test]
+fn sigterm_while_the_link_is_stalled_exits_within_a_second() {
+    let units = access_units(&live_clip(), 300);
+    for mode in [Mode::Stall, Mode::BlackHole] {
+        let work = TempDir::new("faults-sigterm");
+        let source = LiveSource::start(work.path(), units.clone());
+        let nginx = Nginx::start();
+        let proxy = Proxy::to_port(nginx.port);
+        let mut client = Client::spawn("sigterm", source.path(), &proxy.url("live", KEY), &[]);
+        client
+            .log
+            .wait_for("publishing to", 0, Duration::from_secs(15));
+        std::thread::sleep(Duration::from_secs(1));
+        proxy.set_mode(mode);
+        // Wait until the client's bytes stop going through and its send queue stops growing.
+        let mut queue = 0;
+        let stalled = Instant::now();
+        loop {
+            std::thread::sleep(Duration::from_millis(500));
+            let now: u64 = send_queues_to(proxy.port).iter().sum();
+            if (now > 0 && now == queue) || stalled.elapsed() > Duration::from_secs(6) {
+                queue = now;
+                break;
+            }
+            queue = now;
+        }
+        let (status, took) = client.terminate();
+        eprintln!(
+            "sigterm ({mode:?}): client send queue {queue} bytes after {:.1} s; exited {status} in {:.3} s",
+            seconds(stalled.elapsed()),
+            seconds(took)
+        );
+        assert!(status.success(), "{mode:?}: v4l2rtmp: {status}");
+        assert!(
+            took < Duration::from_secs(1),
+            "{mode:?}: SIGTERM took {took:?}"
+        );
+        assert_eq!(
+            client.log.count("publishing to"),
+            1,
+            "{mode:?}: the link was not replaced"
+        );
+        drop(proxy);
+        drop(source);
+    }
 }

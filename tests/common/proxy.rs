@@ -223,15 +223,24 @@ impl Proxy {
             .count()
     }
 
-    /// Resets every current connection after exactly `n` more client→server bytes. Returns how
-    /// many connections were armed; does not wait.
-    pub fn cut_after(&self, n: u64) -> usize {
-        let live = self.live();
-        for conn in &live {
-            let at = conn.up.load(Ordering::SeqCst).saturating_add(n);
-            conn.cut_at.store(at, Ordering::SeqCst);
-        }
-        live.len()
+    /// Resets every current connection after exactly `n` more client→server bytes. Returns, for
+    /// each connection armed, the client→server byte count at which it will be cut; does not wait.
+    pub fn cut_after(&self, n: u64) -> Vec<u64> {
+        self.live()
+            .iter()
+            .map(|conn| {
+                // The pump adds to `up` only after forwarding, and reads `cut_at` before each read:
+                // retry until the count did not move while arming.
+                loop {
+                    let up = conn.up.load(Ordering::SeqCst);
+                    let at = up.saturating_add(n);
+                    conn.cut_at.store(at, Ordering::SeqCst);
+                    if conn.up.load(Ordering::SeqCst) == up {
+                        return at;
+                    }
+                }
+            })
+            .collect()
     }
 
     /// The client→server bytes captured on each connection so far, in accept order.
@@ -362,12 +371,9 @@ fn run_connection(client: TcpStream, conn: &Arc<Conn>, shared: &Arc<Shared>) {
         (Ok(c), Ok(s)) => (c, s),
         _ => return,
     };
-    // Ends early when this connection ends (the flag tells it to).
-    let down_done = Arc::new(AtomicBool::new(false));
     let down = {
         let conn = conn.clone();
         let shared = shared.clone();
-        let down_done = down_done.clone();
         std::thread::Builder::new()
             .name(format!("proxy-down-{}", conn.id))
             .spawn(move || {
@@ -378,12 +384,11 @@ fn run_connection(client: TcpStream, conn: &Arc<Conn>, shared: &Arc<Shared>) {
                 } else {
                     let _ = client_down.shutdown(Shutdown::Write);
                 }
-                down_done.store(true, Ordering::SeqCst);
                 // client_down is dropped here.
             })
             .unwrap()
     };
-    let end = pump_up(&client, &server, conn, shared, &down_done);
+    let end = pump_up(&client, &server, conn, shared);
     match end {
         End::Eof => {
             let _ = server.shutdown(Shutdown::Write);
@@ -394,7 +399,7 @@ fn run_connection(client: TcpStream, conn: &Arc<Conn>, shared: &Arc<Shared>) {
     let _ = down.join();
     if conn.kill.load(Ordering::SeqCst) && !shared.stopping() {
         // Make close() send RST: leave client bytes unread in the receive buffer.
-        if wait_for_unread(&client) {
+        if wait_for_unread(&client, shared) {
             conn.reset_sent.store(true, Ordering::SeqCst);
             shared.resets.fetch_add(1, Ordering::SeqCst);
         }
@@ -405,10 +410,10 @@ fn run_connection(client: TcpStream, conn: &Arc<Conn>, shared: &Arc<Shared>) {
 
 /// Waits until the client's bytes wait unread in the socket (so closing it sends a reset).
 /// False when the client closed or sent nothing in time.
-fn wait_for_unread(client: &TcpStream) -> bool {
+fn wait_for_unread(client: &TcpStream, shared: &Shared) -> bool {
     let deadline = Instant::now() + RST_WAIT;
     let mut probe = [0u8; 1];
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !shared.stopping() {
         match client.peek(&mut probe) {
             Ok(0) => return false,
             Ok(_) => return true,
@@ -427,13 +432,7 @@ fn is_timeout(e: &io::Error) -> bool {
 }
 
 /// Client→server: modes, throttling, cuts, capture.
-fn pump_up(
-    client: &TcpStream,
-    server: &TcpStream,
-    conn: &Conn,
-    shared: &Shared,
-    down_done: &AtomicBool,
-) -> End {
+fn pump_up(client: &TcpStream, server: &TcpStream, conn: &Conn, shared: &Shared) -> End {
     let mut buf = vec![0u8; BUF];
     let mut source = client;
     let mut sink = server;
@@ -476,16 +475,19 @@ fn pump_up(
             }
             limit = limit.min(left.min(BUF as u64) as usize);
         }
-        let n = match source.read(&mut buf[..limit]) {
+        let read = match source.read(&mut buf[..limit]) {
             Ok(0) => return End::Eof,
             Ok(n) => n,
-            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {
-                if down_done.load(Ordering::SeqCst) && conn.kill.load(Ordering::SeqCst) {
-                    return End::Killed;
-                }
-                continue;
-            }
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return End::Error,
+        };
+        // A cut armed while the read was under way: forward exactly up to it, drop the rest.
+        let cut_at = conn.cut_at.load(Ordering::SeqCst);
+        let n = if cut_at == u64::MAX {
+            read
+        } else {
+            let left = cut_at.saturating_sub(conn.up.load(Ordering::SeqCst));
+            read.min(left.min(BUF as u64) as usize)
         };
         if let Mode::Throttle(_) = shared.mode() {
             tokens -= n as f64;
@@ -501,6 +503,9 @@ fn pump_up(
         }
         conn.up.fetch_add(n as u64, Ordering::SeqCst);
         shared.up_bytes.fetch_add(n as u64, Ordering::SeqCst);
+        if n < read {
+            return End::Killed;
+        }
     }
 }
 
