@@ -222,7 +222,11 @@ impl FrameQueue {
         let Some(newest_key) = self.entries.iter().rposition(|e| e.keyframe) else {
             let dropped = self.entries.len() as u32;
             self.drop_range(0, self.entries.len());
-            self.awaiting_keyframe = true;
+            // Only a dropped frame breaks the chain of references: an empty queue waits for
+            // nothing (the pipeline makes each connection start at a keyframe anyway).
+            if dropped > 0 {
+                self.awaiting_keyframe = true;
+            }
             return dropped;
         };
         self.drop_range(0, newest_key);
@@ -583,6 +587,16 @@ mod tests {
         // next keyframe, and a reconnect waits for one.
         assert_eq!(queue.skip_to_newest_keyframe(), 6);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn a_new_connection_on_an_empty_queue_accepts_the_next_inter_frame() {
+        let mut queue = FrameQueue::new(1000, 100, u64::MAX);
+        assert_eq!(queue.skip_to_newest_keyframe(), 0);
+        assert_eq!(
+            push(&mut queue, 7, false, 100),
+            Pushed::Queued { dropped: 0 }
+        );
     }
 
     #[test]

@@ -233,6 +233,8 @@ fn stdin_and_fifo_inputs() {
         Duration::from_secs(30),
     );
     assert!(again.contains("closed it"), "{again}");
+    // Frames the socket has not taken yet wait in the queue, and a stop drops them: let them go.
+    std::thread::sleep(Duration::from_millis(1500));
     stop(&mut child, "TERM");
     let stdin_recording = nginx.recording("stdin");
     let fifo_recording = nginx.recording("fifo");

@@ -1044,9 +1044,20 @@ pub struct ChunkReader {
     streams: Vec<RecvStream>,
     /// Bytes held by unfinished messages across all chunk streams.
     buffered: usize,
+    /// A finished message's payload buffer, given back by [`ChunkReader::recycle`], so the next
+    /// message needs no allocation (servers send acknowledgements and pings all stream long).
+    spare: Vec<u8>,
 }
 
 impl ChunkReader {
+    /// Gives a message's payload buffer back for reuse (kept only if small: memory stays bounded).
+    pub fn recycle(&mut self, mut payload: Vec<u8>) {
+        if payload.capacity() <= 64 * 1024 && payload.capacity() > self.spare.capacity() {
+            payload.clear();
+            self.spare = payload;
+        }
+    }
+
     /// A reader for a new connection (chunk size 128). Messages longer than `max_message_size`
     /// are an error, and unfinished messages may hold at most twice that many bytes in total.
     pub fn new(max_message_size: u32) -> Self {
@@ -1055,6 +1066,7 @@ impl ChunkReader {
             max_message_size,
             streams: Vec::new(),
             buffered: 0,
+            spare: Vec::new(),
         }
     }
 
@@ -1260,7 +1272,7 @@ impl ChunkReader {
                 type_id: stream.type_id,
                 stream_id: stream.stream_id,
             },
-            payload: std::mem::take(&mut stream.payload),
+            payload: std::mem::replace(&mut stream.payload, std::mem::take(&mut self.spare)),
         };
         self.apply_control(&message)?;
         Ok((end, Some(message)))

@@ -259,7 +259,9 @@ impl PublishSession {
                 Ok((used, message)) => {
                     offset += used;
                     if let Some(message) = message {
-                        if let Err(e) = self.handle_message(&message, now_ms) {
+                        let handled = self.handle_message(&message, now_ms);
+                        self.reader.recycle(message.payload);
+                        if let Err(e) = handled {
                             break Err(e);
                         }
                     }
