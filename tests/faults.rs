@@ -492,125 +492,6 @@ fn min_median_max(values: &[f64]) -> (f64, f64, f64) {
 // nginx on a given port (the same port across restarts)
 // ---------------------------------------------------------------------------------------------
 
-/// nginx-rtmp on 127.0.0.1:`port`, application `live` recording into its own directory.
-struct NginxOn {
-    port: u16,
-    dir: TempDir,
-    child: Child,
-    /// When /proc/net/tcp first showed the port listening.
-    listening_at: Instant,
-}
-
-impl NginxOn {
-    fn start(port: u16, tag: &str) -> NginxOn {
-        require_tool("nginx");
-        let dir = TempDir::new(tag);
-        fs::create_dir_all(dir.path().join("rec")).unwrap();
-        fs::create_dir_all(dir.path().join("logs")).unwrap();
-        let conf = format!(
-            "daemon off;
-master_process off;
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-load_module {RTMP_MODULE};
-events {{ worker_connections 64; }}
-rtmp {{
-    server {{
-        listen 127.0.0.1:{port};
-        chunk_size 4096;
-        max_message 16M;
-        ping 5s;
-        application live {{
-            live on;
-            record all;
-            record_path {d}/rec;
-            record_unique off;
-        }}
-    }}
-}}
-",
-            d = dir.path().display()
-        );
-        let conf_path = dir.path().join("nginx.conf");
-        fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        let start = Instant::now();
-        while !is_listening(port) {
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!(
-                    "nginx exited before listening on {port}: {status}\n{}",
-                    fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
-                );
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "nginx did not listen on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(2));
-        }
-        NginxOn {
-            port,
-            dir,
-            child,
-            listening_at: Instant::now(),
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("rtmp://127.0.0.1:{}/live/{KEY}", self.port)
-    }
-
-    fn recording(&self) -> PathBuf {
-        self.dir.path().join("rec").join(format!("{KEY}.flv"))
-    }
-
-    /// SIGKILL: a crash. The directory is kept.
-    fn kill(mut self) -> TempDir {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let dir = TempDir(self.dir.0.clone());
-        std::mem::forget(std::mem::replace(&mut self.dir, TempDir(PathBuf::new())));
-        dir
-    }
-
-    /// SIGQUIT: graceful, the recording is closed. The directory is kept.
-    fn stop(mut self) -> TempDir {
-        let _ = Command::new("kill")
-            .arg("-QUIT")
-            .arg(self.child.id().to_string())
-            .status();
-        let start = Instant::now();
-        while self.child.try_wait().unwrap().is_none() {
-            if start.elapsed() > Duration::from_secs(10) {
-                let _ = self.child.kill();
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        let dir = TempDir(self.dir.0.clone());
-        std::mem::forget(std::mem::replace(&mut self.dir, TempDir(PathBuf::new())));
-        dir
-    }
-}
-
-impl Drop for NginxOn {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Reading what the server recorded (FLV) and what the client sent (RTMP chunks)
 // ---------------------------------------------------------------------------------------------
@@ -858,14 +739,14 @@ fn server_killed_and_restarted_20_times() {
     let work = TempDir::new("faults-restarts");
     let source = LiveSource::start(work.path(), units);
     let port = free_port();
-    let mut nginx = NginxOn::start(port, "faults-restarts-nginx-0");
+    let mut nginx = Nginx::start_on(port);
     let mut client = Client::spawn(
         "restarts",
         source.path(),
-        &nginx.url(),
+        &nginx.url("live", KEY),
         &["--backoff-reset", "1", "--backoff-max", "2"],
     );
-    wait_for_keyframe(&nginx.recording(), Duration::from_secs(15));
+    wait_for_keyframe(&nginx.recording(KEY), Duration::from_secs(15));
     let mut dirs = Vec::new();
     // (restart, down ms, backoff in force s, left of it when nginx listened s, recovery s,
     // keyframe wait after publishing s)
@@ -881,7 +762,7 @@ fn server_killed_and_restarted_20_times() {
             std::thread::sleep(Duration::from_millis(100).saturating_sub(keyframe.elapsed()));
         }
         let mark = client.log.len();
-        let recorded_before = recorded_frames(&nginx.recording()).len();
+        let recorded_before = recorded_frames(&nginx.recording(KEY)).len();
         let killed_at = Instant::now();
         dirs.push(nginx.kill());
         let phase = source
@@ -892,9 +773,9 @@ fn server_killed_and_restarted_20_times() {
             .log
             .wait_for("retrying in", mark, Duration::from_secs(10));
         std::thread::sleep(Duration::from_millis(down));
-        nginx = NginxOn::start(port, &format!("faults-restarts-nginx-{restart}"));
+        nginx = Nginx::start_on(port);
         let listening = nginx.listening_at;
-        let keyframe = wait_for_keyframe(&nginx.recording(), Duration::from_secs(10));
+        let keyframe = wait_for_keyframe(&nginx.recording(KEY), Duration::from_secs(10));
         let (published, published_at, _) =
             client
                 .log

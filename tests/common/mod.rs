@@ -104,7 +104,7 @@ pub fn wait_listening(port: u16, child: &mut Child, what: &str) {
             start.elapsed() < Duration::from_secs(20),
             "{what} did not listen on {port}"
         );
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(Duration::from_millis(2));
     }
 }
 
@@ -117,6 +117,8 @@ pub struct Nginx {
     /// With [`Nginx::start_with_tls`]: the port where nginx's stream module terminates TLS and
     /// forwards to `port` (RTMPS).
     pub tls_port: Option<u16>,
+    /// When /proc/net/tcp first showed `port` listening (polled every 2 ms).
+    pub listening_at: Instant,
     pub dir: TempDir,
     child: Child,
 }
@@ -127,23 +129,27 @@ impl Nginx {
     }
 
     pub fn start_with_chunk_size(server_chunk_size: u32) -> Nginx {
-        Self::start_with(server_chunk_size, None)
+        Self::start_with(server_chunk_size, None, free_port())
+    }
+
+    /// On a given port (a server restarted where its clients expect it).
+    pub fn start_on(port: u16) -> Nginx {
+        Self::start_with(4096, None, port)
     }
 
     /// With RTMPS on `tls_port`: TLS terminated by nginx's stream module with `certificate` and
     /// `key`, in front of the RTMP server.
     pub fn start_with_tls(certificate: &Path, key: &Path) -> Nginx {
-        Self::start_with(4096, Some((certificate, key)))
+        Self::start_with(4096, Some((certificate, key)), free_port())
     }
 
-    fn start_with(server_chunk_size: u32, tls: Option<(&Path, &Path)>) -> Nginx {
+    fn start_with(server_chunk_size: u32, tls: Option<(&Path, &Path)>, port: u16) -> Nginx {
         require_tool("nginx");
         assert!(
             Path::new(RTMP_MODULE).exists(),
             "{RTMP_MODULE} missing: apt-get install libnginx-mod-rtmp"
         );
         let dir = TempDir::new("nginx");
-        let port = free_port();
         let http_port = free_port();
         let tls_port = tls.map(|_| free_port());
         let (stream_module, stream_block) = match (tls, tls_port) {
@@ -224,12 +230,14 @@ rtmp {{
             .spawn()
             .expect("start nginx");
         wait_listening(port, &mut child, "nginx");
+        let listening_at = Instant::now();
         if let Some(tls_port) = tls_port {
             wait_listening(tls_port, &mut child, "nginx (TLS)");
         }
         Nginx {
             port,
             tls_port,
+            listening_at,
             dir,
             child,
         }
@@ -245,6 +253,15 @@ rtmp {{
 
     pub fn error_log(&self) -> String {
         fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// SIGKILL: a crash. The directory (with what was recorded) is kept.
+    pub fn kill(mut self) -> TempDir {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let dir = TempDir(self.dir.0.clone());
+        std::mem::forget(std::mem::replace(&mut self.dir, TempDir(PathBuf::new())));
+        dir
     }
 
     /// Stops nginx gracefully, which closes its recordings.
