@@ -254,7 +254,15 @@ impl Notifier {
 /// will give its child, so that a child (an `exec:` source) neither talks to systemd on our behalf
 /// nor thinks it has a watchdog. Returns `command` for chaining.
 pub fn remove_from_environment_of(command: &mut Command) -> &mut Command {
-    for name in [NOTIFY_SOCKET, WATCHDOG_USEC, WATCHDOG_PID] {
+    // Socket activation's variables name our file descriptors too, not the child's.
+    for name in [
+        NOTIFY_SOCKET,
+        WATCHDOG_USEC,
+        WATCHDOG_PID,
+        "LISTEN_FDS",
+        "LISTEN_PID",
+        "LISTEN_FDNAMES",
+    ] {
         command.env_remove(name);
     }
     command

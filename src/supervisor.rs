@@ -495,7 +495,7 @@ pub async fn run(
                     notifier.watchdog();
                 }
                 watchdog_frames = progress.frames_sent;
-                progress.bytes_sent = uplink.bytes_sent(&clock);
+                progress.bytes_sent = uplink.bytes_sent();
                 notifier.status(&status_line(&config, &pipeline, &progress, &uplink, &clock));
             },
             _ = std::future::ready(()), if more_work => {},
@@ -505,7 +505,7 @@ pub async fn run(
 
 impl Uplink {
     /// Bytes sent on all connections so far.
-    fn bytes_sent(&self, _clock: &Clock) -> u64 {
+    fn bytes_sent(&self) -> u64 {
         self.bytes_sent_before
             + match &self.link {
                 Link::Up(conn) => conn.bytes_sent(),
@@ -937,7 +937,7 @@ async fn finish(
     clock: &Clock,
 ) -> Result<(Ending, Progress)> {
     notifier.stopping();
-    progress.bytes_sent = uplink.bytes_sent(clock);
+    progress.bytes_sent = uplink.bytes_sent();
     // The unpublish and the child's shutdown run side by side: SIGTERM must end us within 1 s.
     let close = async {
         if let Link::Up(conn) = uplink.link {
@@ -972,7 +972,7 @@ fn status_line(
         Some((w, h, None)) => format!("{w}x{h}"),
         None => "waiting for H.264".to_string(),
     };
-    let kbps = (uplink.bytes_sent(clock) * 8 / 1000)
+    let kbps = (uplink.bytes_sent() * 8 / 1000)
         .checked_div(uptime)
         .unwrap_or(0);
     let state = match uplink.link {

@@ -101,15 +101,6 @@ pub const STDERR_LINE_PERIOD: Duration = Duration::from_millis(500);
 pub const STDERR_BUDGET: usize = 64 * 1024;
 /// Bytes of stdout read and discarded per poll while stopping.
 const DISCARD_BUDGET: usize = 1 << 20;
-/// The variables that belong to v4l2rtmp's own systemd service, not to the child.
-const PRIVATE_VARIABLES: [&str; 6] = [
-    "NOTIFY_SOCKET",
-    "WATCHDOG_PID",
-    "WATCHDOG_USEC",
-    "LISTEN_FDS",
-    "LISTEN_PID",
-    "LISTEN_FDNAMES",
-];
 
 /// A supervised child process whose stdout is the H.264 input.
 pub struct ExecSource {
@@ -264,9 +255,7 @@ impl ExecSource {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
-        for variable in PRIVATE_VARIABLES {
-            command.env_remove(variable);
-        }
+        crate::notify::remove_from_environment_of(&mut command);
         let mut child = command.spawn().map_err(|e| spawn_error(program, e))?;
         let pid = Pid::from_raw(child.id() as i32);
         let name = format!("{}[{}]", short_name(program), child.id());
