@@ -107,11 +107,25 @@ pub struct Proxy {
 impl Proxy {
     /// Starts a proxy in [`Mode::Forward`] to `upstream` (which must be on 127.0.0.1).
     pub fn start(upstream: SocketAddr) -> Proxy {
+        Self::start_with_link_buffer(upstream, None)
+    }
+
+    /// Like [`Proxy::start`], with the receive buffer of every accepted connection fixed at
+    /// `link_buffer` bytes (`SO_RCVBUF`, which also stops the kernel's autotuning): the bytes the
+    /// emulated link holds between the client and the throttle, like a router's queue. Without
+    /// it, loopback autotuning may let the proxy's receive buffer grow to megabytes.
+    pub fn start_with_link_buffer(upstream: SocketAddr, link_buffer: Option<usize>) -> Proxy {
         assert!(
             upstream.ip().is_loopback(),
             "the proxy only forwards to loopback"
         );
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+        if let Some(bytes) = link_buffer {
+            // Accepted sockets inherit the listener's buffer size and its lock.
+            socket2::SockRef::from(&listener)
+                .set_recv_buffer_size(bytes)
+                .expect("SO_RCVBUF on the proxy's listener");
+        }
         listener.set_nonblocking(true).unwrap();
         let port = listener.local_addr().unwrap().port();
         let shared = Arc::new(Shared {
@@ -143,6 +157,30 @@ impl Proxy {
     /// A proxy to 127.0.0.1:`port`.
     pub fn to_port(port: u16) -> Proxy {
         Self::start(SocketAddr::from(([127, 0, 0, 1], port)))
+    }
+
+    /// A proxy to 127.0.0.1:`port` whose link holds at most about `bytes` bytes in flight (see
+    /// [`Proxy::start_with_link_buffer`]).
+    pub fn to_port_with_link_buffer(port: u16, bytes: usize) -> Proxy {
+        Self::start_with_link_buffer(SocketAddr::from(([127, 0, 0, 1], port)), Some(bytes))
+    }
+
+    /// Bytes the proxy has received from clients but not read yet (its receive queues, from
+    /// /proc/net/tcp): what the emulated link holds.
+    pub fn link_queued(&self) -> u64 {
+        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+        let needle = format!(":{:04X}", self.port);
+        table
+            .lines()
+            .skip(1)
+            .filter_map(|line| {
+                let fields: Vec<&str> = line.split_whitespace().collect();
+                // local, remote, state (01: established), tx_queue:rx_queue
+                (fields.len() > 4 && fields[1].ends_with(&needle) && fields[3] == "01")
+                    .then(|| u64::from_str_radix(fields[4].split(':').nth(1)?, 16).ok())
+                    .flatten()
+            })
+            .sum()
     }
 
     /// Keeps the first `limit` client→server bytes of every connection accepted from now on.
