@@ -25,10 +25,33 @@ URL:
     A query string is passed to the server with the stream key (nginx-rtmp on_publish, SRS tokens).
 
 INPUT:
-    -i, --input <PATH|-|exec:CMD>
-                              Annex-B H.264: a file, a FIFO, - for stdin, or exec:CMD ARGS to
-                              run an encoder (e.g. rpicam-vid ... -o -) and read its stdout;
-                              it is restarted when it exits
+    -i, --input <PATH|-|exec:CMD|/dev/videoN>
+                              A V4L2 camera: one that gives H.264 (UVC H.264 webcams) is read
+                              as it is; one that gives raw frames is encoded by a V4L2 H.264
+                              encoder (the Raspberry Pi's /dev/video11, found by itself).
+                              Or Annex-B H.264: a file, a FIFO, - for stdin, or exec:CMD ARGS
+                              to run an encoder (e.g. rpicam-vid ... -o -) and read its
+                              stdout; it is restarted when it exits
+
+CAMERA (a /dev/video input):
+        --size <WxH>          Picture size, e.g. 1280x720 (default: the camera's current size
+                              when it offers it, else its largest)
+        --fps <RATE>          Also sets the camera's frame rate; timestamps come from the
+                              camera's buffers
+        --rotate <DEGREES>    0, 90, 180 or 270, where the camera has a rotate control
+        --hflip, --vflip      Mirror the picture, where the camera has flip controls
+        --encoder <DEVICE>    The V4L2 H.264 encoder for a raw camera (default: the first
+                              memory-to-memory device that encodes H.264 from a format the
+                              camera gives)
+        --pixel-format <FOURCC>
+                              Raw format from the camera to the encoder, e.g. NV12, YU12,
+                              YUYV (default: the first both accept, NV12 first)
+        --bitrate <BITS>      Encoder bitrate in bits/s; k and M suffixes (e.g. 4M)
+        --keyframe-interval <SECONDS>
+                              Time between keyframes, 0.1..=30 (default 2; YouTube asks for
+                              at most 4)
+        --profile <NAME>      H.264 profile: baseline, constrained-baseline, main or high
+        --level <LEVEL>       H.264 level: 1, 1b, 1.1 ... 4, 4.1, 4.2, 5, 5.1, 5.2
 
 OPTIONS:
         --config <FILE>       Read settings from a TOML file of key = value lines whose keys
@@ -42,6 +65,7 @@ OPTIONS:
         --fps <RATE>          Constant frame rate for timestamps: 30, 29.97 or 30000/1001.
                               Default: the SPS timing (VUI) when present; otherwise the arrival
                               time of each frame for pipes and stdin, and 25 fps for files.
+                              For a camera: the rate asked of it (see CAMERA).
         --realtime            Send a file at its frame rate, like ffmpeg -re (pipes and
                               cameras are paced by their writer and need no pacing)
         --start-timestamp <MS>
@@ -134,7 +158,77 @@ pub struct Config {
     pub ca_file: Option<std::path::PathBuf>,
     /// RTMPS: do not verify the server's certificate (dangerous).
     pub insecure: bool,
+    /// What to ask of a V4L2 camera and encoder.
+    pub device: DeviceOptions,
 }
+
+/// Options for a `/dev/video` input: the camera, and the encoder behind a raw camera. Menu values
+/// are the V4L2 ones (`V4L2_MPEG_VIDEO_H264_PROFILE_*`, `V4L2_MPEG_VIDEO_H264_LEVEL_*`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceOptions {
+    pub size: Option<(u32, u32)>,
+    pub rotate: Option<i64>,
+    pub hflip: bool,
+    pub vflip: bool,
+    pub encoder: Option<std::path::PathBuf>,
+    /// A FourCC such as NV12, checked when the device is opened.
+    pub pixel_format: Option<String>,
+    pub bitrate: Option<u32>,
+    pub keyframe_interval_ms: u64,
+    pub profile: Option<i64>,
+    pub level: Option<i64>,
+}
+
+impl Default for DeviceOptions {
+    fn default() -> Self {
+        DeviceOptions {
+            size: None,
+            rotate: None,
+            hflip: false,
+            vflip: false,
+            encoder: None,
+            pixel_format: None,
+            bitrate: None,
+            keyframe_interval_ms: 2000,
+            profile: None,
+            level: None,
+        }
+    }
+}
+
+/// H.264 profile names and their `V4L2_MPEG_VIDEO_H264_PROFILE_*` values.
+pub const H264_PROFILES: &[(&str, i64)] = &[
+    ("baseline", 0),
+    ("constrained-baseline", 1),
+    ("main", 2),
+    ("high", 4),
+];
+
+/// H.264 levels and their `V4L2_MPEG_VIDEO_H264_LEVEL_*` values.
+pub const H264_LEVELS: &[(&str, i64)] = &[
+    ("1", 0),
+    ("1.0", 0),
+    ("1b", 1),
+    ("1.1", 2),
+    ("1.2", 3),
+    ("1.3", 4),
+    ("2", 5),
+    ("2.0", 5),
+    ("2.1", 6),
+    ("2.2", 7),
+    ("3", 8),
+    ("3.0", 8),
+    ("3.1", 9),
+    ("3.2", 10),
+    ("4", 11),
+    ("4.0", 11),
+    ("4.1", 12),
+    ("4.2", 13),
+    ("5", 14),
+    ("5.0", 14),
+    ("5.1", 15),
+    ("5.2", 16),
+];
 
 pub const DEFAULT_CHUNK_SIZE: u32 = 4096;
 pub const MIN_CHUNK_SIZE: u32 = 128;
@@ -167,6 +261,7 @@ impl Config {
             config_file: None,
             ca_file: None,
             insecure: false,
+            device: DeviceOptions::default(),
         }
     }
 }
@@ -274,6 +369,7 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
     let mut config_file = None;
     let mut ca_file = None;
     let mut insecure = false;
+    let mut device = DeviceOptions::default();
     let mut only_positional = false;
     // The URL may come from the file (`url = ...`) and be overridden by the command line.
     let mut positional_url = false;
@@ -366,6 +462,42 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
                 reliability.queue_size =
                     parse_number(&name, &value("a size in bytes")?, 64 * 1024, 1 << 30)? as usize
             }
+            "--size" => device.size = Some(parse_size(&value("a size like 1280x720")?)?),
+            "--rotate" => {
+                let degrees = parse_number(&name, &value("degrees")?, 0, 270)?;
+                if degrees % 90 != 0 {
+                    return Err(Error::config(format!(
+                        "--rotate: {degrees} is not one of 0, 90, 180, 270"
+                    )));
+                }
+                device.rotate = Some(degrees as i64);
+            }
+            "--hflip" => device.hflip = true,
+            "--vflip" => device.vflip = true,
+            "--encoder" => device.encoder = Some(value("a device such as /dev/video11")?.into()),
+            "--pixel-format" => {
+                let text = value("a FourCC such as NV12")?;
+                if text.is_empty() || text.len() > 4 || !text.bytes().all(|b| b.is_ascii_graphic())
+                {
+                    return Err(Error::config(format!(
+                        "--pixel-format: {text:?} is not a FourCC such as NV12, YU12 or YUYV"
+                    )));
+                }
+                device.pixel_format = Some(text);
+            }
+            "--bitrate" => device.bitrate = Some(parse_bitrate(&value("bits per second")?)?),
+            "--keyframe-interval" => {
+                device.keyframe_interval_ms =
+                    parse_seconds_ms(&name, &value("seconds")?, 100, 30_000)?
+            }
+            "--profile" => {
+                let text = value("baseline, main or high")?;
+                device.profile = Some(lookup(&name, &text, H264_PROFILES)?);
+            }
+            "--level" => {
+                let text = value("a level such as 4.1")?;
+                device.level = Some(lookup(&name, &text, H264_LEVELS)?);
+            }
             _ => return Err(Error::config(format!("unknown option {name} (see --help)"))),
         }
     }
@@ -393,7 +525,75 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
         config_file,
         ca_file,
         insecure,
+        device,
     })))
+}
+
+/// `1280x720`.
+fn parse_size(text: &str) -> Result<(u32, u32)> {
+    let bad = || Error::config(format!("--size: {text:?} is not a size like 1280x720"));
+    let (w, h) = text.split_once(['x', 'X']).ok_or_else(bad)?;
+    let width: u32 = w.trim().parse().map_err(|_| bad())?;
+    let height: u32 = h.trim().parse().map_err(|_| bad())?;
+    if !(16..=16384).contains(&width) || !(16..=16384).contains(&height) {
+        return Err(bad());
+    }
+    Ok((width, height))
+}
+
+/// `4000000`, `4000k`, `4M`, `2.5M`.
+fn parse_bitrate(text: &str) -> Result<u32> {
+    let bad = || {
+        Error::config(format!(
+            "--bitrate: {text:?} is not a bitrate like 4000000, 4000k or 4M (8k..=100M)"
+        ))
+    };
+    let (number, scale) = match text.strip_suffix(['k', 'K']) {
+        Some(n) => (n, 1e3),
+        None => match text.strip_suffix('M') {
+            Some(n) => (n, 1e6),
+            None => (text, 1.0),
+        },
+    };
+    let value: f64 = number.trim().parse().map_err(|_| bad())?;
+    let bits = value * scale;
+    if !bits.is_finite() || !(8e3..=100e6).contains(&bits) {
+        return Err(bad());
+    }
+    Ok(bits.round() as u32)
+}
+
+/// Seconds with up to three decimals, as milliseconds within `min_ms..=max_ms`.
+fn parse_seconds_ms(name: &str, text: &str, min_ms: u64, max_ms: u64) -> Result<u64> {
+    let bad = || {
+        Error::config(format!(
+            "{name}: {text:?} is not a number of seconds within {}..={}",
+            min_ms as f64 / 1000.0,
+            max_ms as f64 / 1000.0
+        ))
+    };
+    let seconds: f64 = text.trim().parse().map_err(|_| bad())?;
+    let ms = (seconds * 1000.0).round();
+    if !ms.is_finite() || ms < min_ms as f64 || ms > max_ms as f64 {
+        return Err(bad());
+    }
+    Ok(ms as u64)
+}
+
+fn lookup(name: &str, text: &str, table: &[(&str, i64)]) -> Result<i64> {
+    let wanted = text.trim().to_ascii_lowercase();
+    table
+        .iter()
+        .find(|(key, _)| *key == wanted)
+        .map(|&(_, value)| value)
+        .ok_or_else(|| {
+            let mut names: Vec<&str> = table.iter().map(|(key, _)| *key).collect();
+            names.dedup();
+            Error::config(format!(
+                "{name}: {text:?} is not one of {}",
+                names.join(", ")
+            ))
+        })
 }
 
 /// The reliability options, gathered while parsing.
@@ -573,6 +773,74 @@ mod tests {
     }
 
     #[test]
+    fn camera_and_encoder_options() {
+        let config = publish(&[
+            "-i",
+            "/dev/video0",
+            "rtmp://h/a/k",
+            "--size",
+            "1280x720",
+            "--rotate=180",
+            "--hflip",
+            "--vflip",
+            "--encoder",
+            "/dev/video11",
+            "--pixel-format",
+            "NV12",
+            "--bitrate",
+            "2.5M",
+            "--keyframe-interval",
+            "1.5",
+            "--profile",
+            "High",
+            "--level",
+            "4.1",
+        ]);
+        assert_eq!(
+            config.device,
+            DeviceOptions {
+                size: Some((1280, 720)),
+                rotate: Some(180),
+                hflip: true,
+                vflip: true,
+                encoder: Some("/dev/video11".into()),
+                pixel_format: Some("NV12".into()),
+                bitrate: Some(2_500_000),
+                keyframe_interval_ms: 1500,
+                profile: Some(4),
+                level: Some(12),
+            }
+        );
+        let defaults = publish(&["-i", "/dev/video0", "rtmp://h/a/k"]).device;
+        assert_eq!(defaults, DeviceOptions::default());
+        assert_eq!(defaults.keyframe_interval_ms, 2000);
+        assert_eq!(parse_bitrate("4000k").unwrap(), 4_000_000);
+        assert_eq!(parse_bitrate("800000").unwrap(), 800_000);
+        assert_eq!(parse_size("640X480").unwrap(), (640, 480));
+        for (option, bad) in [
+            ("--size", "1280"),
+            ("--size", "0x0"),
+            ("--size", "1280x720x3"),
+            ("--rotate", "45"),
+            ("--rotate", "360"),
+            ("--bitrate", "fast"),
+            ("--bitrate", "1"),
+            ("--bitrate", "1G"),
+            ("--keyframe-interval", "0"),
+            ("--keyframe-interval", "31"),
+            ("--keyframe-interval", "NaN"),
+            ("--profile", "extended"),
+            ("--level", "4.3"),
+            ("--pixel-format", "NV12X"),
+            ("--pixel-format", ""),
+        ] {
+            let err = parse_args(["-i", "/dev/video0", "rtmp://h/a/k", option, bad]).unwrap_err();
+            assert_eq!(err.fault(), Fault::Config);
+            assert!(err.message().contains(option), "{option} {bad}: {err}");
+        }
+    }
+
+    #[test]
     fn errors_name_the_option() {
         for (args, needle) in [
             (
@@ -615,6 +883,16 @@ mod tests {
             "--timeout",
             "--max-frame-size",
             "--log-level",
+            "--size",
+            "--rotate",
+            "--hflip",
+            "--vflip",
+            "--encoder",
+            "--pixel-format",
+            "--bitrate",
+            "--keyframe-interval",
+            "--profile",
+            "--level",
         ] {
             assert!(HELP.contains(option), "--help documents {option}");
         }

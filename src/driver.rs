@@ -65,7 +65,28 @@ impl Clock {
     pub fn instant(&self, ms: u64) -> Instant {
         self.origin + Duration::from_millis(ms)
     }
+
+    /// A CLOCK_MONOTONIC time (a V4L2 buffer's timestamp) on this clock, in milliseconds; `None`
+    /// when it is implausible (more than [`MONOTONIC_SLACK`] in the future or in the past), as a
+    /// driver that stamps buffers with another clock would give.
+    pub fn ms_from_monotonic(&self, at: Duration) -> Option<u64> {
+        let now = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).ok()?;
+        let now = Duration::new(now.tv_sec() as u64, now.tv_nsec() as u32);
+        let now_ms = self.now_ms();
+        if at > now {
+            let ahead = at - now;
+            return (ahead <= MONOTONIC_SLACK).then_some(now_ms);
+        }
+        let age = now - at;
+        if age > MONOTONIC_SLACK {
+            return None;
+        }
+        Some(now_ms.saturating_sub(age.as_millis() as u64))
+    }
 }
+
+/// How far a buffer timestamp may be from now and still be taken as CLOCK_MONOTONIC.
+pub const MONOTONIC_SLACK: Duration = Duration::from_secs(10);
 
 /// A publishing connection: the socket and its session.
 pub struct Connection {

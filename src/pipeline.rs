@@ -54,10 +54,14 @@ pub struct Pipeline {
     muxer: AvcMuxer,
     frame_rate: FrameRate,
     live: bool,
+    /// Frame times come from the source (a camera's buffer timestamps), whatever the SPS says.
+    source_timestamps: bool,
     start_timestamp_ms: u64,
     /// Chosen at the first frame: a fixed rate (numerator, denominator), or None for arrival time.
     rate: Option<(u32, u32)>,
     frame_index: u64,
+    /// The stream time of the last frame, relative to the first.
+    last_offset_ms: Option<u64>,
     /// When the first frame came, for arrival timestamps and real-time pacing.
     origin_ms: Option<u64>,
     /// Bumped whenever SPS or PPS change, so each connection knows which header it has.
@@ -76,9 +80,11 @@ impl Pipeline {
             muxer: AvcMuxer::new(),
             frame_rate: config.frame_rate,
             live,
+            source_timestamps: false,
             start_timestamp_ms: config.start_timestamp_ms,
             rate: None,
             frame_index: 0,
+            last_offset_ms: None,
             origin_ms: None,
             header_version: 0,
             metadata: Vec::with_capacity(256),
@@ -91,6 +97,12 @@ impl Pipeline {
             last_error: None,
             stats: PipelineStats::default(),
         }
+    }
+
+    /// Timestamps from the `now_ms` given to [`Pipeline::mux`], which is then the source's time of
+    /// capture (a camera's buffer timestamp), not a rate: dropped frames leave gaps.
+    pub fn use_source_timestamps(&mut self) {
+        self.source_timestamps = true;
     }
 
     pub fn stats(&self) -> PipelineStats {
@@ -282,6 +294,7 @@ impl Pipeline {
         if self.origin_ms.is_none() {
             self.origin_ms = Some(now_ms);
             self.rate = match self.frame_rate {
+                _ if self.source_timestamps => None,
                 FrameRate::Fixed {
                     numerator,
                     denominator,
@@ -305,15 +318,23 @@ impl Pipeline {
                     sps.level_idc % 10,
                     match self.rate {
                         Some((n, d)) => format!("{:.3} fps", f64::from(n) / f64::from(d)),
+                        None if self.source_timestamps => "timestamps from the camera".to_string(),
                         None => "timestamps from arrival time".to_string(),
                     }
                 );
             }
         }
         let origin = self.origin_ms.unwrap_or(now_ms);
-        let offset = self
-            .offset_ms(self.frame_index)
-            .unwrap_or_else(|| now_ms.saturating_sub(origin));
+        let offset = match self.offset_ms(self.frame_index) {
+            Some(offset) => offset,
+            // Times of arrival or capture: two frames taken in the same millisecond (a burst
+            // after a stall) still get increasing timestamps.
+            None => match self.last_offset_ms {
+                Some(last) => now_ms.saturating_sub(origin).max(last + 1),
+                None => now_ms.saturating_sub(origin),
+            },
+        };
+        self.last_offset_ms = Some(offset);
         self.frame_index += 1;
         self.start_timestamp_ms.saturating_add(offset)
     }
@@ -401,6 +422,22 @@ mod tests {
             40
         );
         assert_eq!(pipeline.next_due_ms(), Some(1080));
+    }
+
+    #[test]
+    fn camera_timestamps_override_the_sps_rate_and_always_increase() {
+        // The SPS says 25 fps, and --fps 30 was given: a camera's capture times win anyway.
+        let mut pipeline = Pipeline::new(&config(Some("30")), true);
+        pipeline.use_source_timestamps();
+        let idr = au_bytes(&[SPS, PPS, &[0x65, 0x88]]);
+        let p = au_bytes(&[&[0x41, 0x9a]]);
+        let stamps: Vec<u64> = [(&idr, 5000), (&p, 5100), (&p, 5100), (&p, 5099), (&p, 5300)]
+            .into_iter()
+            .map(|(bytes, at)| mux(&mut pipeline, bytes, at).unwrap().timestamp_ms)
+            .collect();
+        // Frames captured in the same millisecond (or out of order) still move forward.
+        assert_eq!(stamps, [0, 100, 101, 102, 300]);
+        assert_eq!(pipeline.next_due_ms(), None);
     }
 
     #[test]

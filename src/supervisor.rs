@@ -168,7 +168,7 @@ pub async fn run(
     let mut config = config;
     let clock = Clock::new();
     let mut signals = Signals::new()?;
-    let mut input = Input::open(&config.input).await?;
+    let mut input = Input::open_config(&config).await?;
     let live = input.is_live();
     info!(
         "reading H.264 from {}{}",
@@ -177,6 +177,13 @@ pub async fn run(
     );
     let mut reader = AnnexBReader::new(config.max_frame_size);
     let mut pipeline = Pipeline::new(&config, live);
+    if input.is_device() {
+        pipeline.use_source_timestamps();
+    }
+    // The NAL units of the frame a V4L2 device gave last.
+    let mut device_nals = Vec::with_capacity(64);
+    // A V4L2 source failed: it is reopened at this time.
+    let mut device_error: Option<Error> = None;
     // Allocated at full size, but the OS maps its pages only when they are written: a file input
     // uses it only to carry a keyframe across an Enhanced RTMP reconnect.
     let mut queue = FrameQueue::new(config.queue_size, QUEUE_FRAMES, config.queue_time_ms);
@@ -265,13 +272,43 @@ pub async fn run(
                     break;
                 }
             }
-            let Some(au) = reader.next_access_unit() else {
-                needs_input = true;
-                break;
+            let (au, frame_ms) = if input.is_device() {
+                match input.next_device_frame(&mut device_nals) {
+                    Ok(Some(frame)) => {
+                        if frame.skipped > 0 {
+                            debug!("the camera dropped {} frame(s)", frame.skipped);
+                        }
+                        let at = frame
+                            .timestamp
+                            .and_then(|t| clock.ms_from_monotonic(t))
+                            .unwrap_or(now);
+                        log::trace!(
+                            "device frame: {} bytes, captured {:?}, stream clock {at} ms, now {now} ms",
+                            frame.au.data.len(),
+                            frame.timestamp
+                        );
+                        (frame.au, at)
+                    }
+                    Ok(None) => {
+                        needs_input = true;
+                        break;
+                    }
+                    Err(e) => {
+                        device_error = Some(e);
+                        needs_input = true;
+                        break;
+                    }
+                }
+            } else {
+                let Some(au) = reader.next_access_unit() else {
+                    needs_input = true;
+                    break;
+                };
+                (au, now)
             };
             budget -= 1;
             last_frame_ms = now;
-            let Some(frame) = pipeline.mux(&au, now) else {
+            let Some(frame) = pipeline.mux(&au, frame_ms) else {
                 progress.frames_skipped = pipeline.stats().skipped;
                 continue;
             };
@@ -384,6 +421,18 @@ pub async fn run(
             reader = AnnexBReader::new(config.max_frame_size);
             last_frame_ms = clock.now_ms();
         }
+        if let Some(e) = device_error.take() {
+            // A camera that failed or went away: close it, open it again after a backoff.
+            if e.fault() != Fault::Input {
+                return Err(e);
+            }
+            input.device_failed();
+            pipeline.source_restarted();
+            let delay = child_backoff.next_delay(Duration::ZERO, uplink.jitter.unit());
+            warn!("{e}; opening it again in {:.1} s", delay.as_secs_f64());
+            notifier.status(&format!("camera lost: {e}"));
+            child_restart_at_ms = Some(clock.now_ms() + delay.as_millis() as u64);
+        }
         if child_exited && needs_input {
             // The child's last frames are out: the next child starts a fresh byte stream.
             child_exited = false;
@@ -391,11 +440,9 @@ pub async fn run(
         }
         let want_input = needs_input && !input_ended && !child_exited;
         let more_work = budget == 0;
-        let source_deadline = (live
-            && config.source_timeout_ms > 0
-            && !input_ended
-            && (input.child_running() || !input.is_child()))
-        .then(|| clock.instant(last_frame_ms.saturating_add(config.source_timeout_ms)));
+        let source_deadline =
+            (live && config.source_timeout_ms > 0 && !input_ended && !input.is_down())
+                .then(|| clock.instant(last_frame_ms.saturating_add(config.source_timeout_ms)));
         tokio::select! {
             biased;
             signal = signals.next() => match signal {
@@ -409,7 +456,10 @@ pub async fn run(
                         Ok(new) => {
                             let changes = apply_reload(&mut config, new, &mut uplink);
                             if changes.input {
-                                input = Input::open(&config.input).await?;
+                                // The old device is closed first: the new input may be the same
+                                // camera with other settings.
+                                input.device_failed();
+                                input = Input::open_config(&config).await?;
                                 reader = AnnexBReader::new(config.max_frame_size);
                                 pipeline.source_restarted();
                                 last_frame_ms = clock.now_ms();
@@ -435,10 +485,17 @@ pub async fn run(
                 }
             },
             read = async {
+                if input.is_device() {
+                    // A camera: its frames are taken by next_device_frame; this only waits.
+                    return input.device_wait().await.map(|()| None);
+                }
                 let buf = reader.read_buf().map_err(|e| Error::input(format!("{}: {e}", input.name())))?;
-                input.read(buf).await
-            }, if want_input => match read? {
-                0 if input.is_child() => {
+                input.read(buf).await.map(Some)
+            }, if want_input && !input.is_down() => match read {
+                Err(e) if input.is_device() => device_error = Some(e),
+                Err(e) => return Err(e),
+                Ok(None) => {}
+                Ok(Some(0)) if input.is_child() => {
                     // The child closed its stdout: send its last frames, restart it after a backoff.
                     reader.finish();
                     child_exited = true;
@@ -449,18 +506,18 @@ pub async fn run(
                     warn!("{} ended ({how}); starting it again in {:.1} s", input.name(), delay.as_secs_f64());
                     child_restart_at_ms = Some(clock.now_ms() + delay.as_millis() as u64);
                 }
-                0 if input.reopens() => {
+                Ok(Some(0)) if input.reopens() => {
                     // The FIFO's writer went away: send what it wrote, then wait for the next one.
                     info!("the writer of {} closed it; waiting for the next writer", input.name());
                     reader.finish();
                     reopen_input = true;
                 }
-                0 => {
+                Ok(Some(0)) => {
                     info!("end of input from {}", input.name());
                     reader.finish();
                     input_ended = true;
                 }
-                n => reader.commit(n),
+                Ok(Some(n)) => reader.commit(n),
             },
             _ = sleep_until_option(pacing_due.map(|ms| clock.instant(ms))), if pacing_due.is_some() => {},
             _ = sleep_until_option(child_restart_at_ms.map(|ms| clock.instant(ms))), if child_restart_at_ms.is_some() && !child_exited => {
@@ -472,7 +529,8 @@ pub async fn run(
                         progress.source_restarts += 1;
                         last_frame_ms = clock.now_ms();
                     }
-                    Err(e) if e.fault() == Fault::Input => {
+                    // A camera that is not back yet (unplugged: its node is gone) is tried again.
+                    Err(e) if e.fault() == Fault::Input || input.is_device() => {
                         let delay = child_backoff.next_delay(Duration::ZERO, uplink.jitter.unit());
                         warn!("{e}; trying again in {:.1} s", delay.as_secs_f64());
                         child_restart_at_ms = Some(clock.now_ms() + delay.as_millis() as u64);
@@ -482,6 +540,13 @@ pub async fn run(
             },
             _ = sleep_until_option(source_deadline), if source_deadline.is_some() => {
                 warn!("no frame from {} for {} s: restarting it", input.name(), config.source_timeout_ms / 1000);
+                if input.is_device() {
+                    // Closed now, opened again at once by the restart timer (and retried there).
+                    input.device_failed();
+                    child_restart_at_ms = Some(clock.now_ms());
+                    pipeline.source_restarted();
+                    continue;
+                }
                 input = input.restart().await?;
                 reader = AnnexBReader::new(config.max_frame_size);
                 pipeline.source_restarted();
@@ -638,7 +703,7 @@ struct ReloadChanges {
 /// sizes are fixed for the life of the process (a restart applies them).
 fn apply_reload(config: &mut Config, new: Config, uplink: &mut Uplink) -> ReloadChanges {
     let changes = ReloadChanges {
-        input: new.input != config.input,
+        input: new.input != config.input || new.device != config.device,
         destination: new.url != config.url
             || new.chunk_size != config.chunk_size
             || new.timeout_ms != config.timeout_ms,

@@ -1,5 +1,11 @@
-//! Where the Annex-B byte stream comes from: a regular file, a FIFO, a pipe, stdin, or the stdout
-//! of a supervised child process (`exec:`, see [`exec`]).
+//! Where the H.264 comes from: a V4L2 camera (see [`camera`]), or an Annex-B byte stream from a
+//! regular file, a FIFO, a pipe, stdin, or the stdout of a supervised child process (`exec:`, see
+//! [`exec`]).
+//!
+//! A camera gives whole access units, one per buffer, which the supervisor takes with
+//! [`Input::next_device_frame`] (zero-copy, straight from the driver's memory) after
+//! [`Input::device_wait`]. A camera that fails or disappears is closed and opened again by the
+//! supervisor after a backoff ([`Input::device_failed`], [`Input::respawn`]).
 //!
 //! A regular file is read directly (reads from the page cache do not block for long, and epoll
 //! refuses regular files). Pipes and FIFOs are switched to non-blocking mode and read when tokio
@@ -11,16 +17,23 @@
 //! Invariants: reads go straight into the caller's buffer (the Annex-B reader's), never through an
 //! intermediate copy; a read of 0 bytes means end of input.
 
+pub mod camera;
 pub mod exec;
+pub mod poller;
 
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::FileTypeExt;
+use std::time::Duration;
 
 use tokio::net::unix::pipe;
 
+use crate::config::{Config, FrameRate};
 use crate::error::{Error, Fault, Result};
+use crate::media::annexb::{split_nals, AccessUnit, NalRef};
+use crate::v4l2::Fraction;
+use camera::{CameraSettings, CameraSource, CaptureKind};
 use exec::{ExecSource, ExitReport};
 
 /// How long a child gets to stop after SIGTERM before SIGKILL.
@@ -37,6 +50,12 @@ pub enum Input {
         /// A named FIFO, which can be opened again; stdin cannot.
         reopen: bool,
     },
+    /// A V4L2 camera; `None` between a failure and the reopen.
+    Device {
+        source: Option<Box<VideoDevice>>,
+        spec: DeviceSpec,
+        name: String,
+    },
     /// The stdout of a child process (`exec:CMD ARGS`), restarted when it exits.
     Exec {
         /// The running child; `None` between its exit and its restart.
@@ -46,8 +65,81 @@ pub enum Input {
     },
 }
 
+/// An open V4L2 source.
+pub enum VideoDevice {
+    /// A camera that gives H.264.
+    Camera(CameraSource),
+}
+
+/// How to open a V4L2 source again.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceSpec {
+    pub camera: CameraSettings,
+}
+
+/// A frame from a V4L2 source, its bytes in the driver's buffer.
+pub struct DeviceFrame<'a> {
+    pub au: AccessUnit<'a>,
+    /// CLOCK_MONOTONIC time of capture, when the driver gives it.
+    pub timestamp: Option<Duration>,
+    /// Frames the driver dropped before this one.
+    pub skipped: u32,
+}
+
+impl DeviceSpec {
+    pub fn from_config(config: &Config) -> DeviceSpec {
+        let options = &config.device;
+        let mut camera = CameraSettings::new(&config.input);
+        camera.size = options.size;
+        camera.fps = match config.frame_rate {
+            FrameRate::Fixed {
+                numerator,
+                denominator,
+            } => Some(Fraction::new(numerator, denominator)),
+            FrameRate::Auto => None,
+        };
+        camera.rotate = options.rotate;
+        camera.hflip = options.hflip;
+        camera.vflip = options.vflip;
+        DeviceSpec { camera }
+    }
+
+    fn open(&self) -> Result<VideoDevice> {
+        match camera::capture_kind(&self.camera.path)? {
+            CaptureKind::H264 => Ok(VideoDevice::Camera(CameraSource::open(&self.camera)?)),
+            CaptureKind::Raw => Err(Error::config(format!(
+                "{} gives no H.264 (`v4l2rtmp devices` lists what it gives)",
+                self.camera.path.display()
+            ))),
+        }
+    }
+}
+
+impl VideoDevice {
+    fn name(&self) -> &str {
+        match self {
+            VideoDevice::Camera(camera) => camera.name(),
+        }
+    }
+}
+
 impl Input {
-    /// Opens `path` (`-` is stdin). Must be called within a tokio runtime.
+    /// Opens the configured input. Must be called within a tokio runtime.
+    pub async fn open_config(config: &Config) -> Result<Input> {
+        if is_device_node(&config.input) {
+            let spec = DeviceSpec::from_config(config);
+            let source = Box::new(spec.open()?);
+            let name = source.name().to_string();
+            return Ok(Input::Device {
+                source: Some(source),
+                spec,
+                name,
+            });
+        }
+        Self::open(&config.input).await
+    }
+
+    /// Opens `path` (`-` is stdin) as a byte stream. Must be called within a tokio runtime.
     pub async fn open(path: &str) -> Result<Input> {
         if let Some(command) = path.strip_prefix("exec:") {
             let argv = ExecSource::parse_command(command)?;
@@ -111,9 +203,10 @@ impl Input {
 
     pub fn name(&self) -> &str {
         match self {
-            Input::File { name, .. } | Input::Stream { name, .. } | Input::Exec { name, .. } => {
-                name
-            }
+            Input::File { name, .. }
+            | Input::Stream { name, .. }
+            | Input::Exec { name, .. }
+            | Input::Device { name, .. } => name,
         }
     }
 
@@ -135,6 +228,15 @@ impl Input {
                 Ok(Input::Exec {
                     child: Some(child),
                     argv,
+                    name,
+                })
+            }
+            Input::Device { spec, .. } => {
+                let source = Box::new(spec.open()?);
+                let name = source.name().to_string();
+                Ok(Input::Device {
+                    source: Some(source),
+                    spec,
                     name,
                 })
             }
@@ -160,6 +262,68 @@ impl Input {
         matches!(self, Input::Exec { child: Some(_), .. })
     }
 
+    /// Whether this input is a V4L2 device.
+    pub fn is_device(&self) -> bool {
+        matches!(self, Input::Device { .. })
+    }
+
+    /// Whether the input is waiting to be started again: a child that exited, a device that
+    /// failed.
+    pub fn is_down(&self) -> bool {
+        matches!(
+            self,
+            Input::Exec { child: None, .. } | Input::Device { source: None, .. }
+        )
+    }
+
+    /// The next frame of a V4L2 source, if one is ready; never blocks. `nals` receives the NAL
+    /// units found in it. The frame returned before goes back to the driver first.
+    pub fn next_device_frame<'a>(
+        &'a mut self,
+        nals: &'a mut Vec<NalRef>,
+    ) -> Result<Option<DeviceFrame<'a>>> {
+        let Input::Device {
+            source: Some(source),
+            ..
+        } = self
+        else {
+            return Ok(None);
+        };
+        let (data, timestamp, skipped) = match source.as_mut() {
+            VideoDevice::Camera(camera) => match camera.next_frame()? {
+                Some(frame) => (frame.data, frame.timestamp, frame.skipped),
+                None => return Ok(None),
+            },
+        };
+        nals.clear();
+        split_nals(data, nals);
+        Ok(Some(DeviceFrame {
+            au: AccessUnit { data, nals },
+            timestamp,
+            skipped,
+        }))
+    }
+
+    /// Waits until the V4L2 source may have a frame; never resolves while it is down.
+    pub async fn device_wait(&mut self) -> Result<()> {
+        match self {
+            Input::Device {
+                source: Some(source),
+                ..
+            } => match source.as_mut() {
+                VideoDevice::Camera(camera) => camera.wait().await,
+            },
+            _ => std::future::pending().await,
+        }
+    }
+
+    /// Closes a V4L2 source that failed; [`Input::respawn`] opens it again.
+    pub fn device_failed(&mut self) {
+        if let Input::Device { source, .. } = self {
+            *source = None;
+        }
+    }
+
     /// After a child's stdout ended: waits (bounded) for it to exit and reports how it ended.
     pub async fn child_exited(&mut self) -> Option<ExitReport> {
         match self {
@@ -170,10 +334,18 @@ impl Input {
 
     /// Starts the child again after it exited.
     pub fn respawn(&mut self) -> Result<()> {
-        if let Input::Exec { child, argv, name } = self {
-            let started = Box::new(ExecSource::spawn(argv)?);
-            *name = started.name().to_string();
-            *child = Some(started);
+        match self {
+            Input::Exec { child, argv, name } => {
+                let started = Box::new(ExecSource::spawn(argv)?);
+                *name = started.name().to_string();
+                *child = Some(started);
+            }
+            Input::Device { source, spec, name } => {
+                let opened = Box::new(spec.open()?);
+                *name = opened.name().to_string();
+                *source = Some(opened);
+            }
+            _ => {}
         }
         Ok(())
     }
@@ -191,7 +363,10 @@ impl Input {
 
     /// Whether this is live input (pipe, FIFO, stdin from a program) rather than a file.
     pub fn is_live(&self) -> bool {
-        matches!(self, Input::Stream { .. } | Input::Exec { .. })
+        matches!(
+            self,
+            Input::Stream { .. } | Input::Exec { .. } | Input::Device { .. }
+        )
     }
 
     /// Reads into `buf`; 0 means end of input. Waits for a live input to become readable.
@@ -228,8 +403,16 @@ impl Input {
             Input::Exec {
                 child: Some(child), ..
             } => child.read(buf).await,
-            // Between a child's exit and its restart there is nothing to read.
-            Input::Exec { child: None, .. } => std::future::pending().await,
+            // Between a child's exit and its restart there is nothing to read; a device is read
+            // with next_device_frame.
+            Input::Exec { child: None, .. } | Input::Device { .. } => std::future::pending().await,
         }
     }
+}
+
+/// Whether `path` is a character device (a V4L2 node such as /dev/video0).
+fn is_device_node(path: &str) -> bool {
+    path != "-"
+        && !path.starts_with("exec:")
+        && std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device())
 }
