@@ -187,9 +187,10 @@ pub async fn run(
     // Allocated at full size, but the OS maps its pages only when they are written: a file input
     // uses it only to carry a keyframe across an Enhanced RTMP reconnect.
     let mut queue = FrameQueue::new(config.queue_size, QUEUE_FRAMES, config.queue_time_ms);
-    // A live input that cannot be asked for a keyframe (pipe, FIFO, exec:) keeps copies of the
-    // current GOP, so that after a reconnect the server gets a picture at once, not a GOP later.
-    queue.set_retention(live);
+    // A live input that cannot be asked for a keyframe (pipe, FIFO, exec:, an H.264 camera)
+    // keeps copies of the current GOP, so that after a reconnect the server gets a picture at
+    // once, not a GOP later. A V4L2 encoder is asked for a keyframe instead, with no copies.
+    queue.set_retention(live && !input.can_force_keyframe());
     let mut uplink = Uplink {
         link: Link::Down { retry_at_ms: 0 },
         pending: Pending::Nothing,
@@ -479,9 +480,18 @@ pub async fn run(
                 }
             },
             event = next_link_event(&mut uplink.link, &clock, config.stall_timeout_ms) => {
+                let connections = progress.connections;
                 let result = handle_link_event(event, &mut uplink, &mut pipeline, &mut queue, &mut progress, &clock, &config);
                 if let Err(e) = result {
                     uplink.fail(e, &clock, &config, &mut queue, &mut progress)?;
+                } else if progress.connections > connections {
+                    // A new connection starts at a keyframe: ask the encoder for one now
+                    // rather than wait up to a whole keyframe interval.
+                    match input.force_keyframe() {
+                        Ok(true) => debug!("asked {} for a keyframe", input.name()),
+                        Ok(false) => {}
+                        Err(e) => warn!("cannot ask {} for a keyframe: {e}", input.name()),
+                    }
                 }
             },
             read = async {

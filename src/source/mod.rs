@@ -18,6 +18,7 @@
 //! intermediate copy; a read of 0 bytes means end of input.
 
 pub mod camera;
+pub mod encoder;
 pub mod exec;
 pub mod poller;
 
@@ -32,8 +33,9 @@ use tokio::net::unix::pipe;
 use crate::config::{Config, FrameRate};
 use crate::error::{Error, Fault, Result};
 use crate::media::annexb::{split_nals, AccessUnit, NalRef};
-use crate::v4l2::Fraction;
+use crate::v4l2::{BufType, Device, FourCC, Fraction};
 use camera::{CameraSettings, CameraSource, CaptureKind};
+use encoder::{EncoderSettings, EncoderSource};
 use exec::{ExecSource, ExitReport};
 
 /// How long a child gets to stop after SIGTERM before SIGKILL.
@@ -52,8 +54,8 @@ pub enum Input {
     },
     /// A V4L2 camera; `None` between a failure and the reopen.
     Device {
-        source: Option<Box<VideoDevice>>,
-        spec: DeviceSpec,
+        source: Option<VideoDevice>,
+        spec: Box<DeviceSpec>,
         name: String,
     },
     /// The stdout of a child process (`exec:CMD ARGS`), restarted when it exits.
@@ -68,13 +70,20 @@ pub enum Input {
 /// An open V4L2 source.
 pub enum VideoDevice {
     /// A camera that gives H.264.
-    Camera(CameraSource),
+    Camera(Box<CameraSource>),
+    /// A raw camera feeding a V4L2 H.264 encoder.
+    Encoder(Box<EncoderSource>),
 }
 
 /// How to open a V4L2 source again.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceSpec {
     pub camera: CameraSettings,
+    /// For a raw camera (or when an encoder or a pixel format is given).
+    pub encoder: EncoderSettings,
+    /// The encoder was asked for: use it even if the camera gives H.264 itself.
+    pub force_encoder: bool,
+    pub keyframe_interval_ms: u64,
 }
 
 /// A frame from a V4L2 source, its bytes in the driver's buffer.
@@ -101,24 +110,75 @@ impl DeviceSpec {
         camera.rotate = options.rotate;
         camera.hflip = options.hflip;
         camera.vflip = options.vflip;
-        DeviceSpec { camera }
+        let encoder = EncoderSettings {
+            camera: camera.path.clone(),
+            encoder: options.encoder.clone(),
+            codec: FourCC::H264,
+            size: options.size,
+            fps: camera.fps,
+            pixel_format: options.pixel_format.as_deref().and_then(FourCC::parse),
+            bitrate: options.bitrate,
+            keyframe_interval_frames: None,
+            profile: options.profile,
+            level: options.level,
+            rotate: options.rotate,
+            hflip: options.hflip,
+            vflip: options.vflip,
+            ..EncoderSettings::default()
+        };
+        DeviceSpec {
+            camera,
+            encoder,
+            force_encoder: options.encoder.is_some() || options.pixel_format.is_some(),
+            keyframe_interval_ms: options.keyframe_interval_ms,
+        }
     }
 
     fn open(&self) -> Result<VideoDevice> {
-        match camera::capture_kind(&self.camera.path)? {
-            CaptureKind::H264 => Ok(VideoDevice::Camera(CameraSource::open(&self.camera)?)),
-            CaptureKind::Raw => Err(Error::config(format!(
-                "{} gives no H.264 (`v4l2rtmp devices` lists what it gives)",
-                self.camera.path.display()
-            ))),
+        let kind = camera::capture_kind(&self.camera.path)?;
+        if kind == CaptureKind::H264 && !self.force_encoder {
+            return Ok(VideoDevice::Camera(Box::new(CameraSource::open(
+                &self.camera,
+            )?)));
         }
+        let mut settings = self.encoder.clone();
+        let fps = settings
+            .fps
+            .or_else(|| current_frame_rate(&settings.camera));
+        let frames = keyframe_interval_frames(self.keyframe_interval_ms, fps);
+        if fps.is_none() {
+            log::warn!(
+                "{}: the camera does not say its frame rate; a keyframe every {frames} frames \
+                 assumes 30 fps (give --fps)",
+                self.camera.path.display()
+            );
+        }
+        settings.keyframe_interval_frames = Some(frames);
+        let source = EncoderSource::open(&settings)?;
+        log::info!("{}", source.describe());
+        Ok(VideoDevice::Encoder(Box::new(source)))
     }
+}
+
+/// The camera's frame rate, if it says.
+fn current_frame_rate(path: &std::path::Path) -> Option<Fraction> {
+    let device = Device::open(path).ok()?;
+    let capture: BufType = device.capabilities().capture_type()?;
+    device.frame_rate(capture).ok().flatten()
+}
+
+/// Frames between keyframes for an interval in milliseconds (30 fps when the rate is unknown).
+pub fn keyframe_interval_frames(interval_ms: u64, fps: Option<Fraction>) -> u32 {
+    let (num, den) = fps.map_or((30, 1), |f| (u64::from(f.num), u64::from(f.den.max(1))));
+    let frames = (interval_ms * num + 500 * den) / (1000 * den);
+    frames.clamp(1, u64::from(u32::MAX)) as u32
 }
 
 impl VideoDevice {
     fn name(&self) -> &str {
         match self {
             VideoDevice::Camera(camera) => camera.name(),
+            VideoDevice::Encoder(encoder) => encoder.name(),
         }
     }
 }
@@ -127,8 +187,8 @@ impl Input {
     /// Opens the configured input. Must be called within a tokio runtime.
     pub async fn open_config(config: &Config) -> Result<Input> {
         if is_device_node(&config.input) {
-            let spec = DeviceSpec::from_config(config);
-            let source = Box::new(spec.open()?);
+            let spec = Box::new(DeviceSpec::from_config(config));
+            let source = spec.open()?;
             let name = source.name().to_string();
             return Ok(Input::Device {
                 source: Some(source),
@@ -232,7 +292,7 @@ impl Input {
                 })
             }
             Input::Device { spec, .. } => {
-                let source = Box::new(spec.open()?);
+                let source = spec.open()?;
                 let name = source.name().to_string();
                 Ok(Input::Device {
                     source: Some(source),
@@ -289,9 +349,14 @@ impl Input {
         else {
             return Ok(None);
         };
-        let (data, timestamp, skipped) = match source.as_mut() {
+        let (data, timestamp, skipped) = match source {
             VideoDevice::Camera(camera) => match camera.next_frame()? {
                 Some(frame) => (frame.data, frame.timestamp, frame.skipped),
+                None => return Ok(None),
+            },
+            // The encoder's CAPTURE buffers carry the OUTPUT buffer's timestamp: the camera's.
+            VideoDevice::Encoder(encoder) => match encoder.next_frame()? {
+                Some(frame) => (frame.data, Some(frame.timestamp), 0),
                 None => return Ok(None),
             },
         };
@@ -310,10 +375,32 @@ impl Input {
             Input::Device {
                 source: Some(source),
                 ..
-            } => match source.as_mut() {
+            } => match source {
                 VideoDevice::Camera(camera) => camera.wait().await,
+                VideoDevice::Encoder(encoder) => encoder.wait().await,
             },
             _ => std::future::pending().await,
+        }
+    }
+
+    /// Whether the source can be asked for a keyframe (a V4L2 encoder with FORCE_KEY_FRAME).
+    pub fn can_force_keyframe(&self) -> bool {
+        matches!(self, Input::Device { source: Some(source), .. }
+            if matches!(source, VideoDevice::Encoder(e) if e.can_force_keyframe()))
+    }
+
+    /// Asks the source for a keyframe now (a new connection wants a picture at once); false
+    /// when it cannot.
+    pub fn force_keyframe(&mut self) -> Result<bool> {
+        match self {
+            Input::Device {
+                source: Some(source),
+                ..
+            } => match source {
+                VideoDevice::Encoder(encoder) => encoder.force_keyframe(),
+                VideoDevice::Camera(_) => Ok(false),
+            },
+            _ => Ok(false),
         }
     }
 
@@ -341,7 +428,7 @@ impl Input {
                 *child = Some(started);
             }
             Input::Device { source, spec, name } => {
-                let opened = Box::new(spec.open()?);
+                let opened = spec.open()?;
                 *name = opened.name().to_string();
                 *source = Some(opened);
             }

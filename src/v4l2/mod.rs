@@ -12,8 +12,9 @@
 //! the offsets that matter and every ioctl request code against values gcc printed from the real
 //! header for x86_64, aarch64 and armv7.
 //!
-//! Unsafe code lives only here, in [`sys`] (the ioctl calls and union reads) and [`buffers`]
-//! (`mmap`, the slices over mapped memory); every `unsafe` block says why it is sound. The rest
+//! Unsafe code lives only here, in [`sys`] (the ioctl calls and union reads), [`buffers`]
+//! (`mmap`, the slices over mapped memory) and [`watch`] (registering a device's fd with tokio);
+//! every `unsafe` block says why it is sound. The rest
 //! of the crate keeps `#![deny(unsafe_code)]`.
 //!
 //! # Modules
@@ -24,6 +25,7 @@
 //! - [`buffers`]: [`BufferQueue`]: REQBUFS, QUERYBUF + mmap, QBUF/DQBUF, STREAMON/OFF, EXPBUF,
 //!   single- and multi-planar, MMAP or DMABUF memory (a type parameter).
 //! - [`list`]: the `v4l2rtmp devices` report.
+//! - [`watch`]: [`WatchedDevice`], a device whose readiness tokio watches.
 //!
 //! Errors name the device (`/dev/video0 (vivid)`), what was asked and, where it helps, what the
 //! device offers. A device that disappears (ENODEV, EIO, ENXIO: unplugged, or its driver failed)
@@ -34,6 +36,7 @@ pub mod buffers;
 pub mod device;
 pub mod list;
 pub mod sys;
+pub mod watch;
 
 use std::fmt;
 use std::time::Duration;
@@ -44,6 +47,7 @@ use crate::error::{Error, Fault};
 
 pub use buffers::{BufferQueue, Dequeued, DmaBuf, DmaBufPlane, Memory, Mmap, PlanePayload};
 pub use device::{Capabilities, Device, Offer, Readiness};
+pub use watch::WatchedDevice;
 
 /// A V4L2 buffer type (the queues v4l2rtmp uses).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
