@@ -571,7 +571,10 @@ pub async fn run(
                 }
                 watchdog_frames = progress.frames_sent;
                 progress.bytes_sent = uplink.bytes_sent();
-                notifier.status(&status_line(&config, &pipeline, &progress, &uplink, &clock));
+                if notifier.is_enabled() {
+                    // Formatting allocates: only for systemd, every few seconds.
+                    notifier.status(&status_line(&config, &pipeline, &progress, &uplink, &clock));
+                }
             },
             _ = std::future::ready(()), if more_work => {},
         }
