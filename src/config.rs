@@ -288,7 +288,8 @@ pub fn load(args: &[String]) -> Result<Command> {
             });
             let token = match (&setting.value, setting.key.as_str()) {
                 (crate::config_file::Value::Boolean(true), _) => format!("--{}", setting.key),
-                (crate::config_file::Value::Boolean(false), "realtime") => continue,
+                // A flag set to false is the default: leave it out.
+                (crate::config_file::Value::Boolean(false), _) => continue,
                 (value, _) => format!("--{}={}", setting.key, value.to_arg()),
             };
             tokens.push((token, origin));
@@ -389,6 +390,12 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
             }
             _ => (arg.clone(), None),
         };
+        const FLAGS: &[&str] = &["--insecure", "--realtime", "--re", "--hflip", "--vflip"];
+        if FLAGS.contains(&name.as_str()) && inline_value.is_some() {
+            return Err(Error::config(format!(
+                "{name} takes no value (leave it out to turn it off)"
+            )));
+        }
         let mut value = |what: &str| -> Result<String> {
             match inline_value.clone().or_else(|| args.next()) {
                 Some(v) => Ok(v),
@@ -837,6 +844,35 @@ mod tests {
             let err = parse_args(["-i", "/dev/video0", "rtmp://h/a/k", option, bad]).unwrap_err();
             assert_eq!(err.fault(), Fault::Config);
             assert!(err.message().contains(option), "{option} {bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn flags_set_to_false_in_the_file_stay_off_and_take_no_value_on_the_command_line() {
+        let dir = std::env::temp_dir().join(format!("v4l2rtmp-flags-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cam.toml");
+        std::fs::write(
+            &file,
+            "input = \"/dev/video0\"\nurl = \"rtmps://h/a/k\"\ninsecure = false\nhflip = false\n\
+             vflip = true\nrealtime = false\n",
+        )
+        .unwrap();
+        let args = vec!["--config".to_string(), file.display().to_string()];
+        let Command::Publish(config) = load(&args).unwrap() else {
+            panic!("not a publish command")
+        };
+        assert!(
+            !config.insecure,
+            "insecure = false must not turn verification off"
+        );
+        assert!(!config.device.hflip);
+        assert!(config.device.vflip);
+        assert!(!config.realtime);
+        std::fs::remove_dir_all(&dir).unwrap();
+        for flag in ["--insecure=false", "--hflip=0", "--realtime=yes"] {
+            let err = parse_args(["-i", "-", "rtmp://h/a/k", flag]).unwrap_err();
+            assert!(err.message().contains("takes no value"), "{flag}: {err}");
         }
     }
 
