@@ -101,8 +101,8 @@ impl Pipeline {
 
     /// Timestamps from the `now_ms` given to [`Pipeline::mux`], which is then the source's time of
     /// capture (a camera's buffer timestamp), not a rate: dropped frames leave gaps.
-    pub fn use_source_timestamps(&mut self) {
-        self.source_timestamps = true;
+    pub fn use_source_timestamps(&mut self, yes: bool) {
+        self.source_timestamps = yes;
     }
 
     pub fn stats(&self) -> PipelineStats {
@@ -428,7 +428,7 @@ mod tests {
     fn camera_timestamps_override_the_sps_rate_and_always_increase() {
         // The SPS says 25 fps, and --fps 30 was given: a camera's capture times win anyway.
         let mut pipeline = Pipeline::new(&config(Some("30")), true);
-        pipeline.use_source_timestamps();
+        pipeline.use_source_timestamps(true);
         let idr = au_bytes(&[SPS, PPS, &[0x65, 0x88]]);
         let p = au_bytes(&[&[0x41, 0x9a]]);
         let stamps: Vec<u64> = [(&idr, 5000), (&p, 5100), (&p, 5100), (&p, 5099), (&p, 5300)]

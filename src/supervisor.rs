@@ -177,13 +177,16 @@ pub async fn run(
     );
     let mut reader = AnnexBReader::new(config.max_frame_size);
     let mut pipeline = Pipeline::new(&config, live);
-    if input.is_device() {
-        pipeline.use_source_timestamps();
-    }
+    pipeline.use_source_timestamps(input.is_device());
     // The NAL units of the frame a V4L2 device gave last.
     let mut device_nals = Vec::with_capacity(64);
-    // A V4L2 source failed: it is reopened at this time.
+    // A V4L2 source failed: it is closed and opened again after a backoff.
     let mut device_error: Option<Error> = None;
+    // When the V4L2 source was opened last (its healthy time resets the backoff).
+    let mut device_opened_ms = 0;
+    // Whether this opening of the V4L2 source stamps buffers with CLOCK_MONOTONIC: decided at
+    // its first frame, so capture and arrival times never mix.
+    let mut device_clock: Option<bool> = None;
     // Allocated at full size, but the OS maps its pages only when they are written: a file input
     // uses it only to carry a keyframe across an Enhanced RTMP reconnect.
     let mut queue = FrameQueue::new(config.queue_size, QUEUE_FRAMES, config.queue_time_ms);
@@ -191,6 +194,7 @@ pub async fn run(
     // keeps copies of the current GOP, so that after a reconnect the server gets a picture at
     // once, not a GOP later. A V4L2 encoder is asked for a keyframe instead, with no copies.
     queue.set_retention(live && !input.can_force_keyframe());
+    // A camera that is not there yet is opened as soon as the loop runs, then retried.
     let mut uplink = Uplink {
         link: Link::Down { retry_at_ms: 0 },
         pending: Pending::Nothing,
@@ -212,7 +216,7 @@ pub async fn run(
     let mut reopen_input = false;
     // A child exited: once its last frames are out, a fresh reader; then a restart at this time.
     let mut child_exited = false;
-    let mut child_restart_at_ms: Option<u64> = None;
+    let mut child_restart_at_ms: Option<u64> = input.is_down().then_some(0);
     let mut child_backoff = Backoff::new(
         FIRST_RETRY,
         Duration::from_millis(config.backoff_max_ms),
@@ -279,10 +283,18 @@ pub async fn run(
                         if frame.skipped > 0 {
                             debug!("the camera dropped {} frame(s)", frame.skipped);
                         }
-                        let at = frame
-                            .timestamp
-                            .and_then(|t| clock.ms_from_monotonic(t))
-                            .unwrap_or(now);
+                        let captured = frame.timestamp.and_then(|t| clock.ms_from_monotonic(t));
+                        let use_capture_time = *device_clock.get_or_insert_with(|| {
+                            if captured.is_none() {
+                                info!("the camera's buffers carry no capture time: timestamps from arrival");
+                            }
+                            captured.is_some()
+                        });
+                        let at = if use_capture_time {
+                            captured.unwrap_or(now)
+                        } else {
+                            now
+                        };
                         log::trace!(
                             "device frame: {} bytes, captured {:?}, stream clock {at} ms, now {now} ms",
                             frame.au.data.len(),
@@ -429,7 +441,8 @@ pub async fn run(
             }
             input.device_failed();
             pipeline.source_restarted();
-            let delay = child_backoff.next_delay(Duration::ZERO, uplink.jitter.unit());
+            let healthy = Duration::from_millis(clock.now_ms().saturating_sub(device_opened_ms));
+            let delay = child_backoff.next_delay(healthy, uplink.jitter.unit());
             warn!("{e}; opening it again in {:.1} s", delay.as_secs_f64());
             notifier.status(&format!("camera lost: {e}"));
             child_restart_at_ms = Some(clock.now_ms() + delay.as_millis() as u64);
@@ -463,6 +476,12 @@ pub async fn run(
                                 input = Input::open_config(&config).await?;
                                 reader = AnnexBReader::new(config.max_frame_size);
                                 pipeline.source_restarted();
+                                pipeline.use_source_timestamps(input.is_device());
+                                queue.set_retention(live && !input.can_force_keyframe());
+                                device_error = None;
+                                device_clock = None;
+                                device_opened_ms = clock.now_ms();
+                                child_restart_at_ms = input.is_down().then(|| clock.now_ms());
                                 last_frame_ms = clock.now_ms();
                             }
                             if changes.destination {
@@ -536,13 +555,21 @@ pub async fn run(
                     Ok(()) => {
                         info!("started {}", input.name());
                         pipeline.source_restarted();
+                        queue.set_retention(live && !input.can_force_keyframe());
+                        device_clock = None;
+                        device_opened_ms = clock.now_ms();
                         progress.source_restarts += 1;
                         last_frame_ms = clock.now_ms();
                     }
-                    // A camera that is not back yet (unplugged: its node is gone) is tried again.
-                    Err(e) if e.fault() == Fault::Input || input.is_device() => {
+                    // A camera that is not back yet (unplugged: its node is gone; busy) is tried
+                    // again; one that cannot do what is asked is the configuration's error.
+                    Err(e) if e.fault() == Fault::Input || input.device_missing() => {
                         let delay = child_backoff.next_delay(Duration::ZERO, uplink.jitter.unit());
-                        warn!("{e}; trying again in {:.1} s", delay.as_secs_f64());
+                        if input.device_missing() {
+                            warn!("{} is not there (unplugged?); looking again in {:.1} s", input.name(), delay.as_secs_f64());
+                        } else {
+                            warn!("{e}; trying again in {:.1} s", delay.as_secs_f64());
+                        }
                         child_restart_at_ms = Some(clock.now_ms() + delay.as_millis() as u64);
                     }
                     Err(e) => return Err(e),
@@ -566,7 +593,9 @@ pub async fn run(
             _ = watchdog_tick.tick() => {
                 let flowing = progress.frames_sent > watchdog_frames;
                 let reconnecting = !matches!(uplink.link, Link::Up(_));
-                if flowing || reconnecting || !pipeline.started() {
+                // Waiting for a camera (or a child) to come back is the loop doing its job.
+                let source_coming_back = input.is_down() || child_restart_at_ms.is_some();
+                if flowing || reconnecting || !pipeline.started() || source_coming_back {
                     notifier.watchdog();
                 }
                 watchdog_frames = progress.frames_sent;

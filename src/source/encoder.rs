@@ -40,10 +40,11 @@
 //!
 //! # Waiting without busy loops (EPOLLERR)
 //!
-//! Both fds are registered with tokio's `AsyncFd` (edge-triggered epoll) for readable,
-//! writable and priority (events) readiness; [`EncoderSource::wait`] waits for either and clears
-//! the readiness it saw *before* the caller drains the queues, so a buffer completing meanwhile
-//! raises a fresh edge. videobuf2 and v4l2-mem2mem report EPOLLERR while a queue is not
+//! The encoder's fd is registered with tokio's `AsyncFd` (edge-triggered epoll) for readable,
+//! writable and priority (events) readiness; the camera's is watched by a poll(2) thread
+//! ([`super::poller`]), because v4l2loopback misses epoll wakeups. [`EncoderSource::wait`]
+//! waits for either and clears the readiness it saw *before* the caller drains the queues, so a
+//! buffer completing meanwhile raises a fresh edge. videobuf2 and v4l2-mem2mem report EPOLLERR while a queue is not
 //! streaming or has nothing queued (an encoder whose OUTPUT queue is empty and whose CAPTURE
 //! buffers are all held; a camera before its first QBUF), and after a drain the CAPTURE queue
 //! reports EPOLLIN until the encoder is started again: conditions that hold without anything
@@ -59,7 +60,10 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use nix::poll::PollFlags;
 use tokio::io::Interest;
+
+use super::poller::DevicePoller;
 
 use crate::error::{Error, Fault, Result};
 use crate::v4l2::device::{summarize_offers, Offer};
@@ -333,6 +337,15 @@ pub fn layouts_match(
                 cam.bytes_per_line, enc.bytes_per_line
             ));
         }
+        // In a single-plane 4:2:0 buffer the chroma starts after `rows` luma rows: the rows
+        // must agree too, or the encoder reads the chroma from the wrong place.
+        let cam_rows = PlaneLayout::of(camera.fourcc, camera.height, cam).rows;
+        let enc_rows = PlaneLayout::of(encoder.fourcc, encoder.height, enc).rows;
+        if cam_rows != enc_rows {
+            return Err(format!(
+                "plane {p}: the camera lays out {cam_rows} rows, the encoder {enc_rows}"
+            ));
+        }
         if length < enc.size_image {
             return Err(format!(
                 "plane {p}: the camera's buffers hold {length} bytes, the encoder needs {}",
@@ -519,7 +532,10 @@ enum State {
 
 /// A raw camera feeding a stateful M2M encoder. See the module documentation.
 pub struct EncoderSource {
-    camera: WatchedDevice,
+    /// The raw camera, watched by a poll(2) thread (see [`super::poller`]: epoll misses
+    /// v4l2loopback's wakeups).
+    camera: Device,
+    camera_poller: DevicePoller,
     encoder: WatchedDevice,
     name: String,
     codec: FourCC,
@@ -533,6 +549,10 @@ pub struct EncoderSource {
     force_key_frame: bool,
     /// Something moved since the last `wait`.
     progress: bool,
+    /// The last [`EncoderSource::wait`] ran to its end (was not cancelled).
+    woke: bool,
+    /// Coded frames returned so far.
+    delivered: u64,
     /// Consecutive wakeups after which nothing moved.
     idle_wakeups: u32,
     /// Since when a device has reported POLLERR with buffers queued, over idle wakeups.
@@ -728,9 +748,15 @@ impl EncoderSource {
                 Target::Encoder => &encoder,
             };
             device.set_control(control.id, control.value)?;
-            let info = device.query_control(control.id)?;
-            let value = device.get_control(control.id)?;
-            read_back.push((control_key(&info.name), value));
+            // Reading back is for the log and the tests: a write-only control, or one the
+            // driver will not read, is no reason to stop.
+            match device
+                .query_control(control.id)
+                .and_then(|info| Ok((info.name.clone(), device.get_control(control.id)?)))
+            {
+                Ok((name, value)) => read_back.push((control_key(&name), value)),
+                Err(e) => log::debug!("{e} (reading a control back)"),
+            }
         }
         let force_key_frame = encoder
             .query_control(sys::V4L2_CID_MPEG_VIDEO_FORCE_KEY_FRAME)
@@ -814,7 +840,8 @@ impl EncoderSource {
         log::info!("{description}");
 
         Ok(EncoderSource {
-            camera: async_fd(camera, Interest::READABLE | Interest::PRIORITY)?,
+            camera_poller: DevicePoller::new(&camera, PollFlags::POLLIN | PollFlags::POLLPRI)?,
+            camera,
             encoder: async_fd(
                 encoder,
                 Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY,
@@ -830,6 +857,8 @@ impl EncoderSource {
             read_back,
             force_key_frame,
             progress: true,
+            woke: false,
+            delivered: 0,
             idle_wakeups: 0,
             pollerr_since: None,
             dropped: 0,
@@ -972,6 +1001,11 @@ impl EncoderSource {
         matches!(self.raw, RawQueue::DmaBuf { .. })
     }
 
+    /// Coded frames returned by [`EncoderSource::next_frame`] so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered
+    }
+
     /// Camera frames dropped so far (no free encoder buffer on the copy path, or while drained).
     pub fn dropped(&self) -> u64 {
         self.dropped
@@ -997,7 +1031,9 @@ impl EncoderSource {
         // The camera's new frames.
         while let Some(frame) = self.frames.dequeue()? {
             self.progress = true;
-            if frame.is_error() || self.state != State::Running {
+            // An errored or empty frame (a USB hiccup) is not fed to the encoder: some drivers
+            // take an empty OUTPUT buffer as the old end-of-stream signal.
+            if frame.is_error() || frame.bytes_used() == 0 || self.state != State::Running {
                 self.dropped += u64::from(!frame.is_error());
                 self.frames.queue(frame.index, &[], None)?;
                 continue;
@@ -1109,6 +1145,7 @@ impl EncoderSource {
         let Some(d) = self.next_coded()? else {
             return Ok(None);
         };
+        self.delivered += 1;
         if !matches!(self.state, State::Stopped) {
             self.held = Some(d.index);
         }
@@ -1141,7 +1178,7 @@ impl EncoderSource {
             let device = if encoder {
                 self.encoder.device()
             } else {
-                self.camera.device()
+                &self.camera
             };
             let readiness = device.poll(Some(Duration::ZERO))?;
             if readiness.error && self.fully_queued(encoder) {
@@ -1169,7 +1206,9 @@ impl EncoderSource {
         if self.progress {
             self.idle_wakeups = 0;
             self.pollerr_since = None;
-        } else {
+        } else if self.woke {
+            // The last wait returned on readiness and next_frame moved nothing. (A wait that was
+            // cancelled by the caller's select! is not an idle wakeup.)
             self.idle_wakeups = self.idle_wakeups.saturating_add(1);
             self.check_pollerr()?;
             let pause = IDLE_PAUSE
@@ -1178,14 +1217,14 @@ impl EncoderSource {
             tokio::time::sleep(pause).await;
         }
         self.progress = false;
+        self.woke = false;
         let all = Interest::READABLE | Interest::WRITABLE | Interest::PRIORITY;
         let io_error = |name: &str, e: std::io::Error| {
             Error::io(Fault::Input, format!("{name}: waiting for a buffer"), e)
         };
         tokio::select! {
-            ready = self.camera.ready(Interest::READABLE | Interest::PRIORITY) => {
-                let mut guard = ready.map_err(|e| io_error(self.camera.device().name(), e))?;
-                guard.clear_ready();
+            ready = self.camera_poller.wait() => {
+                ready?;
             }
             ready = self.encoder.ready(all) => {
                 let mut guard = ready.map_err(|e| io_error(self.encoder.device().name(), e))?;
@@ -1193,6 +1232,7 @@ impl EncoderSource {
             }
             () = tokio::time::sleep(WAIT_CAP) => {}
         }
+        self.woke = true;
         Ok(())
     }
 
@@ -1589,15 +1629,31 @@ mod tests {
         let vivid = format(&[(640, 460_800)]);
         let vicodec = format(&[(640, 460_800)]);
         assert_eq!(layouts_match(&vivid, &[460_800], &vicodec), Ok(()));
-        // bcm2835-codec aligns the height to 16: 1920x1088 lines for 1080p.
-        let camera = format(&[(1920, 1920 * 1080 * 3 / 2)]);
-        let pi = format(&[(1920, 1920 * 1088 * 3 / 2)]);
+        // bcm2835-codec aligns the height to 16: 1920x1088 lines for 1080p. A 1080-row camera
+        // frame has its chroma 8 rows earlier, whatever the size of its buffers.
+        let size = |w, h| Format {
+            planes: vec![PlaneFormat {
+                bytes_per_line: w,
+                size_image: w * h * 3 / 2,
+            }],
+            ..Format::new(FourCC::NV12, 1920, 1080)
+        };
+        let (camera, pi) = (size(1920, 1080), size(1920, 1088));
         assert_eq!(
             layouts_match(&camera, &[1920 * 1080 * 3 / 2], &pi).unwrap_err(),
-            "plane 0: the camera's buffers hold 3110400 bytes, the encoder needs 3133440"
+            "plane 0: the camera lays out 1080 rows, the encoder 1088"
         );
-        // A camera buffer page-rounded up to the size is fine.
-        assert_eq!(layouts_match(&camera, &[3_133_440], &pi), Ok(()));
+        assert_eq!(
+            layouts_match(&camera, &[3_133_440], &pi).unwrap_err(),
+            "plane 0: the camera lays out 1080 rows, the encoder 1088"
+        );
+        // A camera that pads to 1088 rows too shares its buffers.
+        let padded = size(1920, 1088);
+        assert_eq!(layouts_match(&padded, &[3_133_440], &pi), Ok(()));
+        assert_eq!(
+            layouts_match(&padded, &[3_000_000], &pi).unwrap_err(),
+            "plane 0: the camera's buffers hold 3000000 bytes, the encoder needs 3133440"
+        );
         let strided = format(&[(704, 704 * 480 * 3 / 2)]);
         assert!(layouts_match(&vivid, &[460_800], &strided)
             .unwrap_err()

@@ -84,6 +84,8 @@ pub struct DeviceSpec {
     /// The encoder was asked for: use it even if the camera gives H.264 itself.
     pub force_encoder: bool,
     pub keyframe_interval_ms: u64,
+    /// Encoder options given, which a camera that gives H.264 itself does not use.
+    pub encoder_options: Vec<&'static str>,
 }
 
 /// A frame from a V4L2 source, its bytes in the driver's buffer.
@@ -126,17 +128,39 @@ impl DeviceSpec {
             vflip: options.vflip,
             ..EncoderSettings::default()
         };
+        let defaults = crate::config::DeviceOptions::default();
+        let encoder_options = [
+            ("--bitrate", options.bitrate.is_some()),
+            (
+                "--keyframe-interval",
+                options.keyframe_interval_ms != defaults.keyframe_interval_ms,
+            ),
+            ("--profile", options.profile.is_some()),
+            ("--level", options.level.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, given)| given.then_some(name))
+        .collect();
         DeviceSpec {
             camera,
             encoder,
             force_encoder: options.encoder.is_some() || options.pixel_format.is_some(),
             keyframe_interval_ms: options.keyframe_interval_ms,
+            encoder_options,
         }
     }
 
     fn open(&self) -> Result<VideoDevice> {
         let kind = camera::capture_kind(&self.camera.path)?;
         if kind == CaptureKind::H264 && !self.force_encoder {
+            if !self.encoder_options.is_empty() {
+                log::warn!(
+                    "{} gives H.264 itself: {} apply to an encoder and are ignored (its own \
+                     controls are in `v4l2rtmp devices`)",
+                    self.camera.path.display(),
+                    self.encoder_options.join(", ")
+                );
+            }
             return Ok(VideoDevice::Camera(Box::new(CameraSource::open(
                 &self.camera,
             )?)));
@@ -185,16 +209,39 @@ impl VideoDevice {
 
 impl Input {
     /// Opens the configured input. Must be called within a tokio runtime.
+    ///
+    /// A camera that is missing (not plugged in yet) or fails to open for a reason of its own
+    /// (busy, an I/O error) gives an input that is down: [`Input::is_down`], and the supervisor
+    /// opens it with [`Input::respawn`] until it works. A camera that cannot do what the
+    /// configuration asks is an error.
     pub async fn open_config(config: &Config) -> Result<Input> {
-        if is_device_node(&config.input) {
+        if is_device_path(&config.input) {
             let spec = Box::new(DeviceSpec::from_config(config));
-            let source = spec.open()?;
-            let name = source.name().to_string();
-            return Ok(Input::Device {
-                source: Some(source),
-                spec,
-                name,
-            });
+            let name = config.input.clone();
+            if !spec.camera.path.exists() {
+                log::warn!("{name} does not exist (yet): waiting for the camera");
+                return Ok(Input::Device {
+                    source: None,
+                    spec,
+                    name,
+                });
+            }
+            return match spec.open() {
+                Ok(source) => Ok(Input::Device {
+                    name: source.name().to_string(),
+                    source: Some(source),
+                    spec,
+                }),
+                Err(e) if e.fault() == Fault::Input => {
+                    log::warn!("{e}: waiting for the camera");
+                    Ok(Input::Device {
+                        source: None,
+                        spec,
+                        name,
+                    })
+                }
+                Err(e) => Err(e),
+            };
         }
         Self::open(&config.input).await
     }
@@ -291,7 +338,9 @@ impl Input {
                     name,
                 })
             }
-            Input::Device { spec, .. } => {
+            Input::Device { source, spec, .. } => {
+                // Closed before it is opened again: a camera is opened by one user at a time.
+                drop(source);
                 let source = spec.open()?;
                 let name = source.name().to_string();
                 Ok(Input::Device {
@@ -406,9 +455,26 @@ impl Input {
 
     /// Closes a V4L2 source that failed; [`Input::respawn`] opens it again.
     pub fn device_failed(&mut self) {
-        if let Input::Device { source, .. } = self {
+        if let Input::Device { source, spec, .. } = self {
+            if let Some(VideoDevice::Encoder(encoder)) = source {
+                if encoder.is_zero_copy() && encoder.delivered() == 0 && spec.encoder.dmabuf {
+                    // The encoder never produced a frame from the camera's buffers: it may not
+                    // be able to read them (a vmalloc camera into a dma-contig encoder). Copy.
+                    log::warn!(
+                        "{}: no frame came out while the encoder read the camera's buffers \
+                         directly (DMABUF); copying frames from now on",
+                        encoder.name()
+                    );
+                    spec.encoder.dmabuf = false;
+                }
+            }
             *source = None;
         }
+    }
+
+    /// Whether the input is a camera whose device node is missing (unplugged).
+    pub fn device_missing(&self) -> bool {
+        matches!(self, Input::Device { spec, .. } if !spec.camera.path.exists())
     }
 
     /// After a child's stdout ended: waits (bounded) for it to exit and reports how it ended.
@@ -428,6 +494,8 @@ impl Input {
                 *child = Some(started);
             }
             Input::Device { source, spec, name } => {
+                // Closed before it is opened again: a camera is opened by one user at a time.
+                *source = None;
                 let opened = spec.open()?;
                 *name = opened.name().to_string();
                 *source = Some(opened);
@@ -497,9 +565,14 @@ impl Input {
     }
 }
 
-/// Whether `path` is a character device (a V4L2 node such as /dev/video0).
-fn is_device_node(path: &str) -> bool {
-    path != "-"
-        && !path.starts_with("exec:")
-        && std::fs::metadata(path).is_ok_and(|m| m.file_type().is_char_device())
+/// Whether `path` names a V4L2 camera: a character device, or a path where cameras appear
+/// (`/dev/video*`, `/dev/v4l/...`) even while it is missing (unplugged at boot).
+pub fn is_device_path(path: &str) -> bool {
+    if path == "-" || path.starts_with("exec:") {
+        return false;
+    }
+    match std::fs::metadata(path) {
+        Ok(metadata) => metadata.file_type().is_char_device(),
+        Err(_) => path.starts_with("/dev/video") || path.starts_with("/dev/v4l/"),
+    }
 }

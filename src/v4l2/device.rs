@@ -488,7 +488,11 @@ impl Device {
             Err(errno) => return Err(self.error("reading the frame rate", errno)),
         }
         let (capability, interval) = parm.timeperframe();
-        if capability & sys::V4L2_CAP_TIMEPERFRAME == 0 || interval.numerator == 0 {
+        // A 0/x or x/0 interval is no rate (a driver that does not know).
+        if capability & sys::V4L2_CAP_TIMEPERFRAME == 0
+            || interval.numerator == 0
+            || interval.denominator == 0
+        {
             return Ok(None);
         }
         Ok(Some(Fraction::new(
@@ -526,7 +530,7 @@ impl Device {
             _ => self.error(&format!("setting the frame rate to {fps} fps"), errno),
         })?;
         let (_, interval) = parm.timeperframe();
-        if interval.numerator == 0 {
+        if interval.numerator == 0 || interval.denominator == 0 {
             return Ok(None);
         }
         Ok(Some(Fraction::new(
