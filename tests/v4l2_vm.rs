@@ -319,6 +319,42 @@ fn the_copy_path_encodes_too() {
     });
 }
 
+/// `--hflip --vflip` land on the camera (vivid has both controls), read back from the camera
+/// through a second handle while the source streams.
+#[test]
+fn flips_are_set_on_the_camera() {
+    if !in_vm() {
+        return;
+    }
+    runtime().block_on(async {
+        let settings = EncoderSettings {
+            hflip: true,
+            vflip: true,
+            ..settings()
+        };
+        let mut source = EncoderSource::open(&settings).unwrap();
+        let read_back = source.controls_read_back();
+        println!("controls read back: {read_back:?}");
+        for key in ["horizontal_flip", "vertical_flip"] {
+            assert!(
+                read_back.contains(&(key.to_string(), 1)),
+                "{key}=1 not in {read_back:?}"
+            );
+        }
+        let camera = Device::open(&vivid()).unwrap();
+        assert_eq!(camera.get_control(0x0098_0900 + 20).unwrap(), 1, "HFLIP");
+        assert_eq!(camera.get_control(0x0098_0900 + 21).unwrap(), 1, "VFLIP");
+        let frames = collect(&mut source, 5, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(frames.len(), 5);
+        drop(source);
+        // Flips are the camera's state: put them back for the other tests.
+        camera.set_control(0x0098_0900 + 20, 0).unwrap();
+        camera.set_control(0x0098_0900 + 21, 0).unwrap();
+    });
+}
+
 #[test]
 fn errors_name_the_device_and_what_it_offers() {
     if !in_vm() {
