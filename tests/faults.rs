@@ -20,7 +20,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::proxy::{Mode, Proxy};
+use common::proxy::{tcp_queues, Mode, Proxy, Side};
 use common::*;
 use v4l2rtmp::media::annexb::AnnexBReader;
 use v4l2rtmp::rtmp::chunk::ChunkReader;
@@ -695,18 +695,9 @@ fn assert_connection_starts_with_keyframe(capture: &[u8], what: &str) {
 /// The client's send queue towards `port`, from /proc/net/tcp (bytes not yet acknowledged or
 /// not yet sent; for information).
 fn send_queues_to(port: u16) -> Vec<u64> {
-    let table = fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-    let needle = format!(":{port:04X}");
-    table
-        .lines()
-        .skip(1)
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split_whitespace().collect();
-            // local, remote, state, tx_queue:rx_queue
-            (fields.len() > 4 && fields[2].ends_with(&needle) && fields[3] == "01")
-                .then(|| u64::from_str_radix(fields[4].split(':').next()?, 16).ok())
-                .flatten()
-        })
+    tcp_queues(port, Side::Remote)
+        .into_iter()
+        .map(|(tx, _)| tx)
         .collect()
 }
 

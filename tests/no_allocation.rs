@@ -4,47 +4,12 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-
+use common::alloc::{CountingAllocator, Window};
 use common::*;
 use v4l2rtmp::config::Config;
 use v4l2rtmp::notify::Notifier;
 use v4l2rtmp::supervisor::{run, Ending, Progress};
 use v4l2rtmp::url::RtmpUrl;
-
-struct CountingAllocator;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
-        }
-        // SAFETY: `ptr` came from `System.alloc` with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -62,29 +27,19 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
         .enable_all()
         .build()
         .unwrap();
-    let mut counted = None;
+    let mut window = Window::new(WARM_UP_FRAMES, COUNTED_FRAMES);
     let mut on_frame = |progress: &Progress| {
-        if progress.frames_sent == WARM_UP_FRAMES {
-            ALLOCATIONS.store(0, Ordering::SeqCst);
-            BYTES.store(0, Ordering::SeqCst);
-            COUNTING.store(true, Ordering::SeqCst);
-        } else if progress.frames_sent == WARM_UP_FRAMES + COUNTED_FRAMES {
-            COUNTING.store(false, Ordering::SeqCst);
-            counted = Some((
-                ALLOCATIONS.load(Ordering::SeqCst),
-                BYTES.load(Ordering::SeqCst),
-            ));
-        }
+        window.on_frame(progress.frames_sent);
     };
     let notifier = Notifier::disabled();
     let reload = || Ok(config.clone());
     let (ending, progress) = runtime
         .block_on(run(config.clone(), &reload, &notifier, &mut on_frame))
         .unwrap();
-    COUNTING.store(false, Ordering::SeqCst);
+    window.stop();
     assert_eq!(ending, Ending::EndOfInput);
     assert_eq!(progress.frames_sent, 1800);
-    let (allocations, bytes) = counted.expect("the counted window was reached");
+    let (allocations, bytes) = window.result.expect("the counted window was reached");
     assert_eq!(
         allocations, 0,
         "{allocations} allocations ({bytes} bytes) in {COUNTED_FRAMES} frames"

@@ -9,58 +9,14 @@
 
 mod common;
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
+use common::alloc::{exclude_this_thread, CountingAllocator, Window};
 use common::scripted::ScriptedPeer;
 use v4l2rtmp::config::Config;
 use v4l2rtmp::notify::Notifier;
 use v4l2rtmp::supervisor::{run, Ending, Progress};
 use v4l2rtmp::url::RtmpUrl;
-
-struct CountingAllocator;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static BYTES: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// The scripted server's thread: its allocations are the test's, not v4l2rtmp's.
-    static NOT_COUNTED: Cell<bool> = const { Cell::new(false) };
-}
-
-fn counted_here() -> bool {
-    COUNTING.load(Ordering::Relaxed) && !NOT_COUNTED.with(Cell::get)
-}
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if counted_here() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            BYTES.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if counted_here() {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            BYTES.fetch_add(new_size as u64, Ordering::Relaxed);
-        }
-        // SAFETY: `ptr` came from `System.alloc` with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -93,7 +49,7 @@ fn camera_frames_reach_the_socket_without_allocating() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
-        NOT_COUNTED.with(|c| c.set(true));
+        exclude_this_thread();
         let mut peer = ScriptedPeer::accept(&listener);
         let mut video_messages = 0u64;
         peer.accept_publish(|_, message| {
@@ -109,18 +65,9 @@ fn camera_frames_reach_the_socket_without_allocating() {
         .enable_all()
         .build()
         .unwrap();
-    let mut counted = None;
+    let mut window = Window::new(WARM_UP_FRAMES, COUNTED_FRAMES);
     let mut on_frame = |progress: &Progress| {
-        if progress.frames_sent == WARM_UP_FRAMES {
-            ALLOCATIONS.store(0, Ordering::SeqCst);
-            BYTES.store(0, Ordering::SeqCst);
-            COUNTING.store(true, Ordering::SeqCst);
-        } else if progress.frames_sent == WARM_UP_FRAMES + COUNTED_FRAMES {
-            COUNTING.store(false, Ordering::SeqCst);
-            counted = Some((
-                ALLOCATIONS.load(Ordering::SeqCst),
-                BYTES.load(Ordering::SeqCst),
-            ));
+        if window.on_frame(progress.frames_sent) {
             // The supervisor stops on SIGTERM as under systemd (its handler is installed).
             nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM).unwrap();
         }
@@ -130,7 +77,7 @@ fn camera_frames_reach_the_socket_without_allocating() {
     let (ending, progress) = runtime
         .block_on(run(config.clone(), &reload, &notifier, &mut on_frame))
         .unwrap();
-    COUNTING.store(false, Ordering::SeqCst);
+    window.stop();
     drop(runtime);
     let video_messages = server.join().unwrap();
     eprintln!(
@@ -145,7 +92,7 @@ fn camera_frames_reach_the_socket_without_allocating() {
         progress.frames_sent + 1,
         "every frame reached the server"
     );
-    let (allocations, bytes) = counted.expect("the counted window was reached");
+    let (allocations, bytes) = window.result.expect("the counted window was reached");
     eprintln!("{allocations} allocations ({bytes} bytes) in {COUNTED_FRAMES} camera frames");
     assert_eq!(
         allocations, 0,

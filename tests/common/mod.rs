@@ -6,6 +6,7 @@
 //! may be absent, and the tests that use it say so and return.
 #![allow(dead_code)]
 
+pub mod alloc;
 pub mod proxy;
 pub mod scripted;
 

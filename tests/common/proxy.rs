@@ -168,18 +168,9 @@ impl Proxy {
     /// Bytes the proxy has received from clients but not read yet (its receive queues, from
     /// /proc/net/tcp): what the emulated link holds.
     pub fn link_queued(&self) -> u64 {
-        let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
-        let needle = format!(":{:04X}", self.port);
-        table
-            .lines()
-            .skip(1)
-            .filter_map(|line| {
-                let fields: Vec<&str> = line.split_whitespace().collect();
-                // local, remote, state (01: established), tx_queue:rx_queue
-                (fields.len() > 4 && fields[1].ends_with(&needle) && fields[3] == "01")
-                    .then(|| u64::from_str_radix(fields[4].split(':').nth(1)?, 16).ok())
-                    .flatten()
-            })
+        tcp_queues(self.port, Side::Local)
+            .iter()
+            .map(|&(_, rx)| rx)
             .sum()
     }
 
@@ -592,4 +583,40 @@ fn write_all(
         }
     }
     Ok(())
+}
+
+/// Which end of a connection a port is matched against in [`tcp_queues`].
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Side {
+    /// Connections accepted on this port (the server's end).
+    Local,
+    /// Connections made to this port (the client's end).
+    Remote,
+}
+
+/// The (send queue, receive queue) in bytes of each established IPv4 connection whose local or
+/// remote port is `port`, from /proc/net/tcp.
+pub fn tcp_queues(port: u16, side: Side) -> Vec<(u64, u64)> {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let needle = format!(":{port:04X}");
+    let column = match side {
+        Side::Local => 1,
+        Side::Remote => 2,
+    };
+    table
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            // sl, local, remote, state (01: established), tx_queue:rx_queue, ...
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.len() <= 4 || !fields[column].ends_with(&needle) || fields[3] != "01" {
+                return None;
+            }
+            let (tx, rx) = fields[4].split_once(':')?;
+            Some((
+                u64::from_str_radix(tx, 16).ok()?,
+                u64::from_str_radix(rx, 16).ok()?,
+            ))
+        })
+        .collect()
 }
