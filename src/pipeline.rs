@@ -207,6 +207,12 @@ impl Pipeline {
         self.muxer.restart();
     }
 
+    /// Frames were lost before the next one (a camera skipped some): inter frames could refer
+    /// to a lost picture, so nothing is sent until the next keyframe. Parameter sets are kept.
+    pub fn frames_lost(&mut self) {
+        self.delivered.need_keyframe = true;
+    }
+
     /// Whether a frame would be sent or dropped (a connection waiting for a keyframe).
     pub fn wants(&self, keyframe: bool) -> bool {
         keyframe || !self.delivered.need_keyframe
@@ -438,6 +444,19 @@ mod tests {
         // Frames captured in the same millisecond (or out of order) still move forward.
         assert_eq!(stamps, [0, 100, 101, 102, 300]);
         assert_eq!(pipeline.next_due_ms(), None);
+    }
+
+    #[test]
+    fn after_lost_frames_only_a_keyframe_goes_out() {
+        let mut pipeline = Pipeline::new(&config(Some("30")), true);
+        pipeline.delivered.need_keyframe = false;
+        assert!(pipeline.wants(false));
+        pipeline.frames_lost();
+        assert!(
+            !pipeline.wants(false),
+            "an inter frame after a gap is dropped"
+        );
+        assert!(pipeline.wants(true));
     }
 
     #[test]

@@ -281,7 +281,13 @@ pub async fn run(
                 match input.next_device_frame(&mut device_nals) {
                     Ok(Some(frame)) => {
                         if frame.skipped > 0 {
-                            debug!("the camera dropped {} frame(s)", frame.skipped);
+                            // A lost picture may be the reference of the frames that follow:
+                            // they would decode as garbage, so wait for the next keyframe.
+                            debug!(
+                                "the camera dropped {} frame(s): waiting for a keyframe",
+                                frame.skipped
+                            );
+                            pipeline.frames_lost();
                         }
                         let captured = frame.timestamp.and_then(|t| clock.ms_from_monotonic(t));
                         let use_capture_time = *device_clock.get_or_insert_with(|| {
