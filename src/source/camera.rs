@@ -142,8 +142,6 @@ pub struct CameraSource {
     next_sequence: Option<u32>,
     /// When POLLERR was first seen without a buffer, in a row.
     error_since: Option<tokio::time::Instant>,
-    description: String,
-    warned_flag_mismatch: bool,
 }
 
 impl CameraSource {
@@ -224,18 +222,11 @@ impl CameraSource {
             held: None,
             next_sequence: None,
             error_since: None,
-            description,
-            warned_flag_mismatch: false,
         })
     }
 
     pub fn name(&self) -> &str {
         self.device.name()
-    }
-
-    /// What was negotiated, for the log.
-    pub fn describe(&self) -> &str {
-        &self.description
     }
 
     /// The next captured frame, if one is ready; never blocks. The frame returned before is
@@ -276,18 +267,6 @@ impl CameraSource {
                 keyframe: buffer.is_keyframe(),
                 skipped: if skipped > 1_000_000 { 0 } else { skipped },
             }));
-        }
-    }
-
-    /// Notes a disagreement between the buffer's keyframe flag and the NAL types, once.
-    pub fn check_keyframe_flag(&mut self, flagged: bool, has_idr: bool) {
-        if flagged != has_idr && !self.warned_flag_mismatch && flagged {
-            self.warned_flag_mismatch = true;
-            debug!(
-                "{}: a buffer flagged as a keyframe holds no IDR picture; keyframes are taken from \
-                 the NAL types",
-                self.name()
-            );
         }
     }
 

@@ -178,9 +178,10 @@ impl DeviceSpec {
             );
         }
         settings.keyframe_interval_frames = Some(frames);
-        let source = EncoderSource::open(&settings)?;
-        log::info!("{}", source.describe());
-        Ok(VideoDevice::Encoder(Box::new(source)))
+        // EncoderSource::open logs what it negotiated.
+        Ok(VideoDevice::Encoder(Box::new(EncoderSource::open(
+            &settings,
+        )?)))
     }
 }
 
@@ -398,21 +399,26 @@ impl Input {
         else {
             return Ok(None);
         };
-        let (data, timestamp, skipped) = match source {
+        let (data, timestamp, skipped, flagged_keyframe) = match source {
             VideoDevice::Camera(camera) => match camera.next_frame()? {
-                Some(frame) => (frame.data, frame.timestamp, frame.skipped),
+                Some(frame) => (frame.data, frame.timestamp, frame.skipped, frame.keyframe),
                 None => return Ok(None),
             },
             // The encoder's CAPTURE buffers carry the OUTPUT buffer's timestamp: the camera's.
             VideoDevice::Encoder(encoder) => match encoder.next_frame()? {
-                Some(frame) => (frame.data, Some(frame.timestamp), 0),
+                Some(frame) => (frame.data, Some(frame.timestamp), 0, frame.keyframe),
                 None => return Ok(None),
             },
         };
         nals.clear();
         split_nals(data, nals);
+        let au = AccessUnit { data, nals };
+        // Keyframes are taken from the NAL types; the driver's flag is only a check.
+        if flagged_keyframe && !au.is_idr() {
+            log::debug!("a buffer flagged as a keyframe holds no IDR picture");
+        }
         Ok(Some(DeviceFrame {
-            au: AccessUnit { data, nals },
+            au,
             timestamp,
             skipped,
         }))

@@ -40,16 +40,6 @@ impl WatchedDevice {
         self.fd.get_ref()
     }
 
-    /// Waits until epoll reports the device readable (a buffer, an event or an error).
-    pub async fn readable(&self) -> io::Result<AsyncFdReadyGuard<'_, Device>> {
-        self.fd.readable().await
-    }
-
-    /// Waits until epoll reports the device writable (an OUTPUT buffer is done, or an error).
-    pub async fn writable(&self) -> io::Result<AsyncFdReadyGuard<'_, Device>> {
-        self.fd.writable().await
-    }
-
     /// Waits until epoll reports any of `interest`: readable, writable, or (PRIORITY) an event
     /// is pending. A memory-to-memory device needs all three on its one fd.
     pub async fn ready(&self, interest: Interest) -> io::Result<AsyncFdReadyGuard<'_, Device>> {
