@@ -57,6 +57,11 @@ impl Backoff {
         self.cap
     }
 
+    /// Counts a failure whose delay the caller chose (a known, short-lived condition).
+    pub fn note_failure(&mut self) {
+        self.failures = self.failures.saturating_add(1);
+    }
+
     /// Forgets past failures.
     pub fn reset(&mut self) {
         self.failures = 0;

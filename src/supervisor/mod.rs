@@ -20,6 +20,8 @@
 //! Invariants: every wait also watches the signals; nothing per frame allocates; errors end the
 //! program only when retrying cannot help (configuration, input, a bug) or retries are exhausted.
 
+pub mod core;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
