@@ -215,6 +215,8 @@ impl FrameQueue {
 
     /// The next frame sent will be the newest queued keyframe: older frames go. Called when a new
     /// connection starts, so viewers get a picture at once. Returns how many frames were dropped.
+    /// If a frame after the newest queued one was dropped, the wait for a keyframe goes on: the
+    /// frames kept end where they did, and what comes next still lacks its reference.
     pub fn skip_to_newest_keyframe(&mut self) -> u32 {
         self.front_pinned = false;
         // Retained copies are replayed too: they start the current GOP.
@@ -230,7 +232,6 @@ impl FrameQueue {
             return dropped;
         };
         self.drop_range(0, newest_key);
-        self.awaiting_keyframe = false;
         newest_key as u32
     }
 
@@ -634,6 +635,35 @@ mod tests {
             push(&mut queue, 3, true, 100),
             Pushed::Queued { dropped: 0 }
         );
+    }
+
+    #[test]
+    fn a_new_connection_still_waits_for_a_keyframe_after_a_dropped_frame() {
+        // The link is down; 66 ms of stream fit: keyframe 0 and frames 1 and 2 (33 ms apart).
+        let mut queue = FrameQueue::new(10_000, 100, 66);
+        queue.set_retention(true);
+        for i in 0..3 {
+            assert_eq!(
+                push(&mut queue, i * 33, i == 0, 100),
+                Pushed::Queued { dropped: 0 }
+            );
+        }
+        // Frame 3 does not fit, and no later GOP can give way: it is dropped.
+        assert_eq!(push(&mut queue, 99, false, 100), Pushed::Dropped);
+        // A new connection starts at keyframe 0 and gets frames 0 and 1.
+        assert_eq!(queue.skip_to_newest_keyframe(), 0);
+        for _ in 0..2 {
+            queue.pin_front();
+            queue.pop_sent();
+        }
+        // Frame 4 would fit now, but its reference, frame 3, is gone: it must not follow frame 2.
+        assert_eq!(push(&mut queue, 132, false, 100), Pushed::Dropped);
+        assert_decodable(&queue, 33);
+        assert_eq!(timestamps(&queue), vec![0, 33, 66], "0 and 33 retained");
+        assert!(matches!(
+            push(&mut queue, 165, true, 100),
+            Pushed::Queued { .. }
+        ));
     }
 
     #[test]
