@@ -161,8 +161,9 @@ impl FrameQueue {
         Some(entry)
     }
 
-    /// Keeps a copy of a frame that was sent straight from its source (with retention on, and
-    /// only while nothing waits to be sent). Never drops an unsent frame for it.
+    /// A frame was sent straight from its source: called for every such frame. A keyframe ends
+    /// a wait for one. With retention on, and only while nothing waits to be sent, a copy is kept
+    /// unless a frame before it in its GOP was dropped. Never drops an unsent frame for it.
     pub fn retain_sent(
         &mut self,
         timestamp_ms: u64,
@@ -170,12 +171,20 @@ impl FrameQueue {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) {
+        if keyframe && self.is_empty() {
+            // The frames after it have their reference again.
+            self.awaiting_keyframe = false;
+        }
         if !self.retention || !self.is_empty() {
             return;
         }
         if keyframe {
             self.drop_retained();
             self.retention_broken = false;
+        } else if self.awaiting_keyframe {
+            // Its reference was dropped: a replay would not decode.
+            self.drop_retained();
+            self.retention_broken = true;
         }
         if self.retention_broken {
             return;
@@ -664,6 +673,48 @@ mod tests {
             push(&mut queue, 165, true, 100),
             Pushed::Queued { .. }
         ));
+    }
+
+    #[test]
+    fn a_keyframe_sent_straight_from_the_source_ends_the_wait_for_one() {
+        let mut queue = FrameQueue::new(10_000, 100, 66);
+        for i in 0..3 {
+            push(&mut queue, i * 33, i == 0, 100);
+        }
+        assert_eq!(push(&mut queue, 99, false, 100), Pushed::Dropped);
+        while queue.pop_sent().is_some() {}
+        // Keyframe 4 goes straight to the idle socket; frame 5 finds it busy and is queued.
+        queue.retain_sent(132, true, 100, |_| {});
+        assert_eq!(
+            push(&mut queue, 165, false, 100),
+            Pushed::Queued { dropped: 0 }
+        );
+    }
+
+    #[test]
+    fn a_frame_sent_straight_after_a_dropped_one_is_not_kept_for_a_replay() {
+        let mut queue = FrameQueue::new(1000, 100, u64::MAX);
+        queue.set_retention(true);
+        // Frame 0 (the end of a GOP) is being sent; keyframe 3 and frames 1 and 2 wait.
+        push(&mut queue, 0, false, 100);
+        queue.pin_front();
+        push(&mut queue, 1, false, 300);
+        push(&mut queue, 2, false, 300);
+        push(&mut queue, 3, true, 250);
+        // Frame 4 does not fit: frames 1 and 2 go, and it still does not fit beside keyframe 3.
+        assert_eq!(push(&mut queue, 4, false, 100), Pushed::Dropped);
+        assert_eq!(timestamps(&queue), vec![0, 3]);
+        // The socket takes frame 0 and keyframe 3; keyframe 3 is retained.
+        queue.pop_sent();
+        queue.pin_front();
+        queue.pop_sent();
+        assert!(queue.is_empty());
+        // Frame 5 went straight to the socket: there is room, but its GOP has lost frame 4.
+        queue.retain_sent(5, false, 100, |slot| slot.fill(5));
+        // The next connection must not replay keyframe 3 then frame 5.
+        queue.skip_to_newest_keyframe();
+        assert_decodable(&queue, 1);
+        assert_eq!(timestamps(&queue), Vec::<u64>::new());
     }
 
     #[test]
