@@ -1,19 +1,28 @@
 //! The bounded frame queue between a live source and the socket, sans-IO.
 //!
 //! A live source (a pipe, a child encoder, a camera) cannot wait for the network: it must be read
-//! at its own pace or it stalls or drops frames itself. When the socket takes a frame at once, the
-//! frame never enters this queue (it is sent zero-copy). When it does not, frames are copied once
+//! at its own pace or it stalls or drops frames itself. When the socket takes a frame at once and
+//! [`FrameQueue::may_send_directly`] agrees, the frame never enters this queue (it is sent
+//! zero-copy, and [`FrameQueue::retain_sent`] is told). When it does not, frames are copied once
 //! into this queue's ring storage, allocated once at its full size, and sent from there.
 //!
-//! The queue is bounded in bytes and in stream time. When a frame does not fit, whole GOPs go:
-//! first the queued frames older than the newest queued keyframe, then everything that is not
-//! being sent, and then incoming frames until the next keyframe. A frame whose reference was
-//! dropped is never kept, so the stream read back always decodes.
+//! A source that cannot make a keyframe on demand also keeps copies of the sent frames of the
+//! current GOP (retention), so that a new connection can start at its keyframe at once. Those
+//! copies are the first to go when room is needed, and are not kept at all for a GOP that lost a
+//! frame.
+//!
+//! The queue is bounded in bytes, in frames and in stream time (from its oldest entry, retained
+//! copies included, to its newest; a frame being sent does not count, as waiting does not help).
+//! When a frame does not fit, whole GOPs go: first the retained copies, then the queued frames
+//! older than the newest queued keyframe, then everything that is not being sent, and then
+//! incoming frames until the next keyframe. A frame whose reference was dropped is never kept,
+//! retained or let through to the socket, on this connection or the next, so the stream read back
+//! always decodes.
 //!
 //! Invariants: memory never grows after construction; the entry at the front may be pinned (being
-//! written to the socket) and is never moved or dropped while pinned; a queued frame that is not a
-//! keyframe always follows, without gap, the frame it references (the frame before it in the queue,
-//! or the frame in flight, or the last frame sent).
+//! written to the socket) and is never moved or dropped while pinned; a queued or retained frame
+//! that is not a keyframe always follows, without gap, the frame it references (the frame before
+//! it in the queue, or the frame in flight, or the last frame sent).
 
 use std::collections::VecDeque;
 
@@ -95,6 +104,14 @@ impl FrameQueue {
     /// Whether no frame waits to be sent (retained copies do not count).
     pub fn is_empty(&self) -> bool {
         self.entries.len() == self.retained
+    }
+
+    /// Whether a frame may go straight from its source to an idle socket, bypassing the queue:
+    /// nothing waits to be sent, and the frame is a keyframe or no frame was dropped since the
+    /// last one. If not, it is to be [pushed](Self::push) (which drops it if its reference is
+    /// gone). An empty queue is not enough: after a drop, the next frame would follow a hole.
+    pub fn may_send_directly(&self, keyframe: bool) -> bool {
+        self.is_empty() && (keyframe || !self.awaiting_keyframe)
     }
 
     /// Frames waiting to be sent.
@@ -715,6 +732,24 @@ mod tests {
         queue.skip_to_newest_keyframe();
         assert_decodable(&queue, 1);
         assert_eq!(timestamps(&queue), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn after_a_drop_only_a_keyframe_may_go_straight_to_the_socket() {
+        let mut queue = FrameQueue::new(10_000, 100, 66);
+        assert!(queue.may_send_directly(false));
+        for i in 0..3 {
+            push(&mut queue, i * 33, i == 0, 100);
+        }
+        assert!(!queue.may_send_directly(true), "frames wait");
+        assert_eq!(push(&mut queue, 99, false, 100), Pushed::Dropped);
+        while queue.pop_sent().is_some() {}
+        assert!(queue.is_empty());
+        assert!(!queue.may_send_directly(false), "frame 4 lacks frame 3");
+        assert_eq!(push(&mut queue, 132, false, 100), Pushed::Dropped);
+        assert!(queue.may_send_directly(true));
+        queue.retain_sent(165, true, 100, |_| {});
+        assert!(queue.may_send_directly(false));
     }
 
     #[test]
