@@ -787,3 +787,506 @@ mod tests {
         }
     }
 }
+
+/// A model of the supervisor driving the queue, checked at the receiving end.
+///
+/// [`Receiver`] checks what one destination receives and knows nothing of the queue; [`Source`]
+/// makes frames that name themselves; [`Supervisor`] replays src/supervisor.rs's calls on the
+/// queue, the connection and the pipeline's keyframe gate.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The receiving end of one destination, as a decoder sees it: frames come over a series of
+    /// connections; each connection must start at a keyframe, and every later frame on it must be
+    /// a keyframe or the direct successor (by sequence number) of the frame before it on that
+    /// connection. It knows nothing of the queue, so a frame store with per-destination cursors
+    /// can drive one of these per destination.
+    #[derive(Debug, Default)]
+    pub(crate) struct Receiver {
+        /// Connections so far (the current one is the last).
+        pub connections: u32,
+        connected: bool,
+        /// The frame received last on the current connection.
+        last: Option<u64>,
+        /// Frames received on all connections.
+        pub frames: u64,
+    }
+
+    impl Receiver {
+        pub fn connect(&mut self) {
+            self.connections += 1;
+            self.connected = true;
+            self.last = None;
+        }
+
+        /// The connection failed (whatever it was sending is lost with it).
+        pub fn disconnect(&mut self) {
+            self.connected = false;
+        }
+
+        /// The frame received last on the current connection, if it is up.
+        pub fn last_on_connection(&self) -> Option<u64> {
+            self.last.filter(|_| self.connected)
+        }
+
+        /// Frame `seq` was handed to the connection for sending.
+        pub fn receive(&mut self, seq: u64, keyframe: bool) -> Result<(), String> {
+            if !self.connected {
+                return Err(format!("frame {seq} sent with no connection"));
+            }
+            match self.last {
+                None if !keyframe => {
+                    return Err(format!(
+                        "connection {} starts with inter frame {seq}",
+                        self.connections
+                    ))
+                }
+                Some(last) if !keyframe && seq != last + 1 => {
+                    return Err(format!(
+                        "connection {}: inter frame {seq} after frame {last}",
+                        self.connections
+                    ))
+                }
+                _ => {}
+            }
+            self.last = Some(seq);
+            self.frames += 1;
+            Ok(())
+        }
+    }
+
+    /// A live source: frame `seq` is stamped `seq * INTERVAL_MS`, every `gop`-th frame is a
+    /// keyframe, and a frame's body (8 bytes or more) starts with its sequence number, followed
+    /// by bytes derived from it, so that a body read back names its frame and shows whether it
+    /// was overwritten.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Source {
+        pub gop: u64,
+    }
+
+    pub(crate) const INTERVAL_MS: u64 = 33;
+
+    impl Source {
+        pub fn keyframe(&self, seq: u64) -> bool {
+            seq % self.gop == 0
+        }
+
+        pub fn fill(seq: u64, slot: &mut [u8]) {
+            slot[..8].copy_from_slice(&seq.to_le_bytes());
+            for (i, b) in slot[8..].iter_mut().enumerate() {
+                *b = (seq as u8).wrapping_mul(31).wrapping_add(i as u8);
+            }
+        }
+
+        /// The sequence number of the frame whose body this is, if the body is intact.
+        pub fn seq_of(body: &[u8]) -> Result<u64, String> {
+            let seq = u64::from_le_bytes(body[..8].try_into().unwrap());
+            let intact = body[8..]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (seq as u8).wrapping_mul(31).wrapping_add(i as u8));
+            if intact {
+                Ok(seq)
+            } else {
+                Err(format!("the body of frame {seq} was overwritten"))
+            }
+        }
+    }
+
+    /// What the supervisor's loop does, one step at a time.
+    #[derive(Clone, Debug)]
+    pub(crate) enum Op {
+        /// The input gives the next frame (`len` bytes; a keyframe may bring new parameter sets).
+        Frame { len: usize, new_parameters: bool },
+        /// The loop feeds the socket from the queue (`pump_queue`), as it does on every pass.
+        Pump,
+        /// The socket takes up to `frames` more frames (a Writable event).
+        Writable { frames: u32 },
+        /// The connection fails, possibly in the middle of a frame (`Uplink::fail`).
+        Reset,
+        /// A new connection is up (`LinkEvent::Connected`); its socket takes `room` frames at once.
+        Connected { room: u32 },
+        /// The input restarts (a reload, say): frames up to the next keyframe are lost, the
+        /// connection waits for a keyframe, and retention is set anew.
+        SourceRestart { retention: bool },
+    }
+
+    /// When the supervisor sends a frame straight from the input, bypassing the queue.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Direct {
+        /// The link is idle and [`FrameQueue::is_empty`]: not enough.
+        WhenEmpty,
+        /// The link is idle and [`FrameQueue::may_send_directly`].
+        WhenTheQueueAgrees,
+    }
+
+    /// One connection, as the supervisor and the pipeline see it.
+    #[derive(Debug)]
+    struct Conn {
+        /// The session holds data the socket has not taken (`!conn.is_idle()`).
+        busy: bool,
+        /// That data is the queue's front frame (`Pending::QueueFront`).
+        pending_front: bool,
+        /// Frames the socket takes before it blocks.
+        room: u32,
+        /// The pipeline sends nothing on this connection before a keyframe.
+        need_keyframe: bool,
+    }
+
+    impl Conn {
+        /// `write_some`: whether the socket took everything the session holds.
+        fn write_some(&mut self) -> bool {
+            if self.busy && self.room > 0 {
+                self.room -= 1;
+                self.busy = false;
+            }
+            !self.busy
+        }
+
+        /// `Pipeline::deliver`: whether the frame is sent, or dropped for want of a keyframe.
+        fn deliver(&mut self, keyframe: bool) -> bool {
+            if self.need_keyframe && !keyframe {
+                return false;
+            }
+            self.need_keyframe = false;
+            self.busy = true;
+            true
+        }
+    }
+
+    /// The supervisor with a live input that cannot make keyframes (retention on), its queue and
+    /// the receiving end.
+    pub(crate) struct Supervisor {
+        pub queue: FrameQueue,
+        pub receiver: Receiver,
+        direct: Direct,
+        source: Source,
+        link: Option<Conn>,
+        next_seq: u64,
+        /// The entry pinned at the front and its body, while the connection writes it.
+        pinned: Option<(Entry, Vec<u8>)>,
+        /// A pump ran since the last event (the loop pumps once per pass).
+        pumped: bool,
+        storage_len: usize,
+        entries_capacity: usize,
+    }
+
+    impl Supervisor {
+        pub fn new(
+            direct: Direct,
+            gop: u64,
+            max_bytes: usize,
+            max_frames: usize,
+            max_duration_ms: u64,
+        ) -> Self {
+            let mut queue = FrameQueue::new(max_bytes, max_frames, max_duration_ms);
+            queue.set_retention(true);
+            Supervisor {
+                storage_len: queue.storage.len(),
+                entries_capacity: queue.entries.capacity(),
+                queue,
+                receiver: Receiver::default(),
+                direct,
+                source: Source { gop: gop.max(1) },
+                link: None,
+                next_seq: 0,
+                pinned: None,
+                pumped: false,
+            }
+        }
+
+        pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+            match *op {
+                Op::Frame {
+                    len,
+                    new_parameters,
+                } => self.frame(len, new_parameters)?,
+                Op::Pump => self.pump()?,
+                _ => {
+                    // Every pass of the loop feeds the socket before it waits for an event.
+                    if !self.pumped {
+                        self.pump()?;
+                    }
+                    self.pumped = false;
+                    self.event(op);
+                }
+            }
+            self.check_queue()
+        }
+
+        fn event(&mut self, op: &Op) {
+            match *op {
+                Op::Writable { frames } => {
+                    if let Some(conn) = &mut self.link {
+                        conn.room += frames;
+                        conn.write_some();
+                    }
+                }
+                Op::Reset => {
+                    if self.link.take().is_some() {
+                        self.receiver.disconnect();
+                        self.queue.unpin_front();
+                        self.pinned = None;
+                    }
+                }
+                Op::Connected { room } => {
+                    if self.link.is_none() {
+                        self.receiver.connect();
+                        self.queue.skip_to_newest_keyframe();
+                        self.link = Some(Conn {
+                            busy: false,
+                            pending_front: false,
+                            room,
+                            need_keyframe: true,
+                        });
+                    }
+                }
+                Op::SourceRestart { retention } => {
+                    self.next_seq = self.next_seq.div_ceil(self.source.gop) * self.source.gop;
+                    if let Some(conn) = &mut self.link {
+                        conn.need_keyframe = true;
+                    }
+                    self.queue.set_retention(retention);
+                }
+                Op::Frame { .. } | Op::Pump => unreachable!(),
+            }
+        }
+
+        /// A frame from the input: sent at once when the link is idle and the queue agrees, else
+        /// queued.
+        fn frame(&mut self, len: usize, new_parameters: bool) -> Result<(), String> {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let keyframe = self.source.keyframe(seq);
+            let timestamp = seq * INTERVAL_MS;
+            let link_idle = matches!(&self.link, Some(conn) if !conn.busy)
+                && match self.direct {
+                    Direct::WhenEmpty => self.queue.is_empty(),
+                    Direct::WhenTheQueueAgrees => self.queue.may_send_directly(keyframe),
+                };
+            if keyframe && new_parameters && !self.queue.is_empty() {
+                self.queue.clear_unpinned();
+            }
+            match &mut self.link {
+                Some(conn) if link_idle => {
+                    if conn.deliver(keyframe) {
+                        self.receiver.receive(seq, keyframe)?;
+                        // The rest is detached into the session if the socket does not take it.
+                        conn.write_some();
+                        self.queue
+                            .retain_sent(timestamp, keyframe, len, |slot| Source::fill(seq, slot));
+                    }
+                }
+                _ => {
+                    // Nothing waits to be sent and the frame's reference went out on this
+                    // connection or is kept for the next: there is room for the frame (retained
+                    // copies give way), and dropping it would be needless.
+                    let reference_kept = seq.checked_sub(1).is_some_and(|reference| {
+                        self.receiver.last_on_connection() == Some(reference)
+                            || self
+                                .queue
+                                .entries
+                                .iter()
+                                .any(|e| e.timestamp_ms == reference * INTERVAL_MS)
+                    });
+                    let must_fit = self.queue.is_empty()
+                        && len <= self.storage_len
+                        && (keyframe || reference_kept);
+                    let pushed = self
+                        .queue
+                        .push(timestamp, keyframe, len, |slot| Source::fill(seq, slot));
+                    match pushed {
+                        Pushed::Queued { .. } => self.check_time_bound()?,
+                        Pushed::Dropped if must_fit => {
+                            return Err(format!("frame {seq} dropped, though nothing waited"));
+                        }
+                        Pushed::Dropped => {}
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        /// `pump_queue`: while the socket takes them, the queued frames.
+        fn pump(&mut self) -> Result<(), String> {
+            self.pumped = true;
+            let Some(conn) = &mut self.link else {
+                return Ok(());
+            };
+            loop {
+                if conn.busy && !conn.write_some() {
+                    return Ok(());
+                }
+                if conn.pending_front {
+                    let sent = self.queue.pop_sent();
+                    let pinned = self.pinned.take().map(|(entry, _)| entry);
+                    if sent != pinned {
+                        return Err(format!("sent {sent:?}, but {pinned:?} was pinned"));
+                    }
+                    conn.pending_front = false;
+                }
+                let Some(entry) = self.queue.front() else {
+                    return Ok(());
+                };
+                let body = &self.queue.storage()[entry.start..entry.start + entry.len];
+                let seq = Source::seq_of(body)?;
+                if conn.deliver(entry.keyframe) {
+                    self.receiver.receive(seq, entry.keyframe)?;
+                    self.pinned = Some((entry, body.to_vec()));
+                    self.queue.pin_front();
+                    conn.pending_front = true;
+                } else {
+                    self.queue.pop_front();
+                }
+            }
+        }
+
+        /// The queue's invariants (its module comment), after each step.
+        fn check_queue(&self) -> Result<(), String> {
+            let queue = &self.queue;
+            if queue.storage.len() != self.storage_len
+                || queue.entries.capacity() != self.entries_capacity
+            {
+                return Err("the queue's memory grew".into());
+            }
+            if let Some((entry, body)) = &self.pinned {
+                if queue.front() != Some(*entry)
+                    || queue.storage()[entry.start..entry.start + entry.len] != body[..]
+                {
+                    return Err(format!(
+                        "the pinned front {entry:?} moved or was overwritten"
+                    ));
+                }
+            }
+            if queue.entries.len() > queue.max_frames || queue.queued_bytes() > self.storage_len {
+                return Err("the queue holds more than its bounds".into());
+            }
+            let mut ranges: Vec<(usize, usize)> = queue
+                .entries
+                .iter()
+                .map(|e| (e.start, e.start + e.len))
+                .collect();
+            ranges.sort();
+            if ranges.windows(2).any(|w| w[0].1 > w[1].0) {
+                return Err(format!("entries overlap: {:?}", queue.entries));
+            }
+            // Retained copies and queued frames alike: a non-keyframe follows its reference.
+            let mut previous: Option<u64> = None;
+            for entry in &queue.entries {
+                let seq = Source::seq_of(&queue.storage()[entry.start..entry.start + entry.len])?;
+                if entry.timestamp_ms != seq * INTERVAL_MS
+                    || entry.keyframe != self.source.keyframe(seq)
+                {
+                    return Err(format!("entry {entry:?} does not describe frame {seq}"));
+                }
+                if let Some(previous) = previous.filter(|&p| !entry.keyframe && seq != p + 1) {
+                    return Err(format!(
+                        "queued inter frame {seq} follows frame {previous}: {:?}",
+                        frames(queue)
+                    ));
+                }
+                previous = Some(seq);
+            }
+            Ok(())
+        }
+
+        /// After a frame is queued, the frames that may be dropped (all but a pinned front) span
+        /// at most the time bound.
+        fn check_time_bound(&self) -> Result<(), String> {
+            let queue = &self.queue;
+            let pinned = self.pinned.is_some().then_some(queue.retained);
+            let mut droppable = (0..queue.entries.len())
+                .filter(|&i| Some(i) != pinned)
+                .map(|i| queue.entries[i].timestamp_ms);
+            if let Some(first) = droppable.next() {
+                let last = droppable.next_back().unwrap_or(first);
+                if last - first > queue.max_duration_ms {
+                    return Err(format!(
+                        "{} ms queued beside the pinned frame, bound {}: {:?}",
+                        last - first,
+                        queue.max_duration_ms,
+                        frames(queue)
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The sequence numbers of the queue's entries, for messages.
+    fn frames(queue: &FrameQueue) -> Vec<u64> {
+        queue
+            .entries
+            .iter()
+            .map(|e| e.timestamp_ms / INTERVAL_MS)
+            .collect()
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (8usize..400, prop::bool::weighted(0.1))
+                .prop_map(|(len, new_parameters)| Op::Frame { len, new_parameters }),
+            3 => Just(Op::Pump),
+            3 => (0u32..4).prop_map(|frames| Op::Writable { frames }),
+            1 => Just(Op::Reset),
+            1 => (0u32..3).prop_map(|room| Op::Connected { room }),
+            1 => prop::bool::weighted(0.8).prop_map(|retention| Op::SourceRestart { retention }),
+        ]
+    }
+
+    proptest! {
+        // PROPTEST_CASES=100000 searches longer.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn every_connection_gets_a_decodable_stream(
+            gop in 1u64..8,
+            max_bytes in 64usize..2000,
+            max_frames in 1usize..16,
+            max_duration_ms in 0u64..400,
+            ops in prop::collection::vec(op(), 1..200),
+        ) {
+            let mut supervisor =
+                Supervisor::new(Direct::WhenTheQueueAgrees, gop, max_bytes, max_frames, max_duration_ms);
+            for (i, op) in ops.iter().enumerate() {
+                supervisor
+                    .apply(op)
+                    .map_err(|e| TestCaseError::fail(format!("step {i} ({op:?}): {e}")))?;
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_goes_straight_to_the_socket_only_if_the_queue_agrees() {
+        // The link is down: keyframe 0 and frames 1 and 2 fill the 66 ms bound, frame 3 is
+        // dropped. The next connection gets 0, 1 and 2 from the queue, which is then empty, and
+        // the link idle, when frame 4 comes: it must not go out, its reference 3 is gone.
+        let frame = Op::Frame {
+            len: 100,
+            new_parameters: false,
+        };
+        let ops = [
+            frame.clone(),
+            frame.clone(),
+            frame.clone(),
+            frame.clone(),
+            Op::Connected { room: 10 },
+            Op::Pump,
+            frame.clone(),
+        ];
+        let mut when_empty = Supervisor::new(Direct::WhenEmpty, 30, 10_000, 100, 66);
+        let result = ops.iter().try_for_each(|op| when_empty.apply(op));
+        assert_eq!(
+            result,
+            Err("connection 1: inter frame 4 after frame 2".to_string())
+        );
+        let mut asking = Supervisor::new(Direct::WhenTheQueueAgrees, 30, 10_000, 100, 66);
+        ops.iter().try_for_each(|op| asking.apply(op)).unwrap();
+        assert_eq!(asking.receiver.frames, 3);
+    }
+}
