@@ -164,7 +164,8 @@ impl FrameQueue {
 
     /// The front entry was sent: it is retained (with retention on) or removed.
     pub fn pop_sent(&mut self) -> Option<Entry> {
-        if !self.retention || self.retention_broken {
+        let keyframe = self.front().is_some_and(|e| e.keyframe);
+        if !self.retention || (self.retention_broken && !keyframe) {
             return self.pop_front();
         }
         self.front_pinned = false;
@@ -614,6 +615,30 @@ mod tests {
         // next keyframe, and a reconnect waits for one.
         assert_eq!(queue.skip_to_newest_keyframe(), 6);
         assert!(queue.is_empty());
+    }
+
+    #[test]
+    fn retention_resumes_at_a_keyframe_sent_from_the_queue() {
+        let mut queue = FrameQueue::new(1000, 100, u64::MAX);
+        queue.set_retention(true);
+        for ts in 0..8 {
+            queue.retain_sent(ts, ts == 0, 100, |slot| slot.fill(ts as u8));
+        }
+        // The link slows down: the copies give way, and frames go through the queue from now on.
+        for ts in 8..14 {
+            push(&mut queue, ts, false, 100);
+        }
+        while queue.pop_sent().is_some() {}
+        push(&mut queue, 14, true, 100);
+        push(&mut queue, 15, false, 100);
+        queue.pin_front();
+        queue.pop_sent();
+        queue.pin_front();
+        queue.pop_sent();
+        // The link dies: the next connection starts at keyframe 14 at once.
+        assert_eq!(queue.skip_to_newest_keyframe(), 0);
+        assert_eq!(timestamps(&queue), vec![14, 15]);
+        assert_decodable(&queue, 1);
     }
 
     #[test]
