@@ -1,19 +1,28 @@
 //! The bounded frame queue between a live source and the socket, sans-IO.
 //!
 //! A live source (a pipe, a child encoder, a camera) cannot wait for the network: it must be read
-//! at its own pace or it stalls or drops frames itself. When the socket takes a frame at once, the
-//! frame never enters this queue (it is sent zero-copy). When it does not, frames are copied once
+//! at its own pace or it stalls or drops frames itself. When the socket takes a frame at once and
+//! [`FrameQueue::may_send_directly`] agrees, the frame never enters this queue (it is sent
+//! zero-copy, and [`FrameQueue::retain_sent`] is told). When it does not, frames are copied once
 //! into this queue's ring storage, allocated once at its full size, and sent from there.
 //!
-//! The queue is bounded in bytes and in stream time. When a frame does not fit, whole GOPs go:
-//! first the queued frames older than the newest queued keyframe, then everything that is not
-//! being sent, and then incoming frames until the next keyframe. A frame whose reference was
-//! dropped is never kept, so the stream read back always decodes.
+//! A source that cannot make a keyframe on demand also keeps copies of the sent frames of the
+//! current GOP (retention), so that a new connection can start at its keyframe at once. Those
+//! copies are the first to go when room is needed, and are not kept at all for a GOP that lost a
+//! frame.
+//!
+//! The queue is bounded in bytes, in frames and in stream time (from its oldest entry, retained
+//! copies included, to its newest; a frame being sent does not count, as waiting does not help).
+//! When a frame does not fit, whole GOPs go: first the retained copies, then the queued frames
+//! older than the newest queued keyframe, then everything that is not being sent, and then
+//! incoming frames until the next keyframe. A frame whose reference was dropped is never kept,
+//! retained or let through to the socket, on this connection or the next, so the stream read back
+//! always decodes.
 //!
 //! Invariants: memory never grows after construction; the entry at the front may be pinned (being
-//! written to the socket) and is never moved or dropped while pinned; a queued frame that is not a
-//! keyframe always follows, without gap, the frame it references (the frame before it in the queue,
-//! or the frame in flight, or the last frame sent).
+//! written to the socket) and is never moved or dropped while pinned; a queued or retained frame
+//! that is not a keyframe always follows, without gap, the frame it references (the frame before
+//! it in the queue, or the frame in flight, or the last frame sent).
 
 use std::collections::VecDeque;
 
@@ -97,6 +106,14 @@ impl FrameQueue {
         self.entries.len() == self.retained
     }
 
+    /// Whether a frame may go straight from its source to an idle socket, bypassing the queue:
+    /// nothing waits to be sent, and the frame is a keyframe or no frame was dropped since the
+    /// last one. If not, it is to be [pushed](Self::push) (which drops it if its reference is
+    /// gone). An empty queue is not enough: after a drop, the next frame would follow a hole.
+    pub fn may_send_directly(&self, keyframe: bool) -> bool {
+        self.is_empty() && (keyframe || !self.awaiting_keyframe)
+    }
+
     /// Frames waiting to be sent.
     pub fn len(&self) -> usize {
         self.entries.len() - self.retained
@@ -147,7 +164,8 @@ impl FrameQueue {
 
     /// The front entry was sent: it is retained (with retention on) or removed.
     pub fn pop_sent(&mut self) -> Option<Entry> {
-        if !self.retention || self.retention_broken {
+        let keyframe = self.front().is_some_and(|e| e.keyframe);
+        if !self.retention || (self.retention_broken && !keyframe) {
             return self.pop_front();
         }
         self.front_pinned = false;
@@ -161,8 +179,9 @@ impl FrameQueue {
         Some(entry)
     }
 
-    /// Keeps a copy of a frame that was sent straight from its source (with retention on, and
-    /// only while nothing waits to be sent). Never drops an unsent frame for it.
+    /// A frame was sent straight from its source: called for every such frame. A keyframe ends
+    /// a wait for one. With retention on, and only while nothing waits to be sent, a copy is kept
+    /// unless a frame before it in its GOP was dropped. Never drops an unsent frame for it.
     pub fn retain_sent(
         &mut self,
         timestamp_ms: u64,
@@ -170,12 +189,20 @@ impl FrameQueue {
         len: usize,
         fill: impl FnOnce(&mut [u8]),
     ) {
+        if keyframe && self.is_empty() {
+            // The frames after it have their reference again.
+            self.awaiting_keyframe = false;
+        }
         if !self.retention || !self.is_empty() {
             return;
         }
         if keyframe {
             self.drop_retained();
             self.retention_broken = false;
+        } else if self.awaiting_keyframe {
+            // Its reference was dropped: a replay would not decode.
+            self.drop_retained();
+            self.retention_broken = true;
         }
         if self.retention_broken {
             return;
@@ -215,6 +242,8 @@ impl FrameQueue {
 
     /// The next frame sent will be the newest queued keyframe: older frames go. Called when a new
     /// connection starts, so viewers get a picture at once. Returns how many frames were dropped.
+    /// If a frame after the newest queued one was dropped, the wait for a keyframe goes on: the
+    /// frames kept end where they did, and what comes next still lacks its reference.
     pub fn skip_to_newest_keyframe(&mut self) -> u32 {
         self.front_pinned = false;
         // Retained copies are replayed too: they start the current GOP.
@@ -230,7 +259,6 @@ impl FrameQueue {
             return dropped;
         };
         self.drop_range(0, newest_key);
-        self.awaiting_keyframe = false;
         newest_key as u32
     }
 
@@ -590,6 +618,30 @@ mod tests {
     }
 
     #[test]
+    fn retention_resumes_at_a_keyframe_sent_from_the_queue() {
+        let mut queue = FrameQueue::new(1000, 100, u64::MAX);
+        queue.set_retention(true);
+        for ts in 0..8 {
+            queue.retain_sent(ts, ts == 0, 100, |slot| slot.fill(ts as u8));
+        }
+        // The link slows down: the copies give way, and frames go through the queue from now on.
+        for ts in 8..14 {
+            push(&mut queue, ts, false, 100);
+        }
+        while queue.pop_sent().is_some() {}
+        push(&mut queue, 14, true, 100);
+        push(&mut queue, 15, false, 100);
+        queue.pin_front();
+        queue.pop_sent();
+        queue.pin_front();
+        queue.pop_sent();
+        // The link dies: the next connection starts at keyframe 14 at once.
+        assert_eq!(queue.skip_to_newest_keyframe(), 0);
+        assert_eq!(timestamps(&queue), vec![14, 15]);
+        assert_decodable(&queue, 1);
+    }
+
+    #[test]
     fn a_new_connection_on_an_empty_queue_accepts_the_next_inter_frame() {
         let mut queue = FrameQueue::new(1000, 100, u64::MAX);
         assert_eq!(queue.skip_to_newest_keyframe(), 0);
@@ -637,6 +689,95 @@ mod tests {
     }
 
     #[test]
+    fn a_new_connection_still_waits_for_a_keyframe_after_a_dropped_frame() {
+        // The link is down; 66 ms of stream fit: keyframe 0 and frames 1 and 2 (33 ms apart).
+        let mut queue = FrameQueue::new(10_000, 100, 66);
+        queue.set_retention(true);
+        for i in 0..3 {
+            assert_eq!(
+                push(&mut queue, i * 33, i == 0, 100),
+                Pushed::Queued { dropped: 0 }
+            );
+        }
+        // Frame 3 does not fit, and no later GOP can give way: it is dropped.
+        assert_eq!(push(&mut queue, 99, false, 100), Pushed::Dropped);
+        // A new connection starts at keyframe 0 and gets frames 0 and 1.
+        assert_eq!(queue.skip_to_newest_keyframe(), 0);
+        for _ in 0..2 {
+            queue.pin_front();
+            queue.pop_sent();
+        }
+        // Frame 4 would fit now, but its reference, frame 3, is gone: it must not follow frame 2.
+        assert_eq!(push(&mut queue, 132, false, 100), Pushed::Dropped);
+        assert_decodable(&queue, 33);
+        assert_eq!(timestamps(&queue), vec![0, 33, 66], "0 and 33 retained");
+        assert!(matches!(
+            push(&mut queue, 165, true, 100),
+            Pushed::Queued { .. }
+        ));
+    }
+
+    #[test]
+    fn a_keyframe_sent_straight_from_the_source_ends_the_wait_for_one() {
+        let mut queue = FrameQueue::new(10_000, 100, 66);
+        for i in 0..3 {
+            push(&mut queue, i * 33, i == 0, 100);
+        }
+        assert_eq!(push(&mut queue, 99, false, 100), Pushed::Dropped);
+        while queue.pop_sent().is_some() {}
+        // Keyframe 4 goes straight to the idle socket; frame 5 finds it busy and is queued.
+        queue.retain_sent(132, true, 100, |_| {});
+        assert_eq!(
+            push(&mut queue, 165, false, 100),
+            Pushed::Queued { dropped: 0 }
+        );
+    }
+
+    #[test]
+    fn a_frame_sent_straight_after_a_dropped_one_is_not_kept_for_a_replay() {
+        let mut queue = FrameQueue::new(1000, 100, u64::MAX);
+        queue.set_retention(true);
+        // Frame 0 (the end of a GOP) is being sent; keyframe 3 and frames 1 and 2 wait.
+        push(&mut queue, 0, false, 100);
+        queue.pin_front();
+        push(&mut queue, 1, false, 300);
+        push(&mut queue, 2, false, 300);
+        push(&mut queue, 3, true, 250);
+        // Frame 4 does not fit: frames 1 and 2 go, and it still does not fit beside keyframe 3.
+        assert_eq!(push(&mut queue, 4, false, 100), Pushed::Dropped);
+        assert_eq!(timestamps(&queue), vec![0, 3]);
+        // The socket takes frame 0 and keyframe 3; keyframe 3 is retained.
+        queue.pop_sent();
+        queue.pin_front();
+        queue.pop_sent();
+        assert!(queue.is_empty());
+        // Frame 5 went straight to the socket: there is room, but its GOP has lost frame 4.
+        queue.retain_sent(5, false, 100, |slot| slot.fill(5));
+        // The next connection must not replay keyframe 3 then frame 5.
+        queue.skip_to_newest_keyframe();
+        assert_decodable(&queue, 1);
+        assert_eq!(timestamps(&queue), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn after_a_drop_only_a_keyframe_may_go_straight_to_the_socket() {
+        let mut queue = FrameQueue::new(10_000, 100, 66);
+        assert!(queue.may_send_directly(false));
+        for i in 0..3 {
+            push(&mut queue, i * 33, i == 0, 100);
+        }
+        assert!(!queue.may_send_directly(true), "frames wait");
+        assert_eq!(push(&mut queue, 99, false, 100), Pushed::Dropped);
+        while queue.pop_sent().is_some() {}
+        assert!(queue.is_empty());
+        assert!(!queue.may_send_directly(false), "frame 4 lacks frame 3");
+        assert_eq!(push(&mut queue, 132, false, 100), Pushed::Dropped);
+        assert!(queue.may_send_directly(true));
+        queue.retain_sent(165, true, 100, |_| {});
+        assert!(queue.may_send_directly(false));
+    }
+
+    #[test]
     fn random_traffic_keeps_every_invariant() {
         // A deterministic pseudo-random mix of frame sizes, pins and pops.
         let mut state = 0x2545_F491_4F6C_DD1Du64;
@@ -669,5 +810,508 @@ mod tests {
                 queue.pin_front();
             }
         }
+    }
+}
+
+/// A model of the supervisor driving the queue, checked at the receiving end.
+///
+/// [`Receiver`] checks what one destination receives and knows nothing of the queue; [`Source`]
+/// makes frames that name themselves; [`Supervisor`] replays src/supervisor.rs's calls on the
+/// queue, the connection and the pipeline's keyframe gate.
+#[cfg(test)]
+mod model {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// The receiving end of one destination, as a decoder sees it: frames come over a series of
+    /// connections; each connection must start at a keyframe, and every later frame on it must be
+    /// a keyframe or the direct successor (by sequence number) of the frame before it on that
+    /// connection. It knows nothing of the queue, so a frame store with per-destination cursors
+    /// can drive one of these per destination.
+    #[derive(Debug, Default)]
+    pub(crate) struct Receiver {
+        /// Connections so far (the current one is the last).
+        pub connections: u32,
+        connected: bool,
+        /// The frame received last on the current connection.
+        last: Option<u64>,
+        /// Frames received on all connections.
+        pub frames: u64,
+    }
+
+    impl Receiver {
+        pub fn connect(&mut self) {
+            self.connections += 1;
+            self.connected = true;
+            self.last = None;
+        }
+
+        /// The connection failed (whatever it was sending is lost with it).
+        pub fn disconnect(&mut self) {
+            self.connected = false;
+        }
+
+        /// The frame received last on the current connection, if it is up.
+        pub fn last_on_connection(&self) -> Option<u64> {
+            self.last.filter(|_| self.connected)
+        }
+
+        /// Frame `seq` was handed to the connection for sending.
+        pub fn receive(&mut self, seq: u64, keyframe: bool) -> Result<(), String> {
+            if !self.connected {
+                return Err(format!("frame {seq} sent with no connection"));
+            }
+            match self.last {
+                None if !keyframe => {
+                    return Err(format!(
+                        "connection {} starts with inter frame {seq}",
+                        self.connections
+                    ))
+                }
+                Some(last) if !keyframe && seq != last + 1 => {
+                    return Err(format!(
+                        "connection {}: inter frame {seq} after frame {last}",
+                        self.connections
+                    ))
+                }
+                _ => {}
+            }
+            self.last = Some(seq);
+            self.frames += 1;
+            Ok(())
+        }
+    }
+
+    /// A live source: frame `seq` is stamped `seq * INTERVAL_MS`, every `gop`-th frame is a
+    /// keyframe, and a frame's body (8 bytes or more) starts with its sequence number, followed
+    /// by bytes derived from it, so that a body read back names its frame and shows whether it
+    /// was overwritten.
+    #[derive(Clone, Copy, Debug)]
+    pub(crate) struct Source {
+        pub gop: u64,
+    }
+
+    pub(crate) const INTERVAL_MS: u64 = 33;
+
+    impl Source {
+        pub fn keyframe(&self, seq: u64) -> bool {
+            seq % self.gop == 0
+        }
+
+        pub fn fill(seq: u64, slot: &mut [u8]) {
+            slot[..8].copy_from_slice(&seq.to_le_bytes());
+            for (i, b) in slot[8..].iter_mut().enumerate() {
+                *b = (seq as u8).wrapping_mul(31).wrapping_add(i as u8);
+            }
+        }
+
+        /// The sequence number of the frame whose body this is, if the body is intact.
+        pub fn seq_of(body: &[u8]) -> Result<u64, String> {
+            let seq = u64::from_le_bytes(body[..8].try_into().unwrap());
+            let intact = body[8..]
+                .iter()
+                .enumerate()
+                .all(|(i, &b)| b == (seq as u8).wrapping_mul(31).wrapping_add(i as u8));
+            if intact {
+                Ok(seq)
+            } else {
+                Err(format!("the body of frame {seq} was overwritten"))
+            }
+        }
+    }
+
+    /// What the supervisor's loop does, one step at a time.
+    #[derive(Clone, Debug)]
+    pub(crate) enum Op {
+        /// The input gives the next frame (`len` bytes; a keyframe may bring new parameter sets).
+        Frame { len: usize, new_parameters: bool },
+        /// The loop feeds the socket from the queue (`pump_queue`), as it does on every pass.
+        Pump,
+        /// The socket takes up to `frames` more frames (a Writable event).
+        Writable { frames: u32 },
+        /// The connection fails, possibly in the middle of a frame (`Uplink::fail`).
+        Reset,
+        /// A new connection is up (`LinkEvent::Connected`); its socket takes `room` frames at once.
+        Connected { room: u32 },
+        /// The input restarts (a reload, say): frames up to the next keyframe are lost, the
+        /// connection waits for a keyframe, and retention is set anew.
+        SourceRestart { retention: bool },
+    }
+
+    /// When the supervisor sends a frame straight from the input, bypassing the queue.
+    #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+    pub(crate) enum Direct {
+        /// The link is idle and [`FrameQueue::is_empty`]: not enough.
+        WhenEmpty,
+        /// The link is idle and [`FrameQueue::may_send_directly`].
+        WhenTheQueueAgrees,
+    }
+
+    /// One connection, as the supervisor and the pipeline see it.
+    #[derive(Debug)]
+    struct Conn {
+        /// The session holds data the socket has not taken (`!conn.is_idle()`).
+        busy: bool,
+        /// That data is the queue's front frame (`Pending::QueueFront`).
+        pending_front: bool,
+        /// Frames the socket takes before it blocks.
+        room: u32,
+        /// The pipeline sends nothing on this connection before a keyframe.
+        need_keyframe: bool,
+    }
+
+    impl Conn {
+        /// `write_some`: whether the socket took everything the session holds.
+        fn write_some(&mut self) -> bool {
+            if self.busy && self.room > 0 {
+                self.room -= 1;
+                self.busy = false;
+            }
+            !self.busy
+        }
+
+        /// `Pipeline::deliver`: whether the frame is sent, or dropped for want of a keyframe.
+        fn deliver(&mut self, keyframe: bool) -> bool {
+            if self.need_keyframe && !keyframe {
+                return false;
+            }
+            self.need_keyframe = false;
+            self.busy = true;
+            true
+        }
+    }
+
+    /// The supervisor with a live input that cannot make keyframes (retention on), its queue and
+    /// the receiving end.
+    pub(crate) struct Supervisor {
+        pub queue: FrameQueue,
+        pub receiver: Receiver,
+        direct: Direct,
+        source: Source,
+        link: Option<Conn>,
+        next_seq: u64,
+        /// The entry pinned at the front and its body, while the connection writes it.
+        pinned: Option<(Entry, Vec<u8>)>,
+        /// A pump ran since the last event (the loop pumps once per pass).
+        pumped: bool,
+        storage_len: usize,
+        entries_capacity: usize,
+    }
+
+    impl Supervisor {
+        pub fn new(
+            direct: Direct,
+            gop: u64,
+            max_bytes: usize,
+            max_frames: usize,
+            max_duration_ms: u64,
+        ) -> Self {
+            let mut queue = FrameQueue::new(max_bytes, max_frames, max_duration_ms);
+            queue.set_retention(true);
+            Supervisor {
+                storage_len: queue.storage.len(),
+                entries_capacity: queue.entries.capacity(),
+                queue,
+                receiver: Receiver::default(),
+                direct,
+                source: Source { gop: gop.max(1) },
+                link: None,
+                next_seq: 0,
+                pinned: None,
+                pumped: false,
+            }
+        }
+
+        pub fn apply(&mut self, op: &Op) -> Result<(), String> {
+            match *op {
+                Op::Frame {
+                    len,
+                    new_parameters,
+                } => self.frame(len, new_parameters)?,
+                Op::Pump => self.pump()?,
+                _ => {
+                    // Every pass of the loop feeds the socket before it waits for an event.
+                    if !self.pumped {
+                        self.pump()?;
+                    }
+                    self.pumped = false;
+                    self.event(op);
+                }
+            }
+            self.check_queue()
+        }
+
+        fn event(&mut self, op: &Op) {
+            match *op {
+                Op::Writable { frames } => {
+                    if let Some(conn) = &mut self.link {
+                        conn.room += frames;
+                        conn.write_some();
+                    }
+                }
+                Op::Reset => {
+                    if self.link.take().is_some() {
+                        self.receiver.disconnect();
+                        self.queue.unpin_front();
+                        self.pinned = None;
+                    }
+                }
+                Op::Connected { room } => {
+                    if self.link.is_none() {
+                        self.receiver.connect();
+                        self.queue.skip_to_newest_keyframe();
+                        self.link = Some(Conn {
+                            busy: false,
+                            pending_front: false,
+                            room,
+                            need_keyframe: true,
+                        });
+                    }
+                }
+                Op::SourceRestart { retention } => {
+                    self.next_seq = self.next_seq.div_ceil(self.source.gop) * self.source.gop;
+                    if let Some(conn) = &mut self.link {
+                        conn.need_keyframe = true;
+                    }
+                    self.queue.set_retention(retention);
+                }
+                Op::Frame { .. } | Op::Pump => unreachable!(),
+            }
+        }
+
+        /// A frame from the input: sent at once when the link is idle and the queue agrees, else
+        /// queued.
+        fn frame(&mut self, len: usize, new_parameters: bool) -> Result<(), String> {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let keyframe = self.source.keyframe(seq);
+            let timestamp = seq * INTERVAL_MS;
+            let link_idle = matches!(&self.link, Some(conn) if !conn.busy)
+                && match self.direct {
+                    Direct::WhenEmpty => self.queue.is_empty(),
+                    Direct::WhenTheQueueAgrees => self.queue.may_send_directly(keyframe),
+                };
+            if keyframe && new_parameters && !self.queue.is_empty() {
+                self.queue.clear_unpinned();
+            }
+            match &mut self.link {
+                Some(conn) if link_idle => {
+                    if conn.deliver(keyframe) {
+                        self.receiver.receive(seq, keyframe)?;
+                        // The rest is detached into the session if the socket does not take it.
+                        conn.write_some();
+                        self.queue
+                            .retain_sent(timestamp, keyframe, len, |slot| Source::fill(seq, slot));
+                    }
+                }
+                _ => {
+                    // Nothing waits to be sent and the frame's reference went out on this
+                    // connection or is kept for the next: there is room for the frame (retained
+                    // copies give way), and dropping it would be needless.
+                    let reference_kept = seq.checked_sub(1).is_some_and(|reference| {
+                        self.receiver.last_on_connection() == Some(reference)
+                            || self
+                                .queue
+                                .entries
+                                .iter()
+                                .any(|e| e.timestamp_ms == reference * INTERVAL_MS)
+                    });
+                    let must_fit = self.queue.is_empty()
+                        && len <= self.storage_len
+                        && (keyframe || reference_kept);
+                    let pushed = self
+                        .queue
+                        .push(timestamp, keyframe, len, |slot| Source::fill(seq, slot));
+                    match pushed {
+                        Pushed::Queued { .. } => self.check_time_bound()?,
+                        Pushed::Dropped if must_fit => {
+                            return Err(format!("frame {seq} dropped, though nothing waited"));
+                        }
+                        Pushed::Dropped => {}
+                    }
+                }
+            }
+            Ok(())
+        }
+
+        /// `pump_queue`: while the socket takes them, the queued frames.
+        fn pump(&mut self) -> Result<(), String> {
+            self.pumped = true;
+            let Some(conn) = &mut self.link else {
+                return Ok(());
+            };
+            loop {
+                if conn.busy && !conn.write_some() {
+                    return Ok(());
+                }
+                if conn.pending_front {
+                    let sent = self.queue.pop_sent();
+                    let pinned = self.pinned.take().map(|(entry, _)| entry);
+                    if sent != pinned {
+                        return Err(format!("sent {sent:?}, but {pinned:?} was pinned"));
+                    }
+                    conn.pending_front = false;
+                }
+                let Some(entry) = self.queue.front() else {
+                    return Ok(());
+                };
+                let body = &self.queue.storage()[entry.start..entry.start + entry.len];
+                let seq = Source::seq_of(body)?;
+                if conn.deliver(entry.keyframe) {
+                    self.receiver.receive(seq, entry.keyframe)?;
+                    self.pinned = Some((entry, body.to_vec()));
+                    self.queue.pin_front();
+                    conn.pending_front = true;
+                } else {
+                    self.queue.pop_front();
+                }
+            }
+        }
+
+        /// The queue's invariants (its module comment), after each step.
+        fn check_queue(&self) -> Result<(), String> {
+            let queue = &self.queue;
+            if queue.storage.len() != self.storage_len
+                || queue.entries.capacity() != self.entries_capacity
+            {
+                return Err("the queue's memory grew".into());
+            }
+            if let Some((entry, body)) = &self.pinned {
+                if queue.front() != Some(*entry)
+                    || queue.storage()[entry.start..entry.start + entry.len] != body[..]
+                {
+                    return Err(format!(
+                        "the pinned front {entry:?} moved or was overwritten"
+                    ));
+                }
+            }
+            if queue.entries.len() > queue.max_frames || queue.queued_bytes() > self.storage_len {
+                return Err("the queue holds more than its bounds".into());
+            }
+            let mut ranges: Vec<(usize, usize)> = queue
+                .entries
+                .iter()
+                .map(|e| (e.start, e.start + e.len))
+                .collect();
+            ranges.sort();
+            if ranges.windows(2).any(|w| w[0].1 > w[1].0) {
+                return Err(format!("entries overlap: {:?}", queue.entries));
+            }
+            // Retained copies and queued frames alike: a non-keyframe follows its reference.
+            let mut previous: Option<u64> = None;
+            for entry in &queue.entries {
+                let seq = Source::seq_of(&queue.storage()[entry.start..entry.start + entry.len])?;
+                if entry.timestamp_ms != seq * INTERVAL_MS
+                    || entry.keyframe != self.source.keyframe(seq)
+                {
+                    return Err(format!("entry {entry:?} does not describe frame {seq}"));
+                }
+                if let Some(previous) = previous.filter(|&p| !entry.keyframe && seq != p + 1) {
+                    return Err(format!(
+                        "queued inter frame {seq} follows frame {previous}: {:?}",
+                        frames(queue)
+                    ));
+                }
+                previous = Some(seq);
+            }
+            Ok(())
+        }
+
+        /// After a frame is queued, the frames that may be dropped (all but a pinned front) span
+        /// at most the time bound.
+        fn check_time_bound(&self) -> Result<(), String> {
+            let queue = &self.queue;
+            let pinned = self.pinned.is_some().then_some(queue.retained);
+            let mut droppable = (0..queue.entries.len())
+                .filter(|&i| Some(i) != pinned)
+                .map(|i| queue.entries[i].timestamp_ms);
+            if let Some(first) = droppable.next() {
+                let last = droppable.next_back().unwrap_or(first);
+                if last - first > queue.max_duration_ms {
+                    return Err(format!(
+                        "{} ms queued beside the pinned frame, bound {}: {:?}",
+                        last - first,
+                        queue.max_duration_ms,
+                        frames(queue)
+                    ));
+                }
+            }
+            Ok(())
+        }
+    }
+
+    /// The sequence numbers of the queue's entries, for messages.
+    fn frames(queue: &FrameQueue) -> Vec<u64> {
+        queue
+            .entries
+            .iter()
+            .map(|e| e.timestamp_ms / INTERVAL_MS)
+            .collect()
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            8 => (8usize..400, prop::bool::weighted(0.1))
+                .prop_map(|(len, new_parameters)| Op::Frame { len, new_parameters }),
+            3 => Just(Op::Pump),
+            3 => (0u32..4).prop_map(|frames| Op::Writable { frames }),
+            1 => Just(Op::Reset),
+            1 => (0u32..3).prop_map(|room| Op::Connected { room }),
+            1 => prop::bool::weighted(0.8).prop_map(|retention| Op::SourceRestart { retention }),
+        ]
+    }
+
+    proptest! {
+        // PROPTEST_CASES=100000 searches longer.
+        #![proptest_config(ProptestConfig {
+            cases: std::env::var("PROPTEST_CASES").ok().and_then(|n| n.parse().ok()).unwrap_or(1000),
+            ..ProptestConfig::default()
+        })]
+
+        #[test]
+        fn every_connection_gets_a_decodable_stream(
+            gop in 1u64..8,
+            max_bytes in 64usize..2000,
+            max_frames in 1usize..16,
+            max_duration_ms in 0u64..400,
+            ops in prop::collection::vec(op(), 1..200),
+        ) {
+            let mut supervisor =
+                Supervisor::new(Direct::WhenTheQueueAgrees, gop, max_bytes, max_frames, max_duration_ms);
+            for (i, op) in ops.iter().enumerate() {
+                supervisor
+                    .apply(op)
+                    .map_err(|e| TestCaseError::fail(format!("step {i} ({op:?}): {e}")))?;
+            }
+        }
+    }
+
+    #[test]
+    fn a_frame_goes_straight_to_the_socket_only_if_the_queue_agrees() {
+        // The link is down: keyframe 0 and frames 1 and 2 fill the 66 ms bound, frame 3 is
+        // dropped. The next connection gets 0, 1 and 2 from the queue, which is then empty, and
+        // the link idle, when frame 4 comes: it must not go out, its reference 3 is gone.
+        let frame = Op::Frame {
+            len: 100,
+            new_parameters: false,
+        };
+        let ops = [
+            frame.clone(),
+            frame.clone(),
+            frame.clone(),
+            frame.clone(),
+            Op::Connected { room: 10 },
+            Op::Pump,
+            frame.clone(),
+        ];
+        let mut when_empty = Supervisor::new(Direct::WhenEmpty, 30, 10_000, 100, 66);
+        let result = ops.iter().try_for_each(|op| when_empty.apply(op));
+        assert_eq!(
+            result,
+            Err("connection 1: inter frame 4 after frame 2".to_string())
+        );
+        let mut asking = Supervisor::new(Direct::WhenTheQueueAgrees, 30, 10_000, 100, 66);
+        ops.iter().try_for_each(|op| asking.apply(op)).unwrap();
+        assert_eq!(asking.receiver.frames, 3);
     }
 }
