@@ -10,7 +10,7 @@
 
 mod common;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use common::alloc::{CountingAllocator, Window};
 use common::proxy::{Mode, Proxy};
@@ -67,6 +67,11 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
     let (allocations, bytes) = window.result.expect("the counted window was reached");
     let throttled_for = throttled_for.expect("the counted window was throttled");
     eprintln!("counted window: {COUNTED_FRAMES} frames in {throttled_for:?} through the throttle");
+    // About 18 MB at 8 MB/s: a window much shorter than that was not held back by the throttle.
+    assert!(
+        throttled_for >= Duration::from_secs(1),
+        "the counted frames took {throttled_for:?}: the throttle did not make the socket push back"
+    );
     assert_eq!(
         allocations, 0,
         "{allocations} allocations ({bytes} bytes) in {COUNTED_FRAMES} frames sent under backpressure"
