@@ -33,6 +33,10 @@ const IOV_BATCH: usize = 512;
 /// Most unsent bytes the kernel holds for us (TCP_NOTSENT_LOWAT): 64 ms of a 4 Mbit/s stream, so
 /// a slow link shows in the frame queue (bounded by --queue-time) almost at once.
 const UNSENT_LIMIT: u32 = 32 * 1024;
+/// Room in the transmit queue besides one frame: the handshake (C0+C1+C2, 3073 bytes), the publish
+/// commands, onMetaData and the AVC sequence header before a connection's first frame, and the
+/// control replies (acknowledgements, pongs: under 32 bytes each) queued while a frame waits.
+const TRANSMIT_SLACK: usize = 16 * 1024;
 /// Largest server message accepted (servers send commands of a few hundred bytes).
 const MAX_SERVER_MESSAGE: u32 = 1 << 20;
 /// How long closing may take: flushing the unpublish commands, then waiting for the server to
@@ -140,9 +144,13 @@ impl Connection {
         let mut jitter = Jitter::from_entropy();
         random.iter_mut().for_each(|b| *b = jitter.next_u64() as u8);
         let now = clock.now_ms();
+        let mut session = PublishSession::new(session_config, now, &random);
+        session
+            .transmit()
+            .reserve_scratch(transmit_capacity(config.max_frame_size, config.chunk_size));
         let mut conn = Connection {
             stream,
-            session: PublishSession::new(session_config, now, &random),
+            session,
             clock,
             read_buf: vec![0; 16 * 1024],
             bytes_sent: 0,
@@ -427,6 +435,25 @@ impl Connection {
             }
         }
     }
+}
+
+/// The scratch storage the session's transmit queue gets up front, so that it never grows while
+/// publishing. A frame is queued only on an idle link (the queue has just been emptied, which
+/// resets its storage), and when the socket does not take all of it, the supervisor copies the
+/// rest in ([`Connection::detach`]): the queue then holds one frame message, what preceded it on
+/// this link (onMetaData, the sequence header) and the control replies queued since, within
+/// [`TRANSMIT_SLACK`]. How much is copied depends on how much the socket took: up to the whole
+/// frame, at any time. A frame body is at most [`AvcMuxer::max_body_len`] of the largest access
+/// unit (`--max-frame-size`; the Annex-B reader may hold [`READ_SLACK`] more) and at most the
+/// 24-bit message length. Reserved, not written: the pages are mapped as frames are copied in.
+///
+/// [`AvcMuxer::max_body_len`]: crate::media::flv::AvcMuxer::max_body_len
+/// [`READ_SLACK`]: crate::media::annexb::READ_SLACK
+pub fn transmit_capacity(max_frame_size: usize, chunk_size: u32) -> usize {
+    let largest_access_unit = max_frame_size.saturating_add(crate::media::annexb::READ_SLACK);
+    let body = crate::media::flv::AvcMuxer::max_body_len(largest_access_unit)
+        .min(crate::rtmp::chunk::MAX_MESSAGE_LEN as usize);
+    crate::rtmp::chunk::max_wire_len(body, chunk_size).saturating_add(TRANSMIT_SLACK)
 }
 
 /// A connection lost right after the server accepted the publish: nginx-rtmp answers

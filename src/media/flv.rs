@@ -234,6 +234,17 @@ impl AvcMuxer {
         })
     }
 
+    /// The longest video tag body [`push`](Self::push) makes from an access unit of at most
+    /// `max_access_unit` bytes (`AccessUnit::data`): the 5-byte tag header and a 4-byte length
+    /// before each NAL unit. With `n` NAL units of at least 1 byte, separated by start codes of
+    /// at least 3 bytes, the payload is at most `max_access_unit - 3 (n - 1)` bytes and `n` at
+    /// most `(max_access_unit + 3) / 4`, so the body is at most
+    /// `5 + max_access_unit + 3 + n` (reached by an access unit of 1-byte NAL units).
+    pub fn max_body_len(max_access_unit: usize) -> usize {
+        let nal_units = max_access_unit.saturating_add(3) / 4;
+        max_access_unit.saturating_add(8).saturating_add(nal_units)
+    }
+
     /// The body of the last frame's video tag.
     pub fn frame_parts(&self) -> &[Part] {
         &self.parts
@@ -474,5 +485,20 @@ mod tests {
         );
         assert!(meta.get("videodatarate").is_none());
         assert_eq!(values.len(), 3);
+    }
+
+    #[test]
+    fn max_body_len_bounds_the_body_of_the_densest_access_unit() {
+        let mut muxer = AvcMuxer::new();
+        let mut stream = annexb(&[SPS, PPS, &[0x65, 0x88]]);
+        // 1-byte NAL units behind 3-byte start codes: the most length prefixes per byte.
+        for _ in 0..1000 {
+            stream.extend_from_slice(&[0, 0, 1, 0x06]);
+        }
+        assert!(matches!(push(&mut muxer, &stream), Muxed::Frame { .. }));
+        let body: usize = muxer.frame_parts().iter().map(Part::len).sum();
+        let bound = AvcMuxer::max_body_len(stream.len());
+        assert!(body <= bound, "body {body} above the bound {bound}");
+        assert!(bound - body < 32, "the bound {bound} is loose for {body}");
     }
 }

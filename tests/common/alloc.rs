@@ -2,11 +2,11 @@
 //! (`tests/no_allocation.rs`, `tests/v4l2_vm_alloc.rs`). A test installs it with
 //! `#[global_allocator] static GLOBAL: CountingAllocator = CountingAllocator;` and counts a
 //! window of frames with [`Window`]. Threads that belong to the test itself (a scripted server)
-//! call [`exclude_this_thread`].
+//! call [`exclude_this_thread`]. `ALLOC_TRACE=1` prints a backtrace of each counted allocation.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 
 pub struct CountingAllocator;
 
@@ -16,7 +16,12 @@ static BYTES: AtomicU64 = AtomicU64::new(0);
 
 thread_local! {
     static EXCLUDED: Cell<bool> = const { Cell::new(false) };
+    /// Inside [`trace`]: its own allocations are neither counted nor traced.
+    static TRACING: Cell<bool> = const { Cell::new(false) };
 }
+
+/// `ALLOC_TRACE` was set: 0 not looked at yet, 1 no, 2 yes.
+static TRACE: AtomicU8 = AtomicU8::new(0);
 
 /// Allocations on the calling thread are not counted from now on.
 pub fn exclude_this_thread() {
@@ -24,10 +29,30 @@ pub fn exclude_this_thread() {
 }
 
 fn count(bytes: usize) {
-    if COUNTING.load(Ordering::Relaxed) && !EXCLUDED.with(Cell::get) {
+    if COUNTING.load(Ordering::Relaxed) && !EXCLUDED.with(Cell::get) && !TRACING.with(Cell::get) {
         ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
         BYTES.fetch_add(bytes as u64, Ordering::Relaxed);
+        trace(bytes);
     }
+}
+
+/// With `ALLOC_TRACE=1` in the environment, prints a backtrace of every counted allocation to
+/// stderr: where a test's stray allocation comes from. Allocates (guarded against recursion).
+fn trace(bytes: usize) {
+    TRACING.with(|t| t.set(true));
+    if TRACE.load(Ordering::Relaxed) == 0 {
+        let on = std::env::var_os("ALLOC_TRACE").is_some_and(|v| v != "0");
+        TRACE.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+    }
+    if TRACE.load(Ordering::Relaxed) == 2 {
+        let backtrace = std::backtrace::Backtrace::force_capture();
+        let thread = std::thread::current();
+        eprintln!(
+            "counted allocation of {bytes} bytes on thread {:?}:\n{backtrace}",
+            thread.name().unwrap_or("?")
+        );
+    }
+    TRACING.with(|t| t.set(false));
 }
 
 // SAFETY: forwards every call unchanged to the system allocator; only counts.

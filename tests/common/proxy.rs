@@ -144,7 +144,10 @@ impl Proxy {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name(format!("proxy-accept-{port}"))
-                .spawn(move || accept_loop(listener, shared))
+                .spawn(move || {
+                    super::alloc::exclude_this_thread();
+                    accept_loop(listener, shared)
+                })
                 .unwrap()
         };
         Proxy {
@@ -348,6 +351,7 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                 let thread = std::thread::Builder::new()
                     .name(format!("proxy-conn-{next_id}"))
                     .spawn(move || {
+                        super::alloc::exclude_this_thread();
                         run_connection(client, &conn, &thread_shared);
                         conn.done.store(true, Ordering::SeqCst);
                     })
@@ -406,6 +410,7 @@ fn run_connection(client: TcpStream, conn: &Arc<Conn>, shared: &Arc<Shared>) {
         std::thread::Builder::new()
             .name(format!("proxy-down-{}", conn.id))
             .spawn(move || {
+                super::alloc::exclude_this_thread();
                 let end = pump_down(server_down, &client_down, &conn, &shared);
                 if end != End::Eof {
                     // The server reset or the link is being killed: end the whole connection.

@@ -200,6 +200,15 @@ impl Gather {
         (self.scratch.capacity(), self.pieces.capacity())
     }
 
+    /// Makes sure the scratch storage holds `bytes` bytes in all before it has to grow (it never
+    /// shrinks). Reserve up front what [`detach_external`](Self::detach_external) may need: when
+    /// the socket is first slow is up to the network, and a Vec that grows then allocates in a
+    /// steady state that was supposed to be warm.
+    pub fn reserve_scratch(&mut self, bytes: usize) {
+        self.scratch
+            .reserve_exact(bytes.saturating_sub(self.scratch.len()));
+    }
+
     /// Drops everything, written or not, keeping the capacity (a new connection).
     pub fn clear(&mut self) {
         self.scratch.clear();
@@ -350,8 +359,15 @@ impl Gather {
     /// Copies every unwritten external piece into scratch storage, so the external buffer may be
     /// released or reused while the rest is written. The driver calls this when a frame sent
     /// zero-copy could not be written at once and the source must move on: the copy is paid only
-    /// under backpressure. Returns the bytes copied. Grows scratch up to the largest frame
-    /// detached, then reuses it.
+    /// under backpressure. Returns the bytes copied.
+    ///
+    /// Afterwards scratch holds every byte of the messages queued since the last reset (headers,
+    /// inline parts, and each unwritten external piece whole, a written head included), so at
+    /// most the sum of their [`max_wire_len`](super::max_wire_len)s. Scratch grows (allocates)
+    /// when that is more than its capacity: [`reserve_scratch`](Self::reserve_scratch) it for the
+    /// largest message the caller may detach. How much is left to copy depends on how much the
+    /// socket took, so without the reservation the first large remainder may come at any time,
+    /// after any warm-up.
     pub fn detach_external(&mut self, external: &[u8]) -> usize {
         let mut copied = 0;
         let until = self.external_until.min(self.pieces.len());

@@ -50,7 +50,7 @@ mod writer;
 
 pub use gather::{Gather, Part, Piece, MAX_INLINE_LEN};
 pub use reader::{ChunkReader, MAX_CHUNK_STREAMS};
-pub use writer::ChunkWriter;
+pub use writer::{max_wire_len, ChunkWriter};
 
 // Offsets are `u32` in `Piece` and `usize` in the API: conversions from `u32` to `usize` below are
 // lossless on every target this crate supports.

@@ -123,6 +123,18 @@ fn basic_header(fmt: u8, csid: u32, out: &mut [u8]) -> usize {
     }
 }
 
+/// The most bytes [`ChunkWriter::write_message`] appends to a [`Gather`] for a body of `body_len`
+/// bytes at chunk size `chunk_size`: the body, the longest first header, and the longest
+/// continuation header (extended timestamp, 3-byte basic header) at each chunk boundary. The
+/// bound on scratch storage that [`Gather::detach_external`] needs for that message.
+pub fn max_wire_len(body_len: usize, chunk_size: u32) -> usize {
+    let chunk_size = to_usize(chunk_size.clamp(1, MAX_CHUNK_SIZE));
+    let continuations = body_len.div_ceil(chunk_size).saturating_sub(1);
+    body_len
+        .saturating_add(MAX_CHUNK_HEADER_LEN)
+        .saturating_add(continuations.saturating_mul(MAX_CONTINUATION_HEADER_LEN))
+}
+
 /// Turns messages into chunks, choosing the most compact header each chunk stream allows.
 #[derive(Clone, Debug)]
 pub struct ChunkWriter {
@@ -721,5 +733,48 @@ mod tests {
         w.reset();
         assert_eq!(w.chunk_size(), DEFAULT_CHUNK_SIZE);
         assert_eq!(bytes_of(&mut w, header(3, 0, 9, 1), b"a")[0], 0x03);
+    }
+
+    /// A Gather reserved with `max_wire_len` detaches its message, however much of it the socket
+    /// took, without growing: chunk sizes, tiny and large parts, extended timestamps.
+    #[test]
+    fn scratch_reserved_with_max_wire_len_holds_a_detached_message() {
+        let external: Vec<u8> = (0..=255u8).cycle().take(200_000).collect();
+        // Many 1-byte NAL units (the most inline bytes per payload byte), and one large one.
+        let mut tiny = vec![Part::inline(&[0x17, 1, 0, 0, 0])];
+        for i in 0..2000 {
+            tiny.push(Part::inline(&1u32.to_be_bytes()));
+            tiny.push(Part::external(4 * i, 1));
+        }
+        let large = [
+            Part::inline(&[0x17, 1, 0, 0, 0]),
+            Part::inline(&190_000u32.to_be_bytes()),
+            Part::external(7, 190_000),
+        ];
+        for parts in [&tiny[..], &large[..]] {
+            let body_len: usize = parts.iter().map(Part::len).sum();
+            for chunk_size in [128, 1000, 4096, 65_536] {
+                for timestamp in [40, 0xFF_FFFF, 0x7FFF_FFFF] {
+                    for written in [0, 1, 13, body_len / 2, body_len] {
+                        let mut writer = ChunkWriter::new();
+                        writer.set_chunk_size(chunk_size);
+                        let mut gather = Gather::with_capacity(0, 8192);
+                        gather.reserve_scratch(max_wire_len(body_len, chunk_size));
+                        let reserved = gather.capacity().0;
+                        let header = header(6, timestamp, 9, 1);
+                        writer.write_message(&header, parts, &mut gather);
+                        assert!(gather.remaining() <= max_wire_len(body_len, chunk_size));
+                        gather.advance(written);
+                        gather.detach_external(&external);
+                        assert_eq!(
+                            gather.capacity().0,
+                            reserved,
+                            "{body_len}-byte body at chunk size {chunk_size}, timestamp \
+                             {timestamp}, {written} bytes written: scratch grew"
+                        );
+                    }
+                }
+            }
+        }
     }
 }
