@@ -62,6 +62,9 @@ OPTIONS:
                               system's certificate store (/etc/ssl/certs, else bundled roots)
         --insecure            RTMPS: do NOT verify the server's certificate. Anyone on the
                               path can then read the stream key and the video. For testing.
+        --redirect-credentials
+                              Let a server's reconnect request (Enhanced RTMP) to another
+                              host carry the URL's user:password there (default: not sent)
         --fps <RATE>          Constant frame rate for timestamps: 30, 29.97 or 30000/1001.
                               Default: the SPS timing (VUI) when present; otherwise the arrival
                               time of each frame for pipes and stdin, and 25 fps for files.
@@ -158,6 +161,8 @@ pub struct Config {
     pub ca_file: Option<std::path::PathBuf>,
     /// RTMPS: do not verify the server's certificate (dangerous).
     pub insecure: bool,
+    /// A server's redirect to another host may carry the URL's user:password.
+    pub redirect_credentials: bool,
     /// What to ask of a V4L2 camera and encoder.
     pub device: DeviceOptions,
 }
@@ -261,6 +266,7 @@ impl Config {
             config_file: None,
             ca_file: None,
             insecure: false,
+            redirect_credentials: false,
             device: DeviceOptions::default(),
         }
     }
@@ -370,6 +376,7 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
     let mut config_file = None;
     let mut ca_file = None;
     let mut insecure = false;
+    let mut redirect_credentials = false;
     let mut device = DeviceOptions::default();
     let mut only_positional = false;
     // The URL may come from the file (`url = ...`) and be overridden by the command line.
@@ -390,7 +397,14 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
             }
             _ => (arg.clone(), None),
         };
-        const FLAGS: &[&str] = &["--insecure", "--realtime", "--re", "--hflip", "--vflip"];
+        const FLAGS: &[&str] = &[
+            "--insecure",
+            "--redirect-credentials",
+            "--realtime",
+            "--re",
+            "--hflip",
+            "--vflip",
+        ];
         if FLAGS.contains(&name.as_str()) && inline_value.is_some() {
             return Err(Error::config(format!(
                 "{name} takes no value (leave it out to turn it off)"
@@ -410,6 +424,7 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
             "--url" => url = Some(RtmpUrl::parse(&value("a URL")?)?),
             "--ca-file" => ca_file = Some(std::path::PathBuf::from(value("a PEM file")?)),
             "--insecure" => insecure = true,
+            "--redirect-credentials" => redirect_credentials = true,
             "--config" => config_file = Some(value("a file")?),
             "--fps" => frame_rate = parse_frame_rate(&value("a frame rate")?)?,
             "--realtime" | "--re" => realtime = true,
@@ -532,6 +547,7 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
         config_file,
         ca_file,
         insecure,
+        redirect_credentials,
         device,
     })))
 }

@@ -101,10 +101,6 @@ pub struct Connection {
     read_buf: Vec<u8>,
     /// Bytes written to the socket.
     bytes_sent: u64,
-    /// When the server accepted the publish.
-    publishing_since_ms: Option<u64>,
-    /// When the socket last accepted bytes, or the queue was last empty: the stall watchdog.
-    last_write_progress_ms: u64,
     /// The server asked us to reconnect (Enhanced RTMP), to this tcUrl if given.
     reconnect_request: Option<Option<String>>,
     /// RTMPS: the TLS session the RTMP bytes go through.
@@ -154,8 +150,6 @@ impl Connection {
             clock,
             read_buf: vec![0; 16 * 1024],
             bytes_sent: 0,
-            publishing_since_ms: None,
-            last_write_progress_ms: now,
             reconnect_request: None,
             tls,
         };
@@ -198,11 +192,6 @@ impl Connection {
                 .is_none_or(|tls| tls.pending_output().is_empty())
     }
 
-    /// Whether the server asked for a reconnect (Enhanced RTMP) that has not been made yet.
-    pub fn reconnect_requested(&self) -> bool {
-        self.reconnect_request.is_some()
-    }
-
     /// The pending reconnect request: `Some(tc_url)` (the tcUrl is optional).
     pub fn take_reconnect_request(&mut self) -> Option<Option<String>> {
         self.reconnect_request.take()
@@ -211,16 +200,6 @@ impl Connection {
     /// When the session next needs [`PublishSession::handle_timeout`].
     pub fn session_timeout_ms(&self) -> Option<u64> {
         self.session.poll_timeout()
-    }
-
-    /// When the server accepted the publish.
-    pub fn publishing_since_ms(&self) -> Option<u64> {
-        self.publishing_since_ms
-    }
-
-    /// When the stall watchdog fires if the socket accepts nothing more.
-    pub fn stall_deadline_ms(&self, stall_timeout_ms: u64) -> Option<u64> {
-        (!self.is_idle()).then(|| self.last_write_progress_ms.saturating_add(stall_timeout_ms))
     }
 
     /// Writes as much of the queue as the socket takes now; true when everything is written.
@@ -232,7 +211,6 @@ impl Connection {
         loop {
             let out = self.session.transmit();
             if out.is_empty() {
-                self.last_write_progress_ms = self.clock.now_ms();
                 return Ok(true);
             }
             let mut slices = [IoSlice::new(&[]); IOV_BATCH];
@@ -247,7 +225,6 @@ impl Connection {
                 Ok(n) => {
                     self.session.transmit().advance(n);
                     self.bytes_sent += n as u64;
-                    self.last_write_progress_ms = self.clock.now_ms();
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -269,7 +246,6 @@ impl Connection {
                     Ok(n) => {
                         tls.consume_output(n);
                         self.bytes_sent += n as u64;
-                        self.last_write_progress_ms = self.clock.now_ms();
                     }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -280,7 +256,6 @@ impl Connection {
             }
             let out = self.session.transmit();
             if out.is_empty() {
-                self.last_write_progress_ms = self.clock.now_ms();
                 return Ok(true);
             }
             if tls.encrypt_from(out, external)? == 0 && tls.pending_output().is_empty() {
@@ -362,7 +337,6 @@ impl Connection {
                 Event::Connected { description } => debug!("connected: {description}"),
                 Event::Publishing => {
                     debug!("the server accepted the publish");
-                    self.publishing_since_ms = Some(self.clock.now_ms());
                 }
                 Event::Status {
                     level,
@@ -373,10 +347,7 @@ impl Connection {
                     tc_url,
                     description,
                 } => {
-                    info!(
-                        "the server asks us to reconnect{} ({description}): switching at the next keyframe",
-                        if tc_url.is_some() { " elsewhere" } else { "" }
-                    );
+                    debug!("the server asks us to reconnect ({description})");
                     self.reconnect_request = Some(tc_url);
                 }
             }

@@ -201,16 +201,17 @@ impl Pipeline {
         };
     }
 
-    /// The source restarted: the next frame must be a keyframe.
+    /// The source restarted: its first frame muxed will be a keyframe. Frames of the old source
+    /// that wait in the queue are still sent: they decode, and they come before it.
     pub fn source_restarted(&mut self) {
-        self.delivered.need_keyframe = true;
         self.muxer.restart();
     }
 
     /// Frames were lost before the next one (a camera skipped some): inter frames could refer
-    /// to a lost picture, so nothing is sent until the next keyframe. Parameter sets are kept.
+    /// to a lost picture, so nothing is muxed until the next keyframe. Parameter sets are kept,
+    /// and so are the frames before the loss that wait to be sent.
     pub fn frames_lost(&mut self) {
-        self.delivered.need_keyframe = true;
+        self.muxer.wait_for_idr();
     }
 
     /// Whether a frame would be sent or dropped (a connection waiting for a keyframe).
@@ -449,14 +450,22 @@ mod tests {
     #[test]
     fn after_lost_frames_only_a_keyframe_goes_out() {
         let mut pipeline = Pipeline::new(&config(Some("30")), true);
+        let idr = au_bytes(&[SPS, PPS, &[0x65, 0x88]]);
+        let p = au_bytes(&[&[0x41, 0x9a]]);
+        assert!(mux(&mut pipeline, &idr, 0).is_some());
+        assert!(mux(&mut pipeline, &p, 33).is_some());
+        // A connection that has had its keyframe.
         pipeline.delivered.need_keyframe = false;
-        assert!(pipeline.wants(false));
         pipeline.frames_lost();
         assert!(
-            !pipeline.wants(false),
+            mux(&mut pipeline, &p, 100).is_none(),
             "an inter frame after a gap is dropped"
         );
-        assert!(pipeline.wants(true));
+        // Frames muxed before the gap that wait to be sent still go out.
+        assert!(pipeline.wants(false));
+        let key = mux(&mut pipeline, &idr, 133).expect("the next keyframe goes out");
+        assert!(key.keyframe);
+        assert!(mux(&mut pipeline, &p, 166).is_some());
     }
 
     #[test]

@@ -51,6 +51,7 @@ fn reconnect_request_moves_the_stream_at_a_keyframe_without_losing_frames() {
     let server = std::thread::spawn(move || scripted_server(listener, tc_url, 45));
     let clip = clip_small();
     let keyframes = source_keyframes(&clip);
+    let started = std::time::Instant::now();
     let output = run_v4l2rtmp(
         &[
             "--input",
@@ -68,6 +69,15 @@ fn reconnect_request_moves_the_stream_at_a_keyframe_without_losing_frames() {
         "{stderr}"
     );
     assert!(stderr.contains("as the server asked"), "{stderr}");
+    // Paced at the clip's rate across the switch: no stall after it (the 4 s clip once took 12 s,
+    // its frames held until the server happened to send something), and no frame counted as
+    // dropped when none was.
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_millis(6500),
+        "took {took:?}: {stderr}"
+    );
+    assert!(stderr.contains(", 0 frames dropped"), "{stderr}");
     let old = server.join().unwrap();
     let recording = nginx.recording("moved");
     let _dir = nginx.stop();

@@ -133,6 +133,12 @@ impl AvcMuxer {
         self.sequence_header_pending = !self.sequence_header.is_empty();
     }
 
+    /// Frames were lost before the next one: it must be an IDR (later frames could refer to a
+    /// lost picture). Parameter sets and the sequence header are kept.
+    pub fn wait_for_idr(&mut self) {
+        self.started = false;
+    }
+
     /// Takes one access unit. On `Muxed::Frame`, [`frame_parts`](Self::frame_parts) describes the
     /// tag body, with external ranges relative to `au.data`.
     pub fn push(&mut self, au: &AccessUnit<'_>) -> Result<Muxed, MuxError> {

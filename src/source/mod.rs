@@ -5,7 +5,7 @@
 //! A camera gives whole access units, one per buffer, which the supervisor takes with
 //! [`Input::next_device_frame`] (zero-copy, straight from the driver's memory) after
 //! [`Input::device_wait`]. A camera that fails or disappears is closed and opened again by the
-//! supervisor after a backoff ([`Input::device_failed`], [`Input::respawn`]).
+//! supervisor after a backoff ([`Input::close`], [`Input::reopen`]).
 //!
 //! A regular file is read directly (reads from the page cache do not block for long, and epoll
 //! refuses regular files). Pipes and FIFOs are switched to non-blocking mode and read when tokio
@@ -33,6 +33,7 @@ use tokio::net::unix::pipe;
 use crate::config::{Config, FrameRate};
 use crate::error::{Error, Fault, Result};
 use crate::media::annexb::{split_nals, AccessUnit, NalRef};
+use crate::supervisor::core::SourceKind;
 use crate::v4l2::{BufType, Device, FourCC, Fraction};
 use camera::{CameraSettings, CameraSource, CaptureKind};
 use encoder::{EncoderSettings, EncoderSource};
@@ -318,65 +319,6 @@ impl Input {
         }
     }
 
-    /// Starts the input again after it went silent: a FIFO is reopened, a child is stopped and
-    /// started again. A file or stdin cannot be restarted: that is an input error.
-    pub async fn restart(self) -> Result<Input> {
-        match self {
-            Input::Stream {
-                reopen: true, name, ..
-            } => Input::open(&name).await,
-            Input::Exec { child, argv, .. } => {
-                if let Some(child) = child {
-                    let name = child.name().to_string();
-                    let report = child.stop(CHILD_GRACE).await;
-                    log::info!("{name} stopped: {report}");
-                }
-                let child = Box::new(ExecSource::spawn(&argv)?);
-                let name = child.name().to_string();
-                Ok(Input::Exec {
-                    child: Some(child),
-                    argv,
-                    name,
-                })
-            }
-            Input::Device { source, spec, .. } => {
-                // Closed before it is opened again: a camera is opened by one user at a time.
-                drop(source);
-                let source = spec.open()?;
-                let name = source.name().to_string();
-                Ok(Input::Device {
-                    source: Some(source),
-                    spec,
-                    name,
-                })
-            }
-            other => Err(Error::input(format!(
-                "{} delivered no frame and cannot be restarted",
-                other.name()
-            ))),
-        }
-    }
-
-    /// Whether the end of this input is only the end of one writer's session (a named FIFO).
-    pub fn reopens(&self) -> bool {
-        matches!(self, Input::Stream { reopen: true, .. })
-    }
-
-    /// Whether this input is a child process.
-    pub fn is_child(&self) -> bool {
-        matches!(self, Input::Exec { .. })
-    }
-
-    /// Whether a child is running (false between its exit and its restart, and for other inputs).
-    pub fn child_running(&self) -> bool {
-        matches!(self, Input::Exec { child: Some(_), .. })
-    }
-
-    /// Whether this input is a V4L2 device.
-    pub fn is_device(&self) -> bool {
-        matches!(self, Input::Device { .. })
-    }
-
     /// Whether the input is waiting to be started again: a child that exited, a device that
     /// failed.
     pub fn is_down(&self) -> bool {
@@ -522,12 +464,43 @@ impl Input {
         }
     }
 
-    /// Whether this is live input (pipe, FIFO, stdin from a program) rather than a file.
-    pub fn is_live(&self) -> bool {
-        matches!(
-            self,
-            Input::Stream { .. } | Input::Exec { .. } | Input::Device { .. }
-        )
+    /// The kind of input, as the supervisor's policy sees it.
+    pub fn kind(&self) -> SourceKind {
+        match self {
+            Input::File { .. } => SourceKind::File,
+            Input::Stream { reopen: false, .. } => SourceKind::Pipe,
+            Input::Stream { reopen: true, .. } => SourceKind::Fifo,
+            Input::Exec { .. } => SourceKind::Exec,
+            Input::Device { .. } => SourceKind::Device,
+        }
+    }
+
+    /// Closes what can be opened again: a camera is released, a child is stopped. A FIFO is
+    /// reopened by [`Input::reopen`] alone; a file or a pipe cannot be closed and reopened.
+    pub async fn close(&mut self) {
+        match self {
+            Input::Device { .. } => self.device_failed(),
+            Input::Exec { .. } => self.shutdown().await,
+            Input::File { .. } | Input::Stream { .. } => {}
+        }
+    }
+
+    /// Opens the input again: a FIFO for its next writer, a child started anew, a camera opened
+    /// again. A file or a pipe cannot be reopened: that is an input error.
+    pub async fn reopen(&mut self) -> Result<()> {
+        match self {
+            Input::Stream {
+                reopen: true, name, ..
+            } => {
+                let name = name.clone();
+                *self = Input::open(&name).await?;
+                Ok(())
+            }
+            Input::Exec { .. } | Input::Device { .. } => self.respawn(),
+            Input::File { name, .. } | Input::Stream { name, .. } => {
+                Err(Error::input(format!("{name} cannot be opened again")))
+            }
+        }
     }
 
     /// Reads into `buf`; 0 means end of input. Waits for a live input to become readable.

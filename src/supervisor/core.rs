@@ -90,8 +90,10 @@ impl SourceKind {
 /// What happened to the input.
 #[derive(Debug)]
 pub enum SourceEvent {
-    /// The source is open (again) and frames may come.
-    Opened(SourceKind),
+    /// The source is open (again) and frames may come; `name` says which (`ffmpeg[1234]`).
+    Opened { kind: SourceKind, name: String },
+    /// The source is not open (a camera that is not there yet): open it now, then retry.
+    NotOpen,
     /// Opening it failed. `missing`: the device node is not there (yet).
     OpenFailed { error: Error, missing: bool },
     /// An access unit came.
@@ -141,8 +143,8 @@ pub enum Action {
     ForceKeyframe,
     /// Close the input now (a camera that failed, a silent source); [`Action::OpenSource`] follows.
     CloseSource,
-    /// Open the input again (the configuration's input, which a reload may have changed).
-    OpenSource,
+    /// Open the input again; `anew`: the configuration names another input (a reload).
+    OpenSource { anew: bool },
     /// Tell systemd we are alive.
     Watchdog,
     /// Refresh systemd's STATUS=.
@@ -250,6 +252,8 @@ pub struct Core {
     config: Config,
     options: CoreOptions,
     kind: SourceKind,
+    /// The input's name for messages (`/dev/video0`, `ffmpeg[1234]`).
+    source_name: String,
     link: LinkState,
     source: SourceState,
     /// Connection retries.
@@ -276,11 +280,12 @@ pub struct Core {
 }
 
 impl Core {
-    /// A core for `config`, whose input is of `kind` and already open (or, for a device, being
-    /// looked for). The first connection attempt is due at once.
+    /// A core for `config`, whose input (of `kind`, called `source_name` in messages) is open,
+    /// or, for a camera that is not there yet, is looked for ([`SourceEvent::NotOpen`]). The
+    /// first connection attempt is due at once.
     pub fn new(
         config: Config,
-        kind: SourceKind,
+        (kind, source_name): (SourceKind, String),
         options: CoreOptions,
         seed: u64,
         now: u64,
@@ -292,6 +297,7 @@ impl Core {
             config,
             options,
             kind,
+            source_name,
             link: LinkState::Down { retry_at: now },
             source: SourceState::Running {
                 since: now,
@@ -352,6 +358,21 @@ impl Core {
             self.source,
             SourceState::Restarting { .. } | SourceState::Waiting { .. }
         )
+    }
+
+    /// Whether the input reached its end (a file, a pipe).
+    pub fn source_ended(&self) -> bool {
+        self.source == SourceState::Ended
+    }
+
+    /// Whether the input should be read now (it is open and has not ended).
+    pub fn wants_input(&self) -> bool {
+        matches!(self.source, SourceState::Running { .. })
+    }
+
+    /// Whether actions wait to be taken.
+    pub fn has_actions(&self) -> bool {
+        !self.actions.is_empty()
     }
 
     /// The next thing for the shell to do.
@@ -423,17 +444,25 @@ impl Core {
             match self.source {
                 SourceState::Restarting { .. } => {
                     self.source = SourceState::Waiting { at: now };
-                    self.actions.push_back(Action::OpenSource);
+                    self.actions.push_back(Action::OpenSource { anew: false });
+                }
+                SourceState::Running { .. } if self.kind == SourceKind::Pipe => {
+                    self.exit(Error::input(format!(
+                        "no frame from {} for {} s, and a pipe cannot be opened again",
+                        self.source_name,
+                        self.config.source_timeout_ms / 1000
+                    )));
+                    return;
                 }
                 SourceState::Running { .. } => {
                     warn!(
                         "no frame from {} for {} s: restarting it",
-                        self.config.input,
+                        self.source_name,
                         self.config.source_timeout_ms / 1000
                     );
                     self.source = SourceState::Waiting { at: now };
                     self.actions.push_back(Action::CloseSource);
-                    self.actions.push_back(Action::OpenSource);
+                    self.actions.push_back(Action::OpenSource { anew: false });
                 }
                 _ => {}
             }
@@ -522,7 +551,8 @@ impl Core {
             return;
         }
         match event {
-            SourceEvent::Opened(kind) => {
+            SourceEvent::Opened { kind, name } => {
+                self.source_name = name;
                 if self.source_frames > 0 || self.counters.source_restarts > 0 || self.source_down()
                 {
                     self.counters.source_restarts += 1;
@@ -533,6 +563,9 @@ impl Core {
                     since: now,
                     last_frame: now,
                 };
+            }
+            SourceEvent::NotOpen => {
+                self.source = SourceState::Restarting { at: now };
             }
             SourceEvent::OpenFailed { error, missing } => {
                 if error.fault() != Fault::Input && !missing {
@@ -545,7 +578,7 @@ impl Core {
                 if missing {
                     warn!(
                         "{} is not there (unplugged?); looking again in {:.1} s",
-                        self.config.input,
+                        self.source_name,
                         delay.as_secs_f64()
                     );
                 } else {
@@ -562,22 +595,22 @@ impl Core {
                 }
             }
             SourceEvent::Ended => {
-                info!("end of input from {}", self.config.input);
+                info!("end of input from {}", self.source_name);
                 self.source = SourceState::Ended;
             }
             SourceEvent::WriterGone => {
                 info!(
                     "the writer of {} closed it; waiting for the next writer",
-                    self.config.input
+                    self.source_name
                 );
                 self.source = SourceState::Waiting { at: now };
-                self.actions.push_back(Action::OpenSource);
+                self.actions.push_back(Action::OpenSource { anew: false });
             }
             SourceEvent::Exited { ran_for, how } => {
                 let delay = self.source_backoff.next_delay(ran_for, self.jitter.unit());
                 warn!(
                     "{} ended ({how}); starting it again in {:.1} s",
-                    self.config.input,
+                    self.source_name,
                     delay.as_secs_f64()
                 );
                 self.source = SourceState::Restarting {
@@ -685,7 +718,7 @@ impl Core {
         if input_changed {
             self.source = SourceState::Waiting { at: now };
             self.actions.push_back(Action::CloseSource);
-            self.actions.push_back(Action::OpenSource);
+            self.actions.push_back(Action::OpenSource { anew: true });
         }
         if destination_changed {
             self.redirect = None;
@@ -934,6 +967,10 @@ impl Core {
         let Some(switch) = self.switch.take() else {
             return;
         };
+        match &switch.to {
+            Some(url) => info!("reconnecting to {url}, as the server asked"),
+            None => info!("reconnecting, as the server asked"),
+        }
         if let Some(url) = switch.to {
             let same_as_configured = url == self.config.url;
             self.auth = authenticator_for(&url, true);

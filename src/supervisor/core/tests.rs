@@ -18,7 +18,7 @@ impl Sim {
     }
 
     fn with_options(config: Config, kind: SourceKind, options: CoreOptions) -> Sim {
-        let core = Core::new(config, kind, options, 7, 0);
+        let core = Core::new(config, (kind, "cam".into()), options, 7, 0);
         let mut sim = Sim {
             core,
             now: 0,
@@ -143,7 +143,8 @@ fn describe(action: &Action) -> String {
         Action::Close { graceful: false } => "drop".into(),
         Action::ForceKeyframe => "force-keyframe".into(),
         Action::CloseSource => "close-source".into(),
-        Action::OpenSource => "open-source".into(),
+        Action::OpenSource { anew: false } => "open-source".into(),
+        Action::OpenSource { anew: true } => "open-new-source".into(),
         Action::Watchdog => "watchdog".into(),
         Action::Status => "status".into(),
         Action::Finish(ending) => format!("finish {ending:?}"),
@@ -515,7 +516,10 @@ fn a_silent_live_source_is_restarted_at_the_source_timeout() {
         [(due, "close-source".into()), (due, "open-source".into())],
         "{restarts:?}"
     );
-    sim.source(SourceEvent::Opened(SourceKind::Exec));
+    sim.source(SourceEvent::Opened {
+        kind: SourceKind::Exec,
+        name: "cam".into(),
+    });
     assert_eq!(sim.core.counters().source_restarts, 1);
 }
 
@@ -550,7 +554,10 @@ fn a_child_that_exits_is_restarted_with_backoff_and_counted_once() {
             .find(|(_, a)| a == "open-source")
             .expect("reopened");
         opens.push(open.0 - exited);
-        sim.source(SourceEvent::Opened(SourceKind::Exec));
+        sim.source(SourceEvent::Opened {
+            kind: SourceKind::Exec,
+            name: "cam".into(),
+        });
     }
     assert_eq!(sim.core.counters().source_restarts, 5);
     assert!(opens[0] < 500, "{opens:?}");
@@ -578,7 +585,10 @@ fn a_camera_that_fails_is_closed_at_once_and_reopened_until_it_is_back() {
     }
     let at = sim.core.poll_timeout().unwrap();
     sim.advance_to(at);
-    sim.source(SourceEvent::Opened(SourceKind::Device));
+    sim.source(SourceEvent::Opened {
+        kind: SourceKind::Device,
+        name: "cam".into(),
+    });
     let opens = sim
         .actions_since(failed)
         .iter()
@@ -670,9 +680,12 @@ fn reload_with_a_new_input_reopens_it_and_keeps_the_connection() {
     sim.collect();
     assert_eq!(
         sim.actions_since(at),
-        vec![(at, "close-source".into()), (at, "open-source".into())]
+        vec![(at, "close-source".into()), (at, "open-new-source".into())]
     );
-    sim.source(SourceEvent::Opened(SourceKind::Device));
+    sim.source(SourceEvent::Opened {
+        kind: SourceKind::Device,
+        name: "cam".into(),
+    });
     assert_eq!(sim.core.source_kind(), SourceKind::Device);
     assert!(matches!(sim.core.link(), LinkState::Up { .. }));
 }
