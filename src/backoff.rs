@@ -30,10 +30,6 @@ impl Backoff {
         }
     }
 
-    pub fn cap(&self) -> Duration {
-        self.cap
-    }
-
     /// Consecutive failures so far.
     pub fn failures(&self) -> u32 {
         self.failures

@@ -5,36 +5,46 @@
 //! The crate is a sans-IO core wrapped by thin I/O layers, in the style of quinn-proto and rustls:
 //!
 //! - [`rtmp`]: the RTMP protocol as pure state machines over bytes and a caller-supplied clock:
-//!   [`rtmp::handshake`], [`rtmp::chunk`] (zero-copy writer and a check-then-parse reader),
-//!   [`rtmp::amf0`], [`rtmp::message`] (control and command messages) and [`rtmp::session`]
-//!   (the publish session: connect, createStream, publish, media).
+//!   [`rtmp::handshake`], [`rtmp::chunk`] (gather, zero-copy writer, check-then-parse reader),
+//!   [`rtmp::amf0`], [`rtmp::message`], [`rtmp::session`] (the publish session) and
+//!   [`rtmp::auth`] (Adobe and Limelight challenge-response).
 //! - [`media`]: H.264 and FLV as pure functions and state machines: [`media::annexb`] splits a byte
-//!   stream into access units, [`media::sps`] parses sequence parameter sets, [`media::avc`] builds the
-//!   AVCDecoderConfigurationRecord and [`media::flv`] describes FLV video tags and onMetaData.
-//! - [`url`] and [`config`]: the command line and the RTMP URL, parsed and validated with no side effects.
-//! - [`source`]: where access units come from (a file, FIFO or stdin today).
-//! - [`driver`]: the only place that owns a socket and a clock; it moves bytes between the socket,
-//!   the session and the source on a tokio current-thread runtime.
-//! - [`error`]: one error type whose [`error::Fault`] says whose fault a failure is, so the caller
-//!   can decide to retry, back off or exit.
+//!   stream into access units, [`media::sps`] parses sequence parameter sets, [`media::avc`] builds
+//!   the AVCDecoderConfigurationRecord and [`media::flv`] describes FLV video tags and onMetaData.
+//! - `pipeline` (access units to timed FLV messages), `queue` (the bounded frame queue that drops
+//!   whole GOPs) and `backoff`: sans-IO too, private.
+//! - [`supervisor`]: [`supervisor::core`] holds every policy (reconnects, refusals, redirects,
+//!   watchdogs, source restarts, reloads) as a sans-IO state machine; a tokio shell waits and
+//!   carries out its actions, and a flow moves frames.
+//! - `driver`: the only code that owns a socket; [`tls`]: RTMPS over rustls' unbuffered API.
+//! - [`url`] and [`config`]: the command line, the configuration file and the RTMP URL, parsed and
+//!   validated with no side effects.
+//! - [`source`]: where access units come from: a file, FIFO, stdin, an `exec:` child, a V4L2
+//!   camera or a raw camera through a V4L2 encoder; [`v4l2`]: the ioctl layer (the only unsafe
+//!   code); [`notify`]: systemd's notify protocol.
+//! - [`error`]: one error type whose [`error::Fault`] says whose fault a failure is, so the
+//!   supervisor can decide to retry, back off or exit.
+//!
+//! Modules are private unless the binary or the tests use them, so the compiler reports dead code.
 //!
 //! # Invariants
 //!
-//! - Nothing under `rtmp` or `media` reads a clock, opens a socket or touches tokio.
+//! - Nothing under `rtmp`, `media`, `pipeline`, `queue` or `supervisor::core` reads a clock,
+//!   opens a socket or touches tokio.
 //! - In steady state, publishing a frame allocates nothing: headers go into storage that was
 //!   allocated once and the payload is referenced where the source put it.
 //! - No input, from the camera or from the server, can make the code panic: it is an error.
 #![deny(unsafe_code)]
 
-pub mod backoff;
+mod backoff;
 pub mod config;
-pub mod config_file;
-pub mod driver;
+mod config_file;
+mod driver;
 pub mod error;
 pub mod media;
 pub mod notify;
-pub mod pipeline;
-pub mod queue;
+mod pipeline;
+mod queue;
 pub mod rtmp;
 pub mod source;
 pub mod supervisor;

@@ -115,16 +115,19 @@ impl FrameQueue {
     }
 
     /// Frames waiting to be sent.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.len() - self.retained
     }
 
     /// Bytes held by queued frames.
+    #[cfg(test)]
     pub fn queued_bytes(&self) -> usize {
         self.entries.iter().map(|e| e.len).sum()
     }
 
     /// Stream time between the oldest and the newest queued frame.
+    #[cfg(test)]
     pub fn queued_duration_ms(&self) -> u64 {
         match (self.entries.front(), self.entries.back()) {
             (Some(first), Some(last)) => last.timestamp_ms.saturating_sub(first.timestamp_ms),

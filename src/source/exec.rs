@@ -2,7 +2,7 @@
 //!
 //! v4l2rtmp starts the encoder itself, reads Annex-B H.264 from its stdout, forwards its stderr to
 //! the log line by line, and stops it when the stream ends. The supervisor restarts it after it
-//! exits, spacing the restarts with [`crate::backoff::Backoff`].
+//! exits, spacing the restarts with the supervisor core's backoff.
 //!
 //! # The command line
 //!

@@ -1,7 +1,7 @@
 //! The supervisor's decisions, sans-IO: every policy that keeps a stream alive for months, with
 //! no socket, no tokio and no clock inside, in the manner of quinn-proto.
 //!
-//! The shell ([`super::shell`]) tells the core what happened with `handle_*(event, now)`, takes
+//! The shell (`super::shell`) tells the core what happened with `handle_*(event, now)`, takes
 //! what to do with [`Core::poll_action`], and wakes it at [`Core::poll_timeout`]. Time is
 //! milliseconds on the shell's monotonic clock. The core decides:
 //!
@@ -27,7 +27,7 @@
 //! - **Reloads**, **signals** and **the end of input**.
 //!
 //! Invariants: the core never reads a clock (every `now` is given); at most one connection exists
-//! or is being made; every timer is in [`Timers`], and [`Core::poll_timeout`] is their minimum;
+//! or is being made; every timer is in `Timers`, and [`Core::poll_timeout`] is their minimum;
 //! a configuration, input or internal error ends the run, everything else is retried unless
 //! `--max-retries` says otherwise.
 

@@ -6,9 +6,9 @@
 //!   where, how long to back off, what a refusal or a redirect means, the stall, source and
 //!   systemd watchdogs, source restarts, reloads, the end of input. Driven by `handle_*(event,
 //!   now)`, read with `poll_action()` and `poll_timeout()`, and tested on a virtual clock.
-//! - [`flow`]: the frames' way from the input through the pipeline to the socket or the bounded
+//! - `flow`: the frames' way from the input through the pipeline to the socket or the bounded
 //!   frame queue, and from the queue to the socket; it reports what happened to the core.
-//! - [`shell`]: the tokio loop that waits on signals, the input, the socket and one deadline,
+//! - `shell`: the tokio loop that waits on signals, the input, the socket and one deadline,
 //!   and carries out the core's actions.
 //!
 //! Invariants: every wait also watches the signals; nothing per frame allocates; errors end the
