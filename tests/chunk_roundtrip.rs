@@ -12,56 +12,18 @@
 //! A second test checks with a counting global allocator that the steady-state write path
 //! (write_message, io_slices, advance) allocates nothing over 1000 frames.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+mod common;
+
 use std::collections::HashMap;
 use std::io::IoSlice;
 
+use common::alloc::{count_this_thread, CountingAllocator};
 use proptest::prelude::*;
 use proptest::test_runner::Config;
 use v4l2rtmp::rtmp::chunk::{ChunkReader, ChunkWriter, Gather, Message, MessageHeader, Part};
 
-// ---------------------------------------------------------------------------------------------
-// Counting allocator: counts allocations made by the current thread only, so tests running in
-// parallel do not disturb each other.
-// ---------------------------------------------------------------------------------------------
-
-struct CountingAllocator;
-
-thread_local! {
-    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
-}
-
-fn count_allocation() {
-    let _ = ALLOCATIONS.try_with(|c| c.set(c.get() + 1));
-}
-
-fn allocations() -> u64 {
-    ALLOCATIONS.with(Cell::get)
-}
-
-// The library itself forbids unsafe code; a global allocator cannot be written without it.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
-        System.alloc(layout)
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        System.dealloc(ptr, layout)
-    }
-
-    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
-        count_allocation();
-        System.alloc_zeroed(layout)
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_allocation();
-        System.realloc(ptr, layout, new_size)
-    }
-}
-
+// Counts per thread ([`count_this_thread`]), so tests running in parallel do not disturb each
+// other.
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
 
@@ -642,9 +604,9 @@ fn steady_state_write_path_does_not_allocate() {
         writer.set_chunk_size(chunk_size);
         // Warm up: capacities reach what the keyframe needs.
         write_frames(&mut writer, &mut gather, &frames, &buffer, 0..2);
-        let before = allocations();
-        let written = write_frames(&mut writer, &mut gather, &frames, &buffer, 2..1002);
-        let during = allocations() - before;
+        let (written, counts) =
+            count_this_thread(|| write_frames(&mut writer, &mut gather, &frames, &buffer, 2..1002));
+        let during = counts.allocations;
         assert!(written > 1000 * 40 * 120);
         assert_eq!(
             during, 0,

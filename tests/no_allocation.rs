@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::alloc::{CountingAllocator, Window};
+use common::alloc::{CountingAllocator, Counts, Window};
 use common::proxy::{Mode, Proxy};
 use common::*;
 use v4l2rtmp::config::Config;
@@ -64,7 +64,11 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
     window.stop();
     assert_eq!(ending, Ending::EndOfInput);
     assert_eq!(progress.frames_sent, 1800);
-    let (allocations, bytes) = window.result.expect("the counted window was reached");
+    let Counts {
+        allocations,
+        allocated: bytes,
+        ..
+    } = window.result.expect("the counted window was reached");
     let throttled_for = throttled_for.expect("the counted window was throttled");
     eprintln!("counted window: {COUNTED_FRAMES} frames in {throttled_for:?} through the throttle");
     // About 18 MB at 8 MB/s: a window much shorter than that was not held back by the throttle.

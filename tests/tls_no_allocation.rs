@@ -8,53 +8,16 @@
 //! test pins what is true and bounded: at most one allocation per TLS record (never per chunk or
 //! per piece), and no growth: every byte allocated in the window is freed in it.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+mod common;
+
 use std::io::{ErrorKind, Read, Write};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
+use common::alloc::{count_all_threads, CountingAllocator, Counts};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::{ServerConfig, ServerConnection};
 use v4l2rtmp::rtmp::chunk::{ChunkWriter, Gather, MessageHeader, Part};
 use v4l2rtmp::tls::{client_config, TlsSession};
-
-struct CountingAllocator;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-static ALLOCATED: AtomicU64 = AtomicU64::new(0);
-static FREED: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call unchanged to the system allocator; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            ALLOCATED.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        }
-        // SAFETY: the caller's contract for `alloc` is passed on as is.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        if COUNTING.load(Ordering::Relaxed) {
-            FREED.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        }
-        // SAFETY: `ptr` came from `System.alloc` with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-            ALLOCATED.fetch_add(new_size as u64, Ordering::Relaxed);
-            FREED.fetch_add(layout.size() as u64, Ordering::Relaxed);
-        }
-        // SAFETY: `ptr` came from `System.alloc` with `layout`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
 
 #[global_allocator]
 static GLOBAL: CountingAllocator = CountingAllocator;
@@ -62,13 +25,6 @@ static GLOBAL: CountingAllocator = CountingAllocator;
 const HOST: &str = "ingest.example.com";
 const WARM_UP_FRAMES: u32 = 100;
 const FRAMES: u32 = 1100;
-
-fn counted<T>(f: impl FnOnce() -> T) -> T {
-    COUNTING.store(true, Ordering::SeqCst);
-    let value = f();
-    COUNTING.store(false, Ordering::SeqCst);
-    value
-}
 
 /// Number of TLS records in `wire` (whole records).
 fn count_records(wire: &[u8]) -> u64 {
@@ -133,6 +89,8 @@ fn sealing_frames_allocates_at_most_once_per_record_and_never_grows() {
     let mut wire = Vec::with_capacity(128 * 1024);
     let (mut records, mut chunks, mut plaintext, mut ciphertext) = (0u64, 0u64, 0u64, 0u64);
     let mut received = 0usize;
+    // What the client's calls in the measured frames did, on every thread.
+    let mut counts = Counts::default();
     let acknowledgement = [0x02u8; 16];
     for frame in 0..FRAMES {
         let len = if frame % 30 == 0 { 200_000 } else { 20_000 };
@@ -161,7 +119,7 @@ fn sealing_frames_allocates_at_most_once_per_record_and_never_grows() {
                 client.consume_output(wire.len());
             };
             if measured {
-                counted(&mut step);
+                counts += count_all_threads(&mut step).1;
                 records += count_records(&wire);
                 ciphertext += wire.len() as u64;
             } else {
@@ -197,18 +155,18 @@ fn sealing_frames_allocates_at_most_once_per_record_and_never_grows() {
                     .unwrap();
             };
             if measured {
-                counted(&mut step);
+                counts += count_all_threads(&mut step).1;
                 records += 1;
             } else {
                 step();
             }
         }
     }
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
-    let (allocated, freed) = (
-        ALLOCATED.load(Ordering::SeqCst),
-        FREED.load(Ordering::SeqCst),
-    );
+    let Counts {
+        allocations,
+        allocated,
+        freed,
+    } = counts;
     println!(
         "{} frames, {chunks} chunks of 4096: {plaintext} bytes of RTMP in {records} TLS records \
          ({ciphertext} bytes, {:.3} % overhead); {allocations} allocations ({:.2} per record), \

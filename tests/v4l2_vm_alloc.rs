@@ -11,7 +11,7 @@ mod common;
 
 use std::net::TcpListener;
 
-use common::alloc::{exclude_this_thread, CountingAllocator, Window};
+use common::alloc::{exclude_this_thread, CountingAllocator, Counts, Window};
 use common::scripted::ScriptedPeer;
 use v4l2rtmp::config::Config;
 use v4l2rtmp::notify::Notifier;
@@ -92,7 +92,11 @@ fn camera_frames_reach_the_socket_without_allocating() {
         progress.frames_sent + 1,
         "every frame reached the server"
     );
-    let (allocations, bytes) = window.result.expect("the counted window was reached");
+    let Counts {
+        allocations,
+        allocated: bytes,
+        ..
+    } = window.result.expect("the counted window was reached");
     eprintln!("{allocations} allocations ({bytes} bytes) in {COUNTED_FRAMES} camera frames");
     assert_eq!(
         allocations, 0,
