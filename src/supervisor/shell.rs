@@ -23,6 +23,9 @@ use super::core::{Action, Core, CoreOptions, Ending, LinkEvent, SourceEvent, Sou
 use super::flow::{write, Flow};
 use super::{Progress, Reload};
 
+/// The longest gap between a paced file's frames slept without watching anything else.
+const PACE_SLEEP_MAX_MS: u64 = 100;
+
 type Connecting = Pin<Box<dyn Future<Output = Result<Box<Connection>>>>>;
 
 /// The connection, as I/O: the core knows what state it is in.
@@ -205,13 +208,32 @@ pub async fn run(
             .flatten()
             .min()
             .map(|ms| clock.instant(ms));
+        // A paced file's next frame, due within a frame or so, with the link idle and nothing
+        // else due before it: one absolute sleep, as the one-write floor does. A tokio timer
+        // re-armed per frame costs an eventfd write, a second epoll_wait and, every 64 ms, a
+        // wake-up of its own (its wheel's cascade). The runtime then looks at signals and the
+        // socket once, without waiting, before the next frame.
+        let others = [core.poll_timeout(), session_due]
+            .into_iter()
+            .flatten()
+            .min();
+        let paced = match pass.pacing_due {
+            Some(due) if !pass.more && due.saturating_sub(now) <= PACE_SLEEP_MAX_MS => {
+                others.is_none_or(|at| at > due)
+            }
+            _ => false,
+        };
+        if paced {
+            sleep_until_monotonic(clock.instant(pass.pacing_due.unwrap_or(now)));
+            tokio::task::yield_now().await;
+        }
         let wake = tokio::select! {
             biased;
             signal = signals.next() => signal,
             wake = link_wait(&mut link) => wake,
             read = read_input(&mut input, &mut flow), if want_input => Wake::Input(read),
-            _ = sleep_until_option(deadline) => Wake::Deadline,
-            _ = std::future::ready(()), if pass.more => Wake::More,
+            _ = sleep_until_option(deadline), if !paced => Wake::Deadline,
+            _ = std::future::ready(()), if pass.more || paced => Wake::More,
         };
         let now = clock.now_ms();
         match wake {
@@ -295,6 +317,27 @@ pub async fn run(
                 core.handle_timeout(now);
             }
             Wake::More => {}
+        }
+    }
+}
+
+/// Sleeps until `deadline` (CLOCK_MONOTONIC, which tokio's `Instant` is on Linux), blocking
+/// the thread: one system call, with no timer to arm or cancel.
+fn sleep_until_monotonic(deadline: tokio::time::Instant) {
+    use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let Ok(now) = clock_gettime(ClockId::CLOCK_MONOTONIC) else {
+        return std::thread::sleep(left);
+    };
+    let target = now + nix::sys::time::TimeSpec::from_duration(left);
+    loop {
+        match clock_nanosleep(
+            ClockId::CLOCK_MONOTONIC,
+            ClockNanosleepFlags::TIMER_ABSTIME,
+            &target,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
         }
     }
 }
