@@ -485,6 +485,20 @@ impl Input {
         }
     }
 
+    /// Opens the input again: the same one (a FIFO for its next writer, a child anew, a camera),
+    /// or the configuration's input when it names another (`anew`, after a reload). A camera
+    /// that is not there is an error here: the supervisor looks again later.
+    pub async fn open_again(&mut self, config: &Config, anew: bool) -> Result<()> {
+        if anew || matches!(self.kind(), SourceKind::File | SourceKind::Pipe) {
+            *self = Input::open_config(config).await?;
+            if self.is_down() {
+                return Err(Error::input(format!("{} is not there", config.input)));
+            }
+            return Ok(());
+        }
+        self.reopen().await
+    }
+
     /// Opens the input again: a FIFO for its next writer, a child started anew, a camera opened
     /// again. A file or a pipe cannot be reopened: that is an input error.
     pub async fn reopen(&mut self) -> Result<()> {

@@ -25,7 +25,7 @@ use crate::queue::{FrameQueue, Pushed};
 use crate::rtmp::chunk::Part;
 use crate::source::Input;
 
-use super::core::{Core, LinkEvent, SourceEvent, SourceKind};
+use super::core::{Core, LinkEvent, LinkState, SourceEvent, SourceKind};
 use super::Progress;
 
 /// Frames processed before the loop looks at the socket and signals again.
@@ -140,7 +140,7 @@ impl Flow {
     }
 
     /// Whether everything read was sent: nothing queued and nothing waiting in the socket.
-    pub fn drained(&self, conn: Option<&Connection>) -> bool {
+    fn drained(&self, conn: Option<&Connection>) -> bool {
         self.queue.is_empty() && conn.is_some_and(|c| c.is_idle())
     }
 
@@ -156,8 +156,61 @@ impl Flow {
         )
     }
 
+    /// STATUS= for systemd: resolution, fps, bitrate, destination (key redacted), uptime,
+    /// reconnects and drops.
+    pub fn status_line(&self, core: &Core, conn: Option<&Connection>, uptime_s: u64) -> String {
+        let progress = self.progress(core, conn);
+        let video = match self.pipeline.describe() {
+            Some((w, h, Some(fps))) => format!("{w}x{h} {fps:.2} fps"),
+            Some((w, h, None)) => format!("{w}x{h}"),
+            None => "waiting for H.264".to_string(),
+        };
+        let kbps = (progress.bytes_sent * 8 / 1000)
+            .checked_div(uptime_s)
+            .unwrap_or(0);
+        let state = match core.link() {
+            LinkState::Up { .. } => "streaming",
+            LinkState::Connecting { .. } => "connecting",
+            _ => "reconnecting",
+        };
+        format!(
+            "{state} {video} ~{kbps} kbit/s to {}; up {}h{:02}m; {} reconnects, {} frames dropped",
+            core.target(),
+            uptime_s / 3600,
+            uptime_s / 60 % 60,
+            progress.connections.saturating_sub(1),
+            progress.frames_dropped
+        )
+    }
+
+    /// After a pass that found no more input: tells the core when an input that ended is all
+    /// sent, or gave nothing usable; likewise for an input that gave megabytes and no frame.
+    pub fn check_end(
+        &self,
+        pass: &Pass,
+        input: &Input,
+        conn: Option<&Connection>,
+        core: &mut Core,
+        now: u64,
+    ) {
+        if pass.needs_input && core.source_ended() {
+            if self.drained(conn) {
+                if self.frames_sent == 0 {
+                    core.handle_source(SourceEvent::Unusable(self.nothing_sent_error(input)), now);
+                } else {
+                    core.handle_drained(now);
+                }
+            } else if !self.pipeline.started() {
+                core.handle_source(SourceEvent::Unusable(self.nothing_sent_error(input)), now);
+            }
+        }
+        if self.hopeless() {
+            core.handle_source(SourceEvent::Unusable(self.nothing_sent_error(input)), now);
+        }
+    }
+
     /// The input gave nothing usable: the error that says so.
-    pub fn nothing_sent_error(&self, input: &Input) -> Error {
+    fn nothing_sent_error(&self, input: &Input) -> Error {
         self.pipeline.nothing_sent_error(
             input.name(),
             self.reader.bytes_read(),
@@ -166,7 +219,7 @@ impl Flow {
     }
 
     /// Whether so much was read without a usable frame that the input cannot be H.264.
-    pub fn hopeless(&self) -> bool {
+    fn hopeless(&self) -> bool {
         !self.pipeline.started() && self.reader.bytes_read() > 2 * self.max_frame_size as u64
     }
 
@@ -341,6 +394,24 @@ impl Flow {
             }
         }
         pass
+    }
+
+    /// The socket is readable (`read`) or writable: hands what the server sent to the session
+    /// (a reconnect request goes to the core), then writes what is queued.
+    pub fn socket_ready(
+        &mut self,
+        conn: &mut Connection,
+        read: bool,
+        core: &mut Core,
+        now: u64,
+    ) -> Result<()> {
+        if read {
+            conn.read_available()?;
+            if let Some(tc_url) = conn.take_reconnect_request() {
+                core.handle_link(LinkEvent::ReconnectRequest { tc_url }, now);
+            }
+        }
+        write(conn, self.external(), core, now).map(|_| ())
     }
 
     /// Writes what is queued on the connection and, while the socket takes it, the queued

@@ -17,6 +17,7 @@
 pub mod core;
 mod flow;
 mod shell;
+mod waits;
 
 pub use self::core::Ending;
 pub use shell::run;

@@ -7,20 +7,19 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 
 use log::{debug, info, warn};
-use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::config::Config;
 use crate::driver::{sleep_until_option, Clock, Connection};
-use crate::error::{Error, Fault, Result};
+use crate::error::Result;
 use crate::notify::Notifier;
 use crate::source::Input;
-use crate::url::{RtmpUrl, Scheme};
+use crate::url::Scheme;
 
-use super::core::{Action, Core, CoreOptions, Ending, LinkEvent, SourceEvent, SourceKind};
-use super::flow::{write, Flow};
+use super::core::{Action, Core, CoreOptions, Ending, LinkEvent, SourceEvent};
+use super::flow::Flow;
+use super::waits::{input_ended, link_wait, read_input, sleep_until_monotonic, Signals};
 use super::{Progress, Reload};
 
 /// The longest gap between a paced file's frames slept without watching anything else.
@@ -29,7 +28,7 @@ const PACE_SLEEP_MAX_MS: u64 = 100;
 type Connecting = Pin<Box<dyn Future<Output = Result<Box<Connection>>>>>;
 
 /// The connection, as I/O: the core knows what state it is in.
-enum Link {
+pub(super) enum Link {
     None,
     Connecting(Connecting),
     Up(Box<Connection>),
@@ -45,12 +44,15 @@ impl Link {
 }
 
 /// What woke the shell.
-enum Wake {
+pub(super) enum Wake {
     Stop(&'static str),
     Reload,
     Connected(Result<Box<Connection>>),
-    Readable(Result<()>),
-    Writable(Result<()>),
+    /// The socket is readable (`read`) or writable, or reports an error.
+    Socket {
+        ready: Result<()>,
+        read: bool,
+    },
     Input(Result<Option<usize>>),
     Deadline,
     More,
@@ -72,7 +74,7 @@ pub async fn run(
         status: notifier.is_enabled(),
         redirect_credentials: config.redirect_credentials,
     };
-    let mut tls = tls_config_for(&config)?;
+    let mut tls = crate::tls::destination_config(&config)?;
     let seed = crate::backoff::Jitter::from_entropy().next_u64();
     let source = (kind, input.name().to_string());
     let mut core = Core::new(config, source, options, seed, clock.now_ms());
@@ -99,10 +101,11 @@ pub async fn run(
             match action {
                 Action::Connect { url, auth_query } => {
                     let mut attempt = core.config().clone();
-                    if url.scheme == Scheme::Rtmps && tls.is_none() {
-                        tls = tls_config_for(&attempt)?;
-                    }
                     attempt.url = *url;
+                    if attempt.url.scheme == Scheme::Rtmps && tls.is_none() {
+                        // A redirect from rtmp:// to rtmps://.
+                        tls = crate::tls::destination_config(&attempt)?;
+                    }
                     let tls = tls.clone();
                     link = Link::Connecting(Box::pin(async move {
                         Connection::open(&attempt, tls, clock, auth_query)
@@ -129,7 +132,7 @@ pub async fn run(
                     // The complete frames of the old byte stream go first.
                     flow.pass(&mut input, link.conn(), &mut core, &clock, on_frame);
                     let now = clock.now_ms();
-                    match open_source(&mut input, core.config(), anew).await {
+                    match input.open_again(core.config(), anew).await {
                         Ok(()) => {
                             let kind = input.kind();
                             flow.source_reopened(&input, kind);
@@ -145,8 +148,8 @@ pub async fn run(
                 }
                 Action::Watchdog => notifier.watchdog(),
                 Action::Status => {
-                    let progress = flow.progress(&core, link.conn().map(|c| &*c));
-                    notifier.status(&status_line(&core, &flow, &progress, &clock));
+                    let uptime_s = clock.now_ms() / 1000;
+                    notifier.status(&flow.status_line(&core, link.conn().map(|c| &*c), uptime_s));
                 }
                 Action::Finish(ending) => {
                     notifier.stopping();
@@ -179,21 +182,7 @@ pub async fn run(
 
         let pass = flow.pass(&mut input, link.conn(), &mut core, &clock, on_frame);
         let now = clock.now_ms();
-        if pass.needs_input && core.source_ended() {
-            let conn = link.conn().map(|c| &*c);
-            if flow.drained(conn) {
-                if flow.progress(&core, conn).frames_sent == 0 {
-                    core.handle_source(SourceEvent::Unusable(flow.nothing_sent_error(&input)), now);
-                } else {
-                    core.handle_drained(now);
-                }
-            } else if !flow.pipeline.started() {
-                core.handle_source(SourceEvent::Unusable(flow.nothing_sent_error(&input)), now);
-            }
-        }
-        if flow.hopeless() {
-            core.handle_source(SourceEvent::Unusable(flow.nothing_sent_error(&input)), now);
-        }
+        flow.check_end(&pass, &input, link.conn().map(|c| &*c), &mut core, now);
         if core.has_actions() {
             continue;
         }
@@ -245,7 +234,7 @@ pub async fn run(
                     if let Some(level) = new.log_level {
                         log::set_max_level(level);
                     }
-                    match tls_config_for(new) {
+                    match crate::tls::destination_config(new) {
                         Ok(config) => tls = config,
                         Err(e) => warn!("SIGHUP: {e}"),
                     }
@@ -262,45 +251,20 @@ pub async fn run(
                 link = Link::None;
                 core.handle_link(LinkEvent::Failed(e), now);
             }
-            Wake::Readable(ready) => {
-                let result = ready.and_then(|()| match link.conn() {
-                    Some(conn) => {
-                        conn.read_available()?;
-                        if let Some(tc_url) = conn.take_reconnect_request() {
-                            core.handle_link(LinkEvent::ReconnectRequest { tc_url }, now);
-                        }
-                        write(conn, flow.external(), &mut core, now).map(|_| ())
+            Wake::Socket { ready, read } => {
+                if let Some(conn) = link.conn() {
+                    if let Err(e) =
+                        ready.and_then(|()| flow.socket_ready(conn, read, &mut core, now))
+                    {
+                        core.handle_link(LinkEvent::Failed(e), now);
                     }
-                    None => Ok(()),
-                });
-                if let Err(e) = result {
-                    core.handle_link(LinkEvent::Failed(e), now);
-                }
-            }
-            Wake::Writable(ready) => {
-                let result = ready.and_then(|()| match link.conn() {
-                    Some(conn) => write(conn, flow.external(), &mut core, now).map(|_| ()),
-                    None => Ok(()),
-                });
-                if let Err(e) = result {
-                    core.handle_link(LinkEvent::Failed(e), now);
                 }
             }
             Wake::Input(read) => match read {
                 Ok(None) => {}
                 Ok(Some(0)) => {
                     flow.reader.finish();
-                    let event = match input.kind() {
-                        SourceKind::Fifo => SourceEvent::WriterGone,
-                        SourceKind::Exec => {
-                            let report = input.child_exited().await;
-                            SourceEvent::Exited {
-                                ran_for: report.as_ref().map(|r| r.ran_for).unwrap_or_default(),
-                                how: report.map(|r| r.to_string()).unwrap_or_default(),
-                            }
-                        }
-                        _ => SourceEvent::Ended,
-                    };
+                    let event = input_ended(&mut input).await;
                     core.handle_source(event, now);
                 }
                 Ok(Some(n)) => flow.reader.commit(n),
@@ -319,138 +283,4 @@ pub async fn run(
             Wake::More => {}
         }
     }
-}
-
-/// Sleeps until `deadline` (CLOCK_MONOTONIC, which tokio's `Instant` is on Linux), blocking
-/// the thread: one system call, with no timer to arm or cancel.
-fn sleep_until_monotonic(deadline: tokio::time::Instant) {
-    use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
-    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-    let Ok(now) = clock_gettime(ClockId::CLOCK_MONOTONIC) else {
-        return std::thread::sleep(left);
-    };
-    let target = now + nix::sys::time::TimeSpec::from_duration(left);
-    loop {
-        match clock_nanosleep(
-            ClockId::CLOCK_MONOTONIC,
-            ClockNanosleepFlags::TIMER_ABSTIME,
-            &target,
-        ) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            _ => return,
-        }
-    }
-}
-
-/// Opens the input again: the same one (a FIFO for its next writer, a child anew, a camera), or
-/// the configuration's input when it names another (`anew`, after a reload).
-async fn open_source(input: &mut Input, config: &Config, anew: bool) -> Result<()> {
-    if anew || matches!(input.kind(), SourceKind::File | SourceKind::Pipe) {
-        *input = Input::open_config(config).await?;
-        if input.is_down() {
-            return Err(Error::input(format!("{} is not there", config.input)));
-        }
-        return Ok(());
-    }
-    input.reopen().await
-}
-
-/// Waits for what the link needs next.
-async fn link_wait(link: &mut Link) -> Wake {
-    match link {
-        Link::None => std::future::pending().await,
-        Link::Connecting(connecting) => Wake::Connected(connecting.as_mut().await),
-        Link::Up(conn) => {
-            tokio::select! {
-                biased;
-                ready = conn.readable() => Wake::Readable(ready),
-                ready = conn.writable(), if !conn.is_idle() => Wake::Writable(ready),
-            }
-        }
-    }
-}
-
-/// Reads the input: a byte stream into the reader's buffer (`Some(bytes)`, 0 at its end), or
-/// waits for a camera's next frame (`None`).
-async fn read_input(input: &mut Input, flow: &mut Flow) -> Result<Option<usize>> {
-    if input.kind() == SourceKind::Device {
-        return input.device_wait().await.map(|()| None);
-    }
-    let buf = match flow.reader.read_buf() {
-        Ok(buf) => buf,
-        Err(e) => return Err(Error::input(format!("{}: {e}", input.name()))),
-    };
-    input.read(buf).await.map(Some)
-}
-
-/// SIGINT/SIGTERM (stop) and SIGHUP (reload).
-struct Signals {
-    interrupt: Signal,
-    terminate: Signal,
-    hangup: Signal,
-}
-
-impl Signals {
-    fn new() -> Result<Signals> {
-        let register = |kind| {
-            signal(kind).map_err(|e| Error::io(Fault::Ours, "cannot install signal handlers", e))
-        };
-        Ok(Signals {
-            interrupt: register(SignalKind::interrupt())?,
-            terminate: register(SignalKind::terminate())?,
-            hangup: register(SignalKind::hangup())?,
-        })
-    }
-
-    async fn next(&mut self) -> Wake {
-        tokio::select! {
-            _ = self.interrupt.recv() => Wake::Stop("SIGINT"),
-            _ = self.terminate.recv() => Wake::Stop("SIGTERM"),
-            _ = self.hangup.recv() => Wake::Reload,
-        }
-    }
-}
-
-/// The TLS client configuration for an rtmps:// destination (None for rtmp://).
-fn tls_config_for(config: &Config) -> Result<Option<Arc<rustls::ClientConfig>>> {
-    if config.url.scheme != Scheme::Rtmps {
-        if config.insecure || config.ca_file.is_some() {
-            warn!("--insecure and --ca-file apply to rtmps:// only");
-        }
-        return Ok(None);
-    }
-    if config.insecure {
-        warn!(
-            "--insecure: the server's TLS certificate is NOT verified; anyone on the path can pose as the \
-             server and read the stream key and the video"
-        );
-    }
-    crate::tls::client_config(config.ca_file.as_deref(), config.insecure).map(Some)
-}
-
-/// STATUS= for systemd: resolution, fps, bitrate, destination (key redacted), uptime, reconnects
-/// and drops.
-fn status_line(core: &Core, flow: &Flow, progress: &Progress, clock: &Clock) -> String {
-    let uptime = clock.now_ms() / 1000;
-    let video = match flow.pipeline.describe() {
-        Some((w, h, Some(fps))) => format!("{w}x{h} {fps:.2} fps"),
-        Some((w, h, None)) => format!("{w}x{h}"),
-        None => "waiting for H.264".to_string(),
-    };
-    let kbps = (progress.bytes_sent * 8 / 1000)
-        .checked_div(uptime)
-        .unwrap_or(0);
-    let state = match core.link() {
-        super::core::LinkState::Up { .. } => "streaming",
-        super::core::LinkState::Connecting { .. } => "connecting",
-        _ => "reconnecting",
-    };
-    let target: &RtmpUrl = core.target();
-    format!(
-        "{state} {video} ~{kbps} kbit/s to {target}; up {}h{:02}m; {} reconnects, {} frames dropped",
-        uptime / 3600,
-        uptime / 60 % 60,
-        progress.connections.saturating_sub(1),
-        progress.frames_dropped
-    )
 }

@@ -71,7 +71,9 @@ mod trust;
 
 pub use sealing::COPY_BELOW;
 pub use session::TlsSession;
-pub use trust::{client_config, system_roots, RootsSource, SYSTEM_CA_BUNDLES, SYSTEM_CA_DIR};
+pub use trust::{
+    client_config, destination_config, system_roots, RootsSource, SYSTEM_CA_BUNDLES, SYSTEM_CA_DIR,
+};
 
 use crate::error::{Error, Result};
 #[cfg(doc)]

@@ -383,6 +383,23 @@ fn utc(time: UnixTime) -> String {
     )
 }
 
+/// The TLS client configuration for an rtmps:// destination (None for rtmp://).
+pub fn destination_config(config: &crate::config::Config) -> Result<Option<Arc<ClientConfig>>> {
+    if config.url.scheme != crate::url::Scheme::Rtmps {
+        if config.insecure || config.ca_file.is_some() {
+            log::warn!("--insecure and --ca-file apply to rtmps:// only");
+        }
+        return Ok(None);
+    }
+    if config.insecure {
+        log::warn!(
+            "--insecure: the server's TLS certificate is NOT verified; anyone on the path can pose as the \
+             server and read the stream key and the video"
+        );
+    }
+    client_config(config.ca_file.as_deref(), config.insecure).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use rustls::pki_types::{PrivateKeyDer, PrivatePkcs8KeyDer};

@@ -1,0 +1,104 @@
+//! What the shell waits on, and how: signals, the link, the input, and the one absolute sleep
+//! that paces a file. Each is a small future (or call) that moves no frame and decides nothing.
+
+use tokio::signal::unix::{signal, Signal, SignalKind};
+
+use crate::error::{Error, Fault, Result};
+use crate::source::Input;
+
+use super::core::{SourceEvent, SourceKind};
+use super::flow::Flow;
+use super::shell::{Link, Wake};
+
+/// Waits for what the link needs next.
+pub(super) async fn link_wait(link: &mut Link) -> Wake {
+    match link {
+        Link::None => std::future::pending().await,
+        Link::Connecting(connecting) => Wake::Connected(connecting.as_mut().await),
+        Link::Up(conn) => {
+            tokio::select! {
+                biased;
+                ready = conn.readable() => Wake::Socket { ready, read: true },
+                ready = conn.writable(), if !conn.is_idle() => Wake::Socket { ready, read: false },
+            }
+        }
+    }
+}
+
+/// Reads the input: a byte stream into the reader's buffer (`Some(bytes)`, 0 at its end), or
+/// waits for a camera's next frame (`None`).
+pub(super) async fn read_input(input: &mut Input, flow: &mut Flow) -> Result<Option<usize>> {
+    if input.kind() == SourceKind::Device {
+        return input.device_wait().await.map(|()| None);
+    }
+    let buf = match flow.reader.read_buf() {
+        Ok(buf) => buf,
+        Err(e) => return Err(Error::input(format!("{}: {e}", input.name()))),
+    };
+    input.read(buf).await.map(Some)
+}
+
+/// SIGINT/SIGTERM (stop) and SIGHUP (reload).
+pub(super) struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Signal,
+}
+
+impl Signals {
+    pub(super) fn new() -> Result<Signals> {
+        let register = |kind| {
+            signal(kind).map_err(|e| Error::io(Fault::Ours, "cannot install signal handlers", e))
+        };
+        Ok(Signals {
+            interrupt: register(SignalKind::interrupt())?,
+            terminate: register(SignalKind::terminate())?,
+            hangup: register(SignalKind::hangup())?,
+        })
+    }
+
+    pub(super) async fn next(&mut self) -> Wake {
+        tokio::select! {
+            _ = self.interrupt.recv() => Wake::Stop("SIGINT"),
+            _ = self.terminate.recv() => Wake::Stop("SIGTERM"),
+            _ = self.hangup.recv() => Wake::Reload,
+        }
+    }
+}
+
+/// Sleeps until `deadline` (CLOCK_MONOTONIC, which tokio's `Instant` is on Linux), blocking
+/// the thread: one system call, with no timer to arm or cancel.
+pub(super) fn sleep_until_monotonic(deadline: tokio::time::Instant) {
+    use nix::time::{clock_gettime, clock_nanosleep, ClockId, ClockNanosleepFlags};
+    let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+    let Ok(now) = clock_gettime(ClockId::CLOCK_MONOTONIC) else {
+        return std::thread::sleep(left);
+    };
+    let target = now + nix::sys::time::TimeSpec::from_duration(left);
+    loop {
+        match clock_nanosleep(
+            ClockId::CLOCK_MONOTONIC,
+            ClockNanosleepFlags::TIMER_ABSTIME,
+            &target,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            _ => return,
+        }
+    }
+}
+
+/// The input reached its end: what that means for this kind of input (a FIFO's writer left, a
+/// child exited, a file or a pipe ended).
+pub(super) async fn input_ended(input: &mut Input) -> SourceEvent {
+    match input.kind() {
+        SourceKind::Fifo => SourceEvent::WriterGone,
+        SourceKind::Exec => {
+            let report = input.child_exited().await;
+            SourceEvent::Exited {
+                ran_for: report.as_ref().map(|r| r.ran_for).unwrap_or_default(),
+                how: report.map(|r| r.to_string()).unwrap_or_default(),
+            }
+        }
+        _ => SourceEvent::Ended,
+    }
+}
