@@ -2366,12 +2366,15 @@ fn send_reconnect_request(peer: &mut ScriptedPeer, tc_url: &str) {
     peer.send_command(0, &status(request));
 }
 
+/// Connections to the [`PlainTrap`]: when each came, and what the client sent on it.
+type Trapped = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
 /// A plain TCP listener that should never get a connection: it counts any that come and, to show
 /// what would have leaked, plays an RTMP server up to the first video message and keeps every
 /// byte the client sent.
 struct PlainTrap {
     port: u16,
-    seen: Arc<Mutex<Vec<(Instant, Vec<u8>)>>>,
+    seen: Trapped,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
 }
