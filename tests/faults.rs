@@ -1862,7 +1862,7 @@ fn unfinished_at_end(capture: &[u8]) -> usize {
 /// connection that took a keyframe proves the server healthy (`HEALTHY_AFTER` in
 /// src/supervisor/core.rs), so that each reset is answered by a reconnect within 0.5 s and 40
 /// of them fit in the test's time; 40 x (2.1 s + the reconnect) is also why this test takes
-/// about 110 s. Then one of three resets, chosen by the seeded generator:
+/// about 105 s. Then one of three resets, chosen by the seeded generator:
 /// - just after a keyframe (when the camera's next one is due within 0.5 s): 0 to 80 ms after the
 ///   camera wrote it, a reset (RST);
 /// - mid-frame: a reset after a random 1 to 150,000 more client bytes (most of them fall inside
@@ -2253,7 +2253,7 @@ fn stale_publisher_after_a_black_hole_publishes_again_within_5_s_of_the_link_ret
 ///
 /// Measured for each restart from the moment the new nginx listens (/proc/net/tcp, polled every
 /// 2 ms) to the client's "publishing to" line, and to the first keyframe in the new instance's
-/// recording (its FLV file polled every 5 s). Each figure is waited for until the instance's
+/// recording (its FLV file polled every 5 ms). Each figure is waited for until the instance's
 /// 5 s are over (then it is "not within 5 s" and the instance is killed all the same).
 #[test]
 fn four_restarts_five_seconds_apart_are_each_back_within_1_5_s() {
