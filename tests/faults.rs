@@ -21,8 +21,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use common::proxy::{tcp_queues, Mode, Proxy, Side};
+use common::scripted::{self, info, status, ScriptedPeer};
 use common::*;
 use v4l2rtmp::media::annexb::AnnexBReader;
+use v4l2rtmp::rtmp::amf0::{self, Value};
 use v4l2rtmp::rtmp::chunk::ChunkReader;
 
 const KEY: &str = "cam";
@@ -345,6 +347,33 @@ impl TimedLog {
                 Instant::now() < deadline,
                 "no log line containing {needle:?} within {limit:?} (after line {from})"
             );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// Like [`TimedLog::wait_for`], but None instead of a panic when no such line came by
+    /// `deadline`.
+    fn try_wait_until(
+        &self,
+        needle: &str,
+        from: usize,
+        deadline: Instant,
+    ) -> Option<(usize, Instant, String)> {
+        loop {
+            {
+                let lines = self.lines.lock().unwrap();
+                if let Some((i, (when, line))) = lines
+                    .iter()
+                    .enumerate()
+                    .skip(from)
+                    .find(|(_, (_, line))| line.contains(needle))
+                {
+                    return Some((i, *when, line.clone()));
+                }
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
             std::thread::sleep(Duration::from_millis(2));
         }
     }
@@ -1642,5 +1671,1120 @@ fn sigterm_while_the_link_is_stalled_exits_within_a_second() {
         );
         drop(proxy);
         drop(source);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for the requirement tests below
+// ---------------------------------------------------------------------------------------------
+
+/// A seeded generator for the moments and kinds of faults (xorshift64*), so that a failing run
+/// can be repeated.
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64) -> Rng {
+        Rng(seed | 1)
+    }
+
+    fn next(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Uniform in `0..n`.
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// Sleeps until `when` (at once if it has passed).
+fn sleep_until(when: Instant) {
+    std::thread::sleep(when.saturating_duration_since(Instant::now()));
+}
+
+/// Polls `path` until it holds a complete keyframe or `deadline` passes.
+fn keyframe_recorded_by(path: &Path, deadline: Instant) -> Option<Instant> {
+    loop {
+        if recorded_frames(path).iter().any(|t| t.keyframe) {
+            return Some(Instant::now());
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// What one recording holds, found without asserting (so that every recording of a long test
+/// is looked at before it fails).
+#[derive(Debug)]
+struct RecordingReport {
+    name: String,
+    frames: usize,
+    keyframes: usize,
+    starts_with_keyframe: bool,
+    /// Timestamp holes longer than 1.5 frame intervals: (index of the frame after it, hole ms,
+    /// whether that frame is a keyframe).
+    holes: Vec<(usize, u32, bool)>,
+    /// Frames whose timestamp is not above the one before.
+    backwards: usize,
+    /// `ffmpeg -v error -i REC -f null -` (one decoding thread), on the complete tags.
+    decode_errors: String,
+}
+
+impl RecordingReport {
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.frames == 0 {
+            problems.push(format!("{}: no frame recorded", self.name));
+            return problems;
+        }
+        if !self.starts_with_keyframe {
+            problems.push(format!("{}: starts with an inter frame", self.name));
+        }
+        let bad: Vec<_> = self.holes.iter().filter(|h| !h.2).collect();
+        if !bad.is_empty() {
+            problems.push(format!(
+                "{}: a timestamp hole followed by an inter frame: (frame, hole ms) {:?}",
+                self.name,
+                bad.iter().map(|h| (h.0, h.1)).collect::<Vec<_>>()
+            ));
+        }
+        if self.backwards > 0 {
+            problems.push(format!(
+                "{}: {} timestamps go back or repeat",
+                self.name, self.backwards
+            ));
+        }
+        if !self.decode_errors.is_empty() {
+            let first: Vec<&str> = self.decode_errors.lines().take(3).collect();
+            problems.push(format!(
+                "{}: does not decode cleanly: {}",
+                self.name,
+                first.join(" / ")
+            ));
+        }
+        problems
+    }
+}
+
+fn inspect_recording(path: &Path) -> RecordingReport {
+    let name = path.file_name().unwrap().to_string_lossy().into_owned();
+    let bytes = fs::read(path).unwrap_or_default();
+    let (tags, complete) = flv_tags(&bytes);
+    let frames: Vec<Tag> = tags
+        .into_iter()
+        .filter(|t| t.kind == 9 && t.avc_packet_type == 1)
+        .collect();
+    let mut holes = Vec::new();
+    let mut backwards = 0;
+    for (i, pair) in frames.windows(2).enumerate() {
+        if pair[1].timestamp_ms <= pair[0].timestamp_ms {
+            backwards += 1;
+        } else {
+            let step = pair[1].timestamp_ms - pair[0].timestamp_ms;
+            // 1.5 frame intervals at 30 fps is 50 ms; FLV timestamps are whole milliseconds.
+            if f64::from(step) > 1.5 * 1000.0 / 30.0 {
+                holes.push((i + 1, step, pair[1].keyframe));
+            }
+        }
+    }
+    let decode_errors = if frames.is_empty() {
+        String::new()
+    } else {
+        let copy = path.with_extension("complete.flv");
+        fs::write(&copy, &bytes[..complete]).unwrap();
+        let output = Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-nostdin",
+                "-v",
+                "error",
+                "-threads",
+                "1",
+                "-i",
+            ])
+            .arg(&copy)
+            .args(["-f", "null", "-"])
+            .output()
+            .expect("run ffmpeg");
+        let _ = fs::remove_file(&copy);
+        let mut errors = String::from_utf8_lossy(&output.stderr).into_owned();
+        if !output.status.success() && errors.is_empty() {
+            errors = format!("ffmpeg failed: {}", output.status);
+        }
+        errors
+    };
+    RecordingReport {
+        name,
+        frames: frames.len(),
+        keyframes: frames.iter().filter(|t| t.keyframe).count(),
+        starts_with_keyframe: frames.first().is_some_and(|t| t.keyframe),
+        holes,
+        backwards,
+        decode_errors,
+    }
+}
+
+/// Bytes of an unfinished message (or chunk) at the end of what a client sent on a connection:
+/// more than 0 when the connection was cut in the middle of a message.
+fn unfinished_at_end(capture: &[u8]) -> usize {
+    const HANDSHAKE: usize = 1 + 1536 + 1536;
+    if capture.len() <= HANDSHAKE {
+        return 0;
+    }
+    let mut reader = ChunkReader::new(16 << 20);
+    let mut pos = HANDSHAKE;
+    while let Ok((n, _)) = reader.decode(&capture[pos..]) {
+        if n == 0 {
+            break;
+        }
+        pos += n;
+    }
+    reader.buffered() + (capture.len() - pos)
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Forty resets: every recording starts with a keyframe and decodes
+// ---------------------------------------------------------------------------------------------
+
+/// 1080p30 at about 4 Mbit/s with a keyframe every 2 s (the same clip as the throttle test:
+/// a frame queue of `--queue-time 2000` holds about one GOP, so a reconnect lands near the edge
+/// of what the queue keeps), live from a FIFO, through the fault proxy; the connection is reset
+/// 40 times at seeded random moments, default options otherwise.
+///
+/// Each connection is first left publishing for 2.1 s, longer than the 2 s after which a
+/// connection that took a keyframe proves the server healthy (`HEALTHY_AFTER` in
+/// src/supervisor/core.rs), so that each reset is answered by a reconnect within 0.5 s and 40
+/// of them fit in the test's time; 40 x (2.1 s + the reconnect) is also why this test takes
+/// about 105 s. Then one of three resets, chosen by the seeded generator:
+/// - just after a keyframe (when the camera's next one is due within 0.5 s): 0 to 80 ms after the
+///   camera wrote it, a reset (RST);
+/// - mid-frame: a reset after a random 1 to 150,000 more client bytes (most of them fall inside
+///   a message; the test counts how many did);
+/// - anytime: a reset 0 to 400 ms later.
+///
+/// nginx records each publishing connection to a file of its own (`record_unique on`: each
+/// file is named after the second its publish began, and publishes here are more than 2 s
+/// apart); every recording must start with a keyframe, have no timestamp hole (over 1.5 frame
+/// intervals) followed by an inter frame, and decode with no error from ffmpeg. nginx-rtmp's
+/// recorder skips inter frames until the first keyframe by itself, so the proxy's capture of
+/// each connection is also checked: the sequence header, then a keyframe, before any inter frame.
+/// Recordings are checked while the stream goes on (each one once the next publish proves it
+/// closed), with a single decoding thread.
+#[test]
+fn forty_resets_every_recording_starts_with_a_keyframe_and_decodes() {
+    const RESETS: usize = 40;
+    const SEED: u64 = 0x5eed_4040;
+    const HEALTHY: Duration = Duration::from_millis(2100);
+    const GOP: Duration = Duration::from_secs(2);
+    const RECONNECT_LIMIT: Duration = Duration::from_secs(10);
+    let started = Instant::now();
+    let units = access_units(&clip_1080p30_60s(), 900);
+    let work = TempDir::new("faults-forty");
+    let source = LiveSource::start(work.path(), units);
+    let nginx = Nginx::start_recording_each_publish();
+    let proxy = Proxy::to_port(nginx.port).with_capture(16 << 20);
+    let mut client = Client::spawn(
+        "forty",
+        source.path(),
+        &proxy.url("live", KEY),
+        &["--queue-time", "2000"],
+    );
+    let mut rng = Rng::new(SEED);
+    let (to_check, checking) = std::sync::mpsc::channel::<PathBuf>();
+    let checker = std::thread::spawn(move || {
+        checking
+            .iter()
+            .map(|path| inspect_recording(&path))
+            .collect::<Vec<_>>()
+    });
+    let mut sent_to_check = 0;
+    let mut connection_problems: Vec<String> = Vec::new();
+    let mut connections_with_video = 0;
+    let mut cut_mid_message = 0;
+    let mut check_closed = |proxy: &Proxy, problems: &mut Vec<String>| {
+        for (capture, _) in proxy.take_closed() {
+            let videos = sent_video(&capture);
+            if videos.is_empty() {
+                continue;
+            }
+            connections_with_video += 1;
+            let n = connections_with_video;
+            if unfinished_at_end(&capture) > 0 {
+                cut_mid_message += 1;
+            }
+            if videos.len() < 2 || videos[0] != (0x17, 0) || videos[1] != (0x17, 1) {
+                problems.push(format!(
+                    "connection {n}: does not start with the sequence header and a keyframe: {:x?}",
+                    &videos[..videos.len().min(3)]
+                ));
+            }
+        }
+    };
+
+    let (mut line, mut published_at, _) =
+        client
+            .log
+            .wait_for("publishing to", 0, Duration::from_secs(15));
+    let mut kinds = [0usize; 3];
+    let mut reconnects: Vec<f64> = Vec::new();
+    let mut stuck: Option<String> = None;
+    for k in 1..=RESETS {
+        sleep_until(published_at + HEALTHY);
+        let now = Instant::now();
+        let keyframe_soon = source
+            .last_keyframe_written()
+            .is_some_and(|last| last + GOP <= now + Duration::from_millis(500));
+        let kind = if keyframe_soon {
+            0
+        } else {
+            1 + rng.below(2) as usize
+        };
+        kinds[kind] += 1;
+        let mark = client.log.len();
+        match kind {
+            0 => {
+                let written = source.next_keyframe_written();
+                sleep_until(written + Duration::from_millis(rng.below(81)));
+                proxy.reset_all();
+            }
+            1 => {
+                let armed = proxy.cut_after(1 + rng.below(150_000));
+                assert_eq!(armed.len(), 1, "reset {k}: one connection to cut");
+            }
+            _ => {
+                std::thread::sleep(Duration::from_millis(rng.below(401)));
+                proxy.reset_all();
+            }
+        }
+        let reset_at = Instant::now();
+        match client
+            .log
+            .try_wait_until("publishing to", line + 1, reset_at + RECONNECT_LIMIT)
+        {
+            Some((i, at, _)) => {
+                reconnects.push(since(reset_at, at));
+                line = i;
+                published_at = at;
+            }
+            None => {
+                let delays: Vec<f64> = client
+                    .log
+                    .since(mark)
+                    .iter()
+                    .filter_map(|(_, l)| retry_delay(l))
+                    .collect();
+                stuck = Some(format!(
+                    "reset {k}: not publishing again within {RECONNECT_LIMIT:?} (retry delays \
+                     logged since the reset: {delays:?} s)"
+                ));
+                break;
+            }
+        }
+        check_closed(&proxy, &mut connection_problems);
+        // Every recording but the newest is closed: the newest publish of the key replaced it.
+        let recordings = nginx.recordings(KEY);
+        for path in recordings
+            .iter()
+            .take(recordings.len().saturating_sub(1))
+            .skip(sent_to_check)
+        {
+            to_check.send(path.clone()).unwrap();
+            sent_to_check += 1;
+        }
+    }
+    // The last connection shows a little more than its start.
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, _) = client.terminate();
+    let publishes = client.log.count("publishing to");
+    let dir = nginx.stop();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while proxy.live_connections() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    check_closed(&proxy, &mut connection_problems);
+    let recordings = recordings_in(&dir.path().join("rec"), KEY);
+    for path in recordings.iter().skip(sent_to_check) {
+        to_check.send(path.clone()).unwrap();
+    }
+    drop(to_check);
+    let reports = checker.join().unwrap();
+    drop(source);
+
+    let frames: usize = reports.iter().map(|r| r.frames).sum();
+    let keyframes: usize = reports.iter().map(|r| r.keyframes).sum();
+    let holes: usize = reports.iter().map(|r| r.holes.len()).sum();
+    let bad_holes: usize = reports
+        .iter()
+        .map(|r| r.holes.iter().filter(|h| !h.2).count())
+        .sum();
+    let not_decoding = reports
+        .iter()
+        .filter(|r| !r.decode_errors.is_empty())
+        .count();
+    let (rmin, rmedian, rmax) = if reconnects.is_empty() {
+        (f64::NAN, f64::NAN, f64::NAN)
+    } else {
+        min_median_max(&reconnects)
+    };
+    eprintln!(
+        "forty resets: {} resets done ({} just after a keyframe, {} after N more bytes, {} \
+         anytime); {connections_with_video} connections carried video, {cut_mid_message} of them \
+         cut inside a message; reconnect (reset -> publishing): min {rmin:.3} s, median \
+         {rmedian:.3} s, max {rmax:.3} s; {publishes} publishes",
+        kinds.iter().sum::<usize>(),
+        kinds[0],
+        kinds[1],
+        kinds[2],
+    );
+    eprintln!(
+        "forty resets: {} recordings, {frames} frames ({keyframes} keyframes), {holes} holes \
+         ({bad_holes} followed by an inter frame), {not_decoding} recordings with decoding \
+         errors; {:.1} s in all",
+        reports.len(),
+        seconds(started.elapsed())
+    );
+    for report in &reports {
+        if !report.problems().is_empty() || !report.holes.is_empty() {
+            eprintln!("  {report:?}");
+        }
+    }
+
+    let mut problems: Vec<String> = Vec::new();
+    problems.extend(stuck);
+    if !status.success() {
+        problems.push(format!("v4l2rtmp: {status}"));
+    }
+    if reports.len() != publishes {
+        problems.push(format!(
+            "{} recordings for {publishes} publishes: one file per publishing connection expected",
+            reports.len()
+        ));
+    }
+    problems.extend(connection_problems);
+    problems.extend(reports.iter().flat_map(|r| r.problems()));
+    assert!(
+        problems.is_empty(),
+        "{} problems:\n{}",
+        problems.len(),
+        problems.join("\n")
+    );
+    assert_eq!(kinds.iter().sum::<usize>(), RESETS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. A black hole that leaves a stale publisher behind
+// ---------------------------------------------------------------------------------------------
+
+/// The commonest Wi-Fi or LTE fault: the link black-holes (no FIN, no reset) for longer than
+/// the stall timeout, the client gives up on its connection, and when the link returns the
+/// server still holds that connection, and its publisher, for a while: it answers a new publish
+/// of the same key with `NetStream.Publish.BadName (Already publishing)` until it notices.
+///
+/// The proxy's plain BlackHole-then-Forward does not reproduce this with nginx-rtmp: on loopback
+/// the client's close reaches the proxy's kernel at once, and when the proxy forwards again the
+/// server reads the end of the stream and drops the publisher at once (the black-hole test above
+/// publishes again 0.05 s after the link returns). So the proxy runs with stale connections
+/// ([`Proxy::with_stale_connections`]): a connection whose client gave up during the black hole
+/// is held open towards nginx, silent, and reset 2.5 s after the link returns. That reset stands
+/// for the server's next retransmission (or ping: `ping 5s` here) reaching the client's host,
+/// which no longer knows the connection and answers RST; after an 8 s outage, with the
+/// retransmission timer backed off exponentially, that comes anywhere from at once to several
+/// seconds after the link returns. nginx's log and the client's show the "Already publishing"
+/// answers; the test prints how many.
+///
+/// The requirement: the client publishes again (its "publishing to" line, and a keyframe in a
+/// recording of the new connection) within 5 s of the link returning; that recording starts with
+/// a keyframe and decodes. With `--stall-timeout 3`, default options otherwise.
+#[test]
+fn stale_publisher_after_a_black_hole_publishes_again_within_5_s_of_the_link_returning() {
+    const STALE_HOLD: Duration = Duration::from_millis(2500);
+    const BLACK_HOLE: Duration = Duration::from_secs(8);
+    const REQUIRED_S: f64 = 5.0;
+    const WAIT_AT_MOST: Duration = Duration::from_secs(15);
+    let units = access_units(&live_clip(), 300);
+    let work = TempDir::new("faults-stale");
+    let source = LiveSource::start(work.path(), units);
+    let nginx = Nginx::start_recording_each_publish();
+    let proxy = Proxy::to_port(nginx.port).with_stale_connections(STALE_HOLD);
+    let mut client = Client::spawn(
+        "stale",
+        source.path(),
+        &proxy.url("live", KEY),
+        &["--stall-timeout", "3"],
+    );
+    client
+        .log
+        .wait_for("publishing to", 0, Duration::from_secs(15));
+    let first = loop {
+        if let Some(path) = nginx.recordings(KEY).first() {
+            break path.clone();
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    wait_for_keyframe(&first, Duration::from_secs(10));
+    // Healthy for longer than HEALTHY_AFTER (2 s) before the fault.
+    std::thread::sleep(Duration::from_millis(2500));
+    let before: Vec<PathBuf> = nginx.recordings(KEY);
+
+    let mark = client.log.len();
+    proxy.set_mode(Mode::BlackHole);
+    let cut = Instant::now();
+    let (gave_up_line, gave_up_at, failure) =
+        client
+            .log
+            .wait_for("retrying in", mark, Duration::from_secs(30));
+    // Black-holed for 8 s, and for 2 s at least after the client gave up.
+    sleep_until((cut + BLACK_HOLE).max(gave_up_at + Duration::from_secs(2)));
+    let returned = Instant::now();
+    proxy.set_mode(Mode::Forward);
+    eprintln!(
+        "stale: the client gave up {:.3} s into the black hole ({failure}); the link returned \
+         after {:.3} s",
+        since(cut, gave_up_at),
+        since(cut, returned)
+    );
+
+    let published =
+        client
+            .log
+            .try_wait_until("publishing to", gave_up_line + 1, returned + WAIT_AT_MOST);
+    // A keyframe in a recording that began after the link returned.
+    let new_recording = || {
+        nginx
+            .recordings(KEY)
+            .into_iter()
+            .find(|path| !before.contains(path) && recorded_frames(path).iter().any(|t| t.keyframe))
+    };
+    let deadline = published
+        .as_ref()
+        .map_or(returned + WAIT_AT_MOST, |p| p.1 + Duration::from_secs(10));
+    let keyframe = loop {
+        if let Some(path) = new_recording() {
+            break Some((path, Instant::now()));
+        }
+        if Instant::now() >= deadline {
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    if keyframe.is_some() {
+        // A little more of the new connection for the decoding check.
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    let (status, _) = client.terminate();
+    let released = proxy.stale_released();
+    let stale = proxy.stale_connections();
+    let nginx_log = nginx.error_log();
+    let dir = nginx.stop();
+    drop(source);
+    let already_nginx = nginx_log.matches("already publishing").count();
+    let already_client = client
+        .log
+        .since(gave_up_line)
+        .iter()
+        .filter(|(_, l)| l.contains("Already publishing"))
+        .count();
+    let publisher_released = released.first().copied().flatten();
+    let published_after = published.as_ref().map(|p| since(returned, p.1));
+    let keyframe_after = keyframe.as_ref().map(|k| since(returned, k.1));
+    let show = |x: Option<f64>| {
+        x.map_or(format!("not within {WAIT_AT_MOST:?}"), |s| {
+            format!("{s:.3} s")
+        })
+    };
+    eprintln!(
+        "stale: {stale} stale connections; nginx lost the stale publisher {} after the link \
+         returned; 'already publishing' {already_nginx} times in nginx's log, {already_client} \
+         times in the client's; publishing again {} and a keyframe recorded {} after the link \
+         returned ({} after nginx lost the stale publisher)",
+        show(publisher_released.map(|r| signed(returned, r))),
+        show(published_after),
+        show(keyframe_after),
+        show(match (publisher_released, &published) {
+            (Some(r), Some(p)) => Some(signed(r, p.1)),
+            _ => None,
+        }),
+    );
+
+    assert!(status.success(), "v4l2rtmp: {status}");
+    assert!(
+        publisher_released.is_some(),
+        "the proxy did not hold the first connection as a stale publisher (stale connections: \
+         {stale}): the fault was not reproduced"
+    );
+    let published_after = published_after.unwrap_or_else(|| {
+        panic!(
+            "not publishing again within {WAIT_AT_MOST:?} of the link returning (required: \
+             {REQUIRED_S} s; 'Already publishing' {already_client} times in the client's log)"
+        )
+    });
+    assert!(
+        published_after <= REQUIRED_S,
+        "publishing again {published_after:.3} s after the link returned, more than {REQUIRED_S} s"
+    );
+    let (path, _) = keyframe.expect("a keyframe recorded after publishing again");
+    let keyframe_after = keyframe_after.unwrap();
+    assert!(
+        keyframe_after <= REQUIRED_S,
+        "the first keyframe recorded {keyframe_after:.3} s after the link returned, more than \
+         {REQUIRED_S} s"
+    );
+    let path = dir.path().join("rec").join(path.file_name().unwrap());
+    let rec = check_recording(&path, "after the stale publisher");
+    eprintln!("stale: the recording after it: {rec:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// 12. Four restarts, five seconds apart, with default options
+// ---------------------------------------------------------------------------------------------
+
+/// nginx is killed (SIGKILL) and a new nginx listens on the same port right away, four times,
+/// 5 s apart: each instance is up for 5 s (the first one from its first keyframe recorded), then
+/// killed. The client runs with default options (no `--backoff-*`): after losing a connection
+/// that was healthy (it took a keyframe and lasted longer than 2 s), it must be back within
+/// 1.5 s of the server listening again, every time, not only the first.
+///
+/// Measured for each restart from the moment the new nginx listens (/proc/net/tcp, polled every
+/// 2 ms) to the client's "publishing to" line, and to the first keyframe in the new instance's
+/// recording (its FLV file polled every 5 ms). Each figure is waited for until the instance's
+/// 5 s are over (then it is "not within 5 s" and the instance is killed all the same).
+#[test]
+fn four_restarts_five_seconds_apart_are_each_back_within_1_5_s() {
+    const RESTARTS: usize = 4;
+    const APART: Duration = Duration::from_secs(5);
+    const REQUIRED_S: f64 = 1.5;
+    let units = access_units(&live_clip(), 300);
+    let work = TempDir::new("faults-four-restarts");
+    let source = LiveSource::start(work.path(), units);
+    let port = free_port();
+    let mut nginx = Nginx::start_on(port);
+    let mut client = Client::spawn("four-restarts", source.path(), &nginx.url("live", KEY), &[]);
+    client
+        .log
+        .wait_for("publishing to", 0, Duration::from_secs(15));
+    let mut up_since = wait_for_keyframe(&nginx.recording(KEY), Duration::from_secs(10));
+    let mut dirs = Vec::new();
+    // (publishing, first keyframe recorded), in seconds after nginx listened.
+    let mut figures: Vec<(Option<f64>, Option<f64>)> = Vec::new();
+    for restart in 1..=RESTARTS {
+        sleep_until(up_since + APART);
+        let mark = client.log.len();
+        dirs.push(nginx.kill());
+        nginx = Nginx::start_on(port);
+        let listening = nginx.listening_at;
+        let deadline = listening + APART;
+        let published = client
+            .log
+            .try_wait_until("publishing to", mark, deadline)
+            .map(|(_, at, _)| since(listening, at));
+        let keyframe =
+            keyframe_recorded_by(&nginx.recording(KEY), deadline).map(|at| since(listening, at));
+        let delays: Vec<f64> = client
+            .log
+            .since(mark)
+            .iter()
+            .filter_map(|(_, l)| retry_delay(l))
+            .collect();
+        let show = |x: Option<f64>| x.map_or("not within 5 s".to_string(), |s| format!("{s:.3} s"));
+        eprintln!(
+            "restart {restart}: publishing {} and first keyframe recorded {} after nginx listened \
+             (retry delays logged: {delays:?} s)",
+            show(published),
+            show(keyframe)
+        );
+        figures.push((published, keyframe));
+        up_since = listening;
+    }
+    sleep_until(up_since + APART);
+    let (status, _) = client.terminate();
+    dirs.push(nginx.stop());
+    drop(source);
+    let show = |x: &Option<f64>| x.map_or("-".to_string(), |s| format!("{s:.2}"));
+    eprintln!(
+        "four restarts: publishing after nginx listened [{}] s; first keyframe recorded [{}] s \
+         (required: within {REQUIRED_S} s each)",
+        figures
+            .iter()
+            .map(|f| show(&f.0))
+            .collect::<Vec<_>>()
+            .join(", "),
+        figures
+            .iter()
+            .map(|f| show(&f.1))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    assert!(status.success(), "v4l2rtmp: {status}");
+    let late: Vec<String> = figures
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| {
+            !(f.0.is_some_and(|s| s <= REQUIRED_S) && f.1.is_some_and(|s| s <= REQUIRED_S))
+        })
+        .map(|(i, f)| {
+            format!(
+                "restart {}: publishing {}, first keyframe {}",
+                i + 1,
+                f.0.map_or("not within 5 s".into(), |s| format!("{s:.3} s")),
+                f.1.map_or("not within 5 s".into(), |s| format!("{s:.3} s"))
+            )
+        })
+        .collect();
+    assert!(
+        late.is_empty(),
+        "not back within {REQUIRED_S} s of nginx listening: {}",
+        late.join("; ")
+    );
+    for (i, dir) in dirs.iter().enumerate() {
+        let path = dir.path().join("rec").join(format!("{KEY}.flv"));
+        check_recording(&path, &format!("nginx instance {i}"));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// 13. Enhanced RTMP ReconnectRequest: never down to plain RTMP, never credentials to another host
+// ---------------------------------------------------------------------------------------------
+
+/// The payload type of video messages, and whether one carries a frame (not the sequence header).
+fn is_video_frame(message: &v4l2rtmp::rtmp::chunk::Message) -> bool {
+    message.header.type_id == 9 && message.payload.get(1) == Some(&1)
+}
+
+/// `onStatus(NetConnection.Connect.ReconnectRequest)` with a `tcUrl`.
+fn send_reconnect_request(peer: &mut ScriptedPeer, tc_url: &str) {
+    let mut request = info("status", "NetConnection.Connect.ReconnectRequest", "moving");
+    if let Value::Object(props) = &mut request {
+        props.push(("tcUrl".to_string(), Value::String(tc_url.to_string())));
+    }
+    peer.send_command(0, &status(request));
+}
+
+/// Connections to the [`PlainTrap`]: when each came, and what the client sent on it.
+type Trapped = Arc<Mutex<Vec<(Instant, Vec<u8>)>>>;
+
+/// A plain TCP listener that should never get a connection: it counts any that come and, to show
+/// what would have leaked, plays an RTMP server up to the first video message and keeps every
+/// byte the client sent.
+struct PlainTrap {
+    port: u16,
+    seen: Trapped,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl PlainTrap {
+    fn start() -> PlainTrap {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = {
+            let seen = seen.clone();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let Some(mut peer) =
+                        ScriptedPeer::accept_within(&listener, Duration::from_millis(50))
+                    else {
+                        continue;
+                    };
+                    let index = {
+                        let mut seen = seen.lock().unwrap();
+                        seen.push((Instant::now(), Vec::new()));
+                        seen.len() - 1
+                    };
+                    peer.accept_publish(|_, message| message.header.type_id == 9);
+                    seen.lock().unwrap()[index].1 = peer.transcript().to_vec();
+                }
+            })
+        };
+        PlainTrap {
+            port,
+            seen,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn seen(&self) -> Vec<(Instant, Vec<u8>)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for PlainTrap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack
+        .windows(needle.len())
+        .any(|w| w == needle.as_bytes())
+}
+
+/// What the scripted RTMPS server saw.
+enum Seen {
+    /// It sent the ReconnectRequest.
+    Requested(Instant),
+    /// A video frame came on the second connection, which published this name.
+    SecondPublish(Instant, Option<String>),
+}
+
+/// An RTMPS server (nginx's stream module terminating TLS in front of a scripted RTMP server)
+/// asks the publisher, with an Enhanced RTMP ReconnectRequest, to move to
+/// `rtmp://127.0.0.1:PORT/live`, plain RTMP, where PORT is a listener of the test's own. Moving
+/// would send the stream key (and, to a server that asks for authentication, the user name and
+/// the password's response) in clear text. Required: no connection ever reaches PORT (watched for
+/// 4 s after the request at least), the client logs a warning that it refused to leave TLS,
+/// and it reconnects to the original server over TLS (the scripted server sees a second
+/// publish of the key). The URL carries credentials (`rtmps://camuser:s3cret@...`); none of
+/// them, nor the key, can reach the plain listener since it gets no connection at all.
+#[test]
+fn rtmps_reconnect_request_to_plain_rtmp_opens_no_plain_connection() {
+    const SECRET_KEY: &str = "k3ysecret";
+    const REQUEST_AFTER: usize = 45;
+    let started = Instant::now();
+    let work = TempDir::new("faults-rtmps-redirect");
+    let pki = TestPki::new(work.path(), &["localhost", "127.0.0.1"]);
+    let backend = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let backend_port = backend.local_addr().unwrap().port();
+    let tls = TlsTerminator::start(&pki.server_certificate, &pki.server_key, backend_port);
+    let trap = PlainTrap::start();
+    let tc_url = format!("rtmp://127.0.0.1:{}/live", trap.port);
+    let (events, seen) = std::sync::mpsc::channel::<Seen>();
+    let server = std::thread::spawn(move || {
+        let mut peer = ScriptedPeer::accept_within(&backend, Duration::from_secs(30))
+            .expect("the client connects over TLS");
+        let mut frames = 0;
+        peer.accept_publish(|peer, message| {
+            if is_video_frame(message) {
+                frames += 1;
+                if frames == REQUEST_AFTER {
+                    send_reconnect_request(peer, &tc_url);
+                    let _ = events.send(Seen::Requested(Instant::now()));
+                }
+            }
+            false
+        });
+        let Some(mut peer) = ScriptedPeer::accept_within(&backend, Duration::from_secs(20)) else {
+            return;
+        };
+        let mut frames = 0;
+        peer.accept_publish(|peer, message| {
+            if is_video_frame(message) {
+                frames += 1;
+                if frames == 1 {
+                    let name = peer.published().map(str::to_string);
+                    let _ = events.send(Seen::SecondPublish(Instant::now(), name));
+                }
+            }
+            frames >= 30
+        });
+    });
+    let units = access_units(&live_clip(), 300);
+    let source = LiveSource::start(work.path(), units);
+    let url = format!(
+        "rtmps://camuser:s3cret@127.0.0.1:{}/live/{SECRET_KEY}",
+        tls.port
+    );
+    let mut client = Client::spawn(
+        "rtmps-redirect",
+        source.path(),
+        &url,
+        &["--ca-file", pki.ca_certificate.to_str().unwrap()],
+    );
+    let requested_at = match seen.recv_timeout(Duration::from_secs(30)) {
+        Ok(Seen::Requested(at)) => at,
+        _ => panic!("the scripted RTMPS server did not get {REQUEST_AFTER} frames"),
+    };
+    let mark = client
+        .log
+        .all()
+        .iter()
+        .position(|(when, _)| *when >= requested_at)
+        .unwrap_or(client.log.len());
+    let second = match seen.recv_timeout(Duration::from_secs(15)) {
+        Ok(Seen::SecondPublish(at, name)) => Some((at, name)),
+        _ => None,
+    };
+    // Watch the plain listener for 4 s after the request at least.
+    sleep_until(requested_at + Duration::from_secs(4));
+    let (status, _) = client.terminate();
+    drop(source);
+    let _ = server.join();
+    let trapped = trap.seen();
+    drop(trap);
+    let lines = client.log.since(mark);
+    let tls_warnings: Vec<&String> = lines
+        .iter()
+        .map(|(_, l)| l)
+        .filter(|l| level(l) == "WARN" && l.contains("TLS"))
+        .collect();
+    eprintln!(
+        "rtmps redirect: {} connections to the plain listener{}; TLS warnings after the request: \
+         {tls_warnings:?}; second publish over TLS {}; {:.1} s in all",
+        trapped.len(),
+        trapped
+            .iter()
+            .map(|(at, bytes)| format!(
+                " ({:.3} s after the request, {} bytes, key {}, user {})",
+                signed(requested_at, *at),
+                bytes.len(),
+                if contains(bytes, SECRET_KEY) {
+                    "sent in clear text"
+                } else {
+                    "not seen"
+                },
+                if contains(bytes, "camuser") {
+                    "sent in clear text"
+                } else {
+                    "not seen"
+                },
+            ))
+            .collect::<String>(),
+        second
+            .as_ref()
+            .map_or("none".to_string(), |(at, name)| format!(
+                "{:.3} s after the request, publishing {name:?}",
+                signed(requested_at, *at)
+            )),
+        seconds(started.elapsed())
+    );
+    assert!(status.success(), "v4l2rtmp: {status}");
+    assert!(
+        trapped.is_empty(),
+        "{} connection(s) reached the plain RTMP listener after an RTMPS server's \
+         ReconnectRequest (the key {} in clear text)",
+        trapped.len(),
+        if trapped.iter().any(|(_, b)| contains(b, SECRET_KEY)) {
+            "went"
+        } else {
+            "did not go"
+        }
+    );
+    assert!(
+        !tls_warnings.is_empty(),
+        "no warning that the client refused to move from RTMPS to plain RTMP"
+    );
+    let (_, name) = second.expect("the client published to the original server again, over TLS");
+    assert_eq!(
+        name.as_deref(),
+        Some(SECRET_KEY),
+        "the second publish's name"
+    );
+}
+
+/// One connection to the other host, as its scripted server saw it.
+#[derive(Debug)]
+struct OtherHostConnection {
+    app: String,
+    tc_url: String,
+    published: Option<String>,
+    transcript: Vec<u8>,
+}
+
+/// Reads up to the client's `connect`; returns its app and tcUrl (None if it closed first).
+fn read_connect(peer: &mut ScriptedPeer) -> Option<(String, String)> {
+    while let Some(message) = peer.next_message() {
+        if message.header.type_id == 20 {
+            let values = amf0::decode_all(&message.payload).unwrap();
+            if values[0].as_str() == Some("connect") {
+                let field = |name: &str| {
+                    values[2]
+                        .get(name)
+                        .and_then(Value::as_str)
+                        .unwrap_or("")
+                        .to_string()
+                };
+                return Some((field("app"), field("tcUrl")));
+            }
+        }
+    }
+    None
+}
+
+fn refuse_connect(peer: &mut ScriptedPeer, description: &str) {
+    peer.send_command(
+        0,
+        &scripted::error(
+            1.0,
+            info("error", "NetConnection.Connect.Rejected", description),
+        ),
+    );
+}
+
+/// A plain RTMP server (scripted, 127.0.0.1) with `rtmp://camuser:s3cret@127.0.0.1:PA/live/KEY`
+/// asks the publisher to move to another host, `rtmp://127.0.0.2:PB/live` (another address of
+/// the loopback, so the host differs, not only the port). The other host takes the stream (the
+/// key must arrive there: the redirect works), drops it after 1.5 s, and asks the client that
+/// comes back for Adobe authentication (`code=403 need auth; authmod=adobe`), as a server that
+/// wants to harvest credentials would. A client that carried the URL's user and password to the
+/// other host would connect again at once with `?authmod=adobe&user=camuser`. Required: no
+/// connect to the other host names an `authmod` or a `user`, and neither the user nor the
+/// password appear in any byte it received (watched for 4 s after the challenge).
+#[test]
+fn reconnect_request_to_another_host_does_not_carry_credentials() {
+    const SECRET_KEY: &str = "k3ysecret";
+    let started = Instant::now();
+    let origin = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let origin_port = origin.local_addr().unwrap().port();
+    let other = std::net::TcpListener::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    let other_port = other.local_addr().unwrap().port();
+    let tc_url = format!("rtmp://127.0.0.2:{other_port}/live");
+    let origin_server = std::thread::spawn(move || {
+        let Some(mut peer) = ScriptedPeer::accept_within(&origin, Duration::from_secs(30)) else {
+            return false;
+        };
+        let mut frames = 0;
+        let mut requested = false;
+        peer.accept_publish(|peer, message| {
+            if is_video_frame(message) {
+                frames += 1;
+                if frames == 45 {
+                    send_reconnect_request(peer, &tc_url);
+                    requested = true;
+                }
+            }
+            false
+        });
+        requested
+    });
+    let other_server = std::thread::spawn(move || {
+        let mut seen: Vec<OtherHostConnection> = Vec::new();
+        let mut challenged_at = None;
+        // 1. The redirected stream: taken for 1.5 s (longer than a refusal in disguise), dropped.
+        let Some(mut peer) = ScriptedPeer::accept_within(&other, Duration::from_secs(30)) else {
+            return (seen, challenged_at);
+        };
+        let mut frames = 0;
+        let connect = peer.accept_publish(|_, message| {
+            frames += usize::from(is_video_frame(message));
+            frames >= 45
+        });
+        let field = |name: &str| {
+            connect
+                .get(2)
+                .and_then(|c| c.get(name))
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string()
+        };
+        seen.push(OtherHostConnection {
+            app: field("app"),
+            tc_url: field("tcUrl"),
+            published: peer.published().map(str::to_string),
+            transcript: peer.transcript().to_vec(),
+        });
+        drop(peer);
+        // 2. The client comes back: the server asks for authentication.
+        let Some(mut peer) = ScriptedPeer::accept_within(&other, Duration::from_secs(15)) else {
+            return (seen, challenged_at);
+        };
+        if let Some((app, tc_url)) = read_connect(&mut peer) {
+            refuse_connect(
+                &mut peer,
+                "[ AccessManager.Reject ] : [ code=403 need auth; authmod=adobe ] : ",
+            );
+            challenged_at = Some(Instant::now());
+            seen.push(OtherHostConnection {
+                app,
+                tc_url,
+                published: None,
+                transcript: peer.transcript().to_vec(),
+            });
+        }
+        // 3. Whatever comes within 4 s: a client carrying credentials answers at once.
+        let until = Instant::now() + Duration::from_secs(4);
+        while let Some(left) = until.checked_duration_since(Instant::now()) {
+            let Some(mut peer) = ScriptedPeer::accept_within(&other, left) else {
+                break;
+            };
+            if let Some((app, tc_url)) = read_connect(&mut peer) {
+                refuse_connect(
+                    &mut peer,
+                    "[ AccessManager.Reject ] : [ authmod=adobe ] : ?reason=authfailed",
+                );
+                seen.push(OtherHostConnection {
+                    app,
+                    tc_url,
+                    published: None,
+                    transcript: peer.transcript().to_vec(),
+                });
+            }
+        }
+        (seen, challenged_at)
+    });
+    let units = access_units(&live_clip(), 300);
+    let work = TempDir::new("faults-other-host");
+    let source = LiveSource::start(work.path(), units);
+    let url = format!("rtmp://camuser:s3cret@127.0.0.1:{origin_port}/live/{SECRET_KEY}");
+    let mut client = Client::spawn("other-host", source.path(), &url, &[]);
+    let (seen, challenged_at) = other_server.join().unwrap();
+    let (status, _) = client.terminate();
+    drop(source);
+    let requested = origin_server.join().unwrap();
+    eprintln!(
+        "other host: {} connections there{}; {:.1} s in all",
+        seen.len(),
+        seen.iter()
+            .map(|c| format!(
+                "\n  app {:?}, tcUrl {:?}, published {:?}, {} bytes",
+                c.app,
+                c.tc_url,
+                c.published,
+                c.transcript.len()
+            ))
+            .collect::<String>(),
+        seconds(started.elapsed())
+    );
+    let warnings: Vec<String> = client
+        .log
+        .all()
+        .into_iter()
+        .map(|(_, l)| l)
+        .filter(|l| level(l) == "WARN" && (l.contains("password") || l.contains("credential")))
+        .collect();
+    eprintln!("other host: the client's warnings about credentials: {warnings:?}");
+    assert!(status.success(), "v4l2rtmp: {status}");
+    assert!(requested, "the origin server sent its ReconnectRequest");
+    assert!(
+        !seen.is_empty(),
+        "the client did not move to the other host"
+    );
+    assert_eq!(
+        seen[0].published.as_deref(),
+        Some(SECRET_KEY),
+        "the key went to the other host with the stream"
+    );
+    assert!(
+        challenged_at.is_some(),
+        "the client did not come back to the other host after it dropped the stream"
+    );
+    for (i, c) in seen.iter().enumerate() {
+        for field in [&c.app, &c.tc_url] {
+            assert!(
+                !field.contains("authmod") && !field.contains("user="),
+                "connection {} to the other host carried credentials: app {:?}, tcUrl {:?}",
+                i + 1,
+                c.app,
+                c.tc_url
+            );
+        }
+        assert!(
+            !contains(&c.transcript, "camuser") && !contains(&c.transcript, "s3cret"),
+            "connection {} to the other host: the user or password in its bytes",
+            i + 1
+        );
     }
 }

@@ -138,6 +138,13 @@ impl Nginx {
         Self::start_with(4096, None, port)
     }
 
+    /// Recording each publishing connection to a file of its own (`record_unique on`: nginx-rtmp
+    /// names it KEY-UNIXSECONDS.flv, so two publishes of the same key must be a second apart);
+    /// [`Nginx::recordings`] lists them.
+    pub fn start_recording_each_publish() -> Nginx {
+        Self::start_with_options(4096, None, free_port(), true)
+    }
+
     /// With RTMPS on `tls_port`: TLS terminated by nginx's stream module with `certificate` and
     /// `key`, in front of the RTMP server.
     pub fn start_with_tls(certificate: &Path, key: &Path) -> Nginx {
@@ -145,6 +152,15 @@ impl Nginx {
     }
 
     fn start_with(server_chunk_size: u32, tls: Option<(&Path, &Path)>, port: u16) -> Nginx {
+        Self::start_with_options(server_chunk_size, tls, port, false)
+    }
+
+    fn start_with_options(
+        server_chunk_size: u32,
+        tls: Option<(&Path, &Path)>,
+        port: u16,
+        record_unique: bool,
+    ) -> Nginx {
         require_tool("nginx");
         assert!(
             Path::new(RTMP_MODULE).exists(),
@@ -201,7 +217,7 @@ rtmp {{
             live on;
             record all;
             record_path {d}/rec;
-            record_unique off;
+            record_unique {record_unique};
         }}
         application closed {{
             live on;
@@ -214,7 +230,8 @@ rtmp {{
     }}
 }}
 ",
-            d = dir.path().display()
+            d = dir.path().display(),
+            record_unique = if record_unique { "on" } else { "off" },
         );
         let conf_path = dir.path().join("nginx.conf");
         fs::write(&conf_path, conf).unwrap();
@@ -252,6 +269,11 @@ rtmp {{
         self.dir.path().join("rec").join(format!("{key}.flv"))
     }
 
+    /// With [`Nginx::start_recording_each_publish`]: the recordings of `key` so far, oldest first.
+    pub fn recordings(&self, key: &str) -> Vec<PathBuf> {
+        recordings_in(&self.dir.path().join("rec"), key)
+    }
+
     pub fn error_log(&self) -> String {
         fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
     }
@@ -285,6 +307,97 @@ rtmp {{
 }
 
 impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The `record_unique on` recordings of `key` in `dir` (KEY-UNIXSECONDS.flv), oldest first.
+pub fn recordings_in(dir: &Path, key: &str) -> Vec<PathBuf> {
+    let prefix = format!("{key}-");
+    let mut found: Vec<(u64, PathBuf)> = fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter_map(|e| {
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let seconds = name
+                        .strip_prefix(&prefix)?
+                        .strip_suffix(".flv")?
+                        .parse()
+                        .ok()?;
+                    Some((seconds, e.path()))
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    found.sort();
+    found.into_iter().map(|(_, path)| path).collect()
+}
+
+/// nginx's stream module alone, terminating TLS on 127.0.0.1:`port` and forwarding the plain
+/// bytes to 127.0.0.1:`upstream`: RTMPS in front of a server of the test's own (a scripted peer).
+pub struct TlsTerminator {
+    pub port: u16,
+    pub dir: TempDir,
+    child: Child,
+}
+
+impl TlsTerminator {
+    pub fn start(certificate: &Path, key: &Path, upstream: u16) -> TlsTerminator {
+        require_tool("nginx");
+        assert!(
+            Path::new(STREAM_MODULE).exists(),
+            "{STREAM_MODULE} missing: apt-get install libnginx-mod-stream"
+        );
+        let dir = TempDir::new("tls-terminator");
+        let port = free_port();
+        let conf = format!(
+            "daemon off;
+master_process off;
+worker_processes 1;
+pid {d}/nginx.pid;
+error_log {d}/error.log info;
+load_module {STREAM_MODULE};
+events {{ worker_connections 64; }}
+stream {{
+    server {{
+        listen 127.0.0.1:{port} ssl;
+        ssl_certificate {certificate};
+        ssl_certificate_key {key};
+        proxy_pass 127.0.0.1:{upstream};
+    }}
+}}
+",
+            d = dir.path().display(),
+            certificate = certificate.display(),
+            key = key.display(),
+        );
+        let conf_path = dir.path().join("nginx.conf");
+        fs::write(&conf_path, conf).unwrap();
+        let mut child = Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start nginx (TLS terminator)");
+        wait_listening(port, &mut child, "nginx (TLS terminator)");
+        TlsTerminator { port, dir, child }
+    }
+
+    pub fn error_log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for TlsTerminator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -16,6 +16,19 @@
 //! - [`Proxy::cut_after`]: the same reset, but after exactly N more client→server bytes of each
 //!   current connection: a reset in the middle of a frame.
 //!
+//! - [`Proxy::with_stale_connections`]: what a real black hole does to the server's side of a
+//!   connection whose client gave up meanwhile. The client's FIN or RST, and whatever it sent
+//!   into the dead link, are lost with the link; the server still holds a healthy-looking
+//!   connection (and, for RTMP, a publisher) until one of its own retransmissions or pings reaches
+//!   the client's host after the link returns and that host answers with a reset. The proxy
+//!   cannot leave this to the kernel: on loopback the client's close reaches the proxy at once,
+//!   and forwarding it when the link returns would make the server drop the publisher at once.
+//!   So when a black hole ends, each connection that lived through it is looked at: a client
+//!   that is still there gets its bytes forwarded as usual; a client that closed (EOF or reset,
+//!   behind whatever it had sent) makes the connection stale: nothing of the client's reaches
+//!   the server, the server's bytes are swallowed, and after the configured hold the server's
+//!   side is closed with a reset (SO_LINGER 0), the moment noted ([`Proxy::stale_released`]).
+//!
 //! Counters: bytes forwarded per direction, connections accepted, resets sent. Optionally the
 //! first bytes each connection sent to the server are captured ([`Proxy::with_capture`]) so a test
 //! can parse what the client sent on every connection.
@@ -44,6 +57,11 @@ const RST_WAIT: Duration = Duration::from_millis(1500);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Read size per direction.
 const BUF: usize = 64 * 1024;
+/// After a black hole, with stale connections on: a client whose socket yields no byte for this
+/// long (and no EOF) is still there.
+const SETTLE_QUIET: Duration = Duration::from_millis(200);
+/// ...and one still sending after this long is too.
+const SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// What the proxy does with the bytes of its connections.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -72,6 +90,12 @@ struct Conn {
     reset_sent: AtomicBool,
     /// The first client→server bytes, when capturing.
     capture: Mutex<Vec<u8>>,
+    /// Lived through a black hole that has not been looked at yet (stale connections only).
+    black_holed: AtomicBool,
+    /// Its client gave up during a black hole: the server's side is held, then reset.
+    stale: AtomicBool,
+    /// When the stale server side was reset.
+    stale_released: Mutex<Option<Instant>>,
 }
 
 struct Shared {
@@ -79,6 +103,9 @@ struct Shared {
     mode: Mutex<Mode>,
     stop: AtomicBool,
     capture_limit: AtomicU64,
+    /// With stale connections: how long the server's side of a connection whose client gave up
+    /// during a black hole is held after the link returns.
+    stale_hold: Mutex<Option<Duration>>,
     accepted: AtomicU64,
     up_bytes: AtomicU64,
     down_bytes: AtomicU64,
@@ -94,6 +121,10 @@ impl Shared {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    fn stale_hold(&self) -> Option<Duration> {
+        *self.stale_hold.lock().unwrap()
     }
 }
 
@@ -133,6 +164,7 @@ impl Proxy {
             mode: Mutex::new(Mode::Forward),
             stop: AtomicBool::new(false),
             capture_limit: AtomicU64::new(0),
+            stale_hold: Mutex::new(None),
             accepted: AtomicU64::new(0),
             up_bytes: AtomicU64::new(0),
             down_bytes: AtomicU64::new(0),
@@ -183,6 +215,54 @@ impl Proxy {
             .capture_limit
             .store(limit as u64, Ordering::SeqCst);
         self
+    }
+
+    /// Emulates the stale server side of connections whose client gave up during a black hole
+    /// (see the module documentation): held for `hold` after the link returns, then reset.
+    pub fn with_stale_connections(self, hold: Duration) -> Proxy {
+        *self.shared.stale_hold.lock().unwrap() = Some(hold);
+        self
+    }
+
+    /// When the server's side of each stale connection was reset, in accept order (None: the
+    /// connection was not stale, or is still held).
+    pub fn stale_released(&self) -> Vec<Option<Instant>> {
+        self.shared
+            .conns
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|c| *c.stale_released.lock().unwrap())
+            .collect()
+    }
+
+    /// Connections found stale so far (held or released), among those not forgotten.
+    pub fn stale_connections(&self) -> usize {
+        self.shared
+            .conns
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.stale.load(Ordering::SeqCst))
+            .count()
+    }
+
+    /// Forgets the connections that have ended, like [`Proxy::forget_closed`], and returns their
+    /// captures and whether each ended with a reset sent to the client, in accept order.
+    pub fn take_closed(&self) -> Vec<(Vec<u8>, bool)> {
+        let mut conns = self.shared.conns.lock().unwrap();
+        let (closed, live): (Vec<_>, Vec<_>) =
+            conns.drain(..).partition(|c| c.done.load(Ordering::SeqCst));
+        *conns = live;
+        drop(conns);
+        self.forget_closed();
+        closed
+            .into_iter()
+            .map(|c| {
+                let capture = std::mem::take(&mut *c.capture.lock().unwrap());
+                (capture, c.reset_sent.load(Ordering::SeqCst))
+            })
+            .collect()
     }
 
     pub fn url(&self, app: &str, key: &str) -> String {
@@ -345,6 +425,9 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
                     done: AtomicBool::new(false),
                     reset_sent: AtomicBool::new(false),
                     capture: Mutex::new(Vec::new()),
+                    black_holed: AtomicBool::new(false),
+                    stale: AtomicBool::new(false),
+                    stale_released: Mutex::new(None),
                 });
                 shared.conns.lock().unwrap().push(conn.clone());
                 let thread_shared = shared.clone();
@@ -377,6 +460,8 @@ enum End {
     Killed,
     /// A socket error.
     Error,
+    /// The client gave up during a black hole and the hold is over: reset the server's side.
+    Stale,
 }
 
 /// Runs one connection: connects to the server, pumps server→client on a second thread and
@@ -427,10 +512,17 @@ fn run_connection(client: TcpStream, conn: &Arc<Conn>, shared: &Arc<Shared>) {
         End::Eof => {
             let _ = server.shutdown(Shutdown::Write);
         }
-        End::Killed | End::Error => conn.kill.store(true, Ordering::SeqCst),
+        End::Killed | End::Error | End::Stale => conn.kill.store(true, Ordering::SeqCst),
     }
     // Wait for the other direction (it ends on EOF, on kill, or when the proxy stops).
     let _ = down.join();
+    if end == End::Stale {
+        // What the client's host answers to the server's next segment: a reset.
+        let _ = socket2::SockRef::from(&server).set_linger(Some(Duration::ZERO));
+        drop(server);
+        *conn.stale_released.lock().unwrap() = Some(Instant::now());
+        return;
+    }
     if conn.kill.load(Ordering::SeqCst) && !shared.stopping() {
         // Make close() send RST: leave client bytes unread in the receive buffer.
         if wait_for_unread(&client, shared) {
@@ -481,7 +573,36 @@ fn pump_up(client: &TcpStream, server: &TcpStream, conn: &Conn, shared: &Shared)
         let elapsed = now.duration_since(last_refill).as_secs_f64();
         last_refill = now;
         let mut limit = BUF;
-        match shared.mode() {
+        let mode = shared.mode();
+        if let Some(hold) = shared.stale_hold() {
+            if mode == Mode::BlackHole {
+                conn.black_holed.store(true, Ordering::SeqCst);
+            } else if conn.black_holed.load(Ordering::SeqCst) {
+                // The link is back: did the client give up meanwhile?
+                match settle_after_black_hole(source, conn, shared) {
+                    Some(pending) => {
+                        if let Err(end) = forward_up(&mut sink, &pending, conn, shared) {
+                            return end;
+                        }
+                        conn.black_holed.store(false, Ordering::SeqCst);
+                    }
+                    None => {
+                        conn.stale.store(true, Ordering::SeqCst);
+                        conn.black_holed.store(false, Ordering::SeqCst);
+                        let until = Instant::now() + hold;
+                        while Instant::now() < until {
+                            if shared.stopping() || conn.kill.load(Ordering::SeqCst) {
+                                return End::Killed;
+                            }
+                            std::thread::sleep(IDLE);
+                        }
+                        return End::Stale;
+                    }
+                }
+                continue;
+            }
+        }
+        match mode {
             Mode::Stall | Mode::BlackHole => {
                 tokens = 0.0;
                 std::thread::sleep(IDLE);
@@ -526,24 +647,64 @@ fn pump_up(client: &TcpStream, server: &TcpStream, conn: &Conn, shared: &Shared)
         if let Mode::Throttle(_) = shared.mode() {
             tokens -= n as f64;
         }
-        let capture_limit = shared.capture_limit.load(Ordering::SeqCst) as usize;
-        if capture_limit > 0 {
-            let mut capture = conn.capture.lock().unwrap();
-            let room = capture_limit.saturating_sub(capture.len());
-            capture.extend_from_slice(&buf[..n.min(room)]);
-        }
-        if let Err(end) = write_all(&mut sink, &buf[..n], conn, shared) {
+        if let Err(end) = forward_up(&mut sink, &buf[..n], conn, shared) {
             return end;
         }
-        conn.up.fetch_add(n as u64, Ordering::SeqCst);
-        shared.up_bytes.fetch_add(n as u64, Ordering::SeqCst);
         if n < read {
             return End::Killed;
         }
     }
 }
 
-/// Server→client: stops only in BlackHole.
+/// Captures, forwards and counts client→server bytes.
+fn forward_up(sink: &mut &TcpStream, data: &[u8], conn: &Conn, shared: &Shared) -> Result<(), End> {
+    let capture_limit = shared.capture_limit.load(Ordering::SeqCst) as usize;
+    if capture_limit > 0 {
+        let mut capture = conn.capture.lock().unwrap();
+        let room = capture_limit.saturating_sub(capture.len());
+        capture.extend_from_slice(&data[..data.len().min(room)]);
+    }
+    write_all(sink, data, conn, shared)?;
+    conn.up.fetch_add(data.len() as u64, Ordering::SeqCst);
+    shared
+        .up_bytes
+        .fetch_add(data.len() as u64, Ordering::SeqCst);
+    Ok(())
+}
+
+/// After a black hole (stale connections on): reads what the client sent into the dead link
+/// until its end shows (EOF or an error: it gave up, None) or it falls quiet or keeps sending
+/// (still there: Some(what it sent), to be forwarded).
+fn settle_after_black_hole(client: &TcpStream, conn: &Conn, shared: &Shared) -> Option<Vec<u8>> {
+    let mut source = client;
+    let mut pending = Vec::new();
+    let mut buf = vec![0u8; BUF];
+    let started = Instant::now();
+    let mut last_byte = started;
+    loop {
+        if shared.stopping() || conn.kill.load(Ordering::SeqCst) {
+            return Some(pending);
+        }
+        let now = Instant::now();
+        if now.duration_since(last_byte) >= SETTLE_QUIET
+            || now.duration_since(started) >= SETTLE_MAX
+        {
+            return Some(pending);
+        }
+        match source.read(&mut buf) {
+            Ok(0) => return None,
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                last_byte = Instant::now();
+            }
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Server→client: stops only in BlackHole (and, with stale connections, until a connection that
+/// lived through one is settled; a stale one's bytes are swallowed).
 fn pump_down(server: TcpStream, client: &TcpStream, conn: &Conn, shared: &Shared) -> End {
     let mut buf = vec![0u8; BUF];
     let mut source = &server;
@@ -552,7 +713,16 @@ fn pump_down(server: TcpStream, client: &TcpStream, conn: &Conn, shared: &Shared
         if shared.stopping() || conn.kill.load(Ordering::SeqCst) {
             return End::Killed;
         }
-        if shared.mode() == Mode::BlackHole {
+        let mode = shared.mode();
+        if mode == Mode::BlackHole {
+            if shared.stale_hold().is_some() {
+                conn.black_holed.store(true, Ordering::SeqCst);
+            }
+            std::thread::sleep(IDLE);
+            continue;
+        }
+        if conn.black_holed.load(Ordering::SeqCst) {
+            // pump_up is finding out whether the client is still there.
             std::thread::sleep(IDLE);
             continue;
         }
@@ -562,6 +732,10 @@ fn pump_down(server: TcpStream, client: &TcpStream, conn: &Conn, shared: &Shared
             Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => continue,
             Err(_) => return End::Error,
         };
+        if conn.stale.load(Ordering::SeqCst) {
+            // Lost on the way to a host that no longer knows the connection.
+            continue;
+        }
         if let Err(end) = write_all(&mut sink, &buf[..n], conn, shared) {
             return end;
         }

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use v4l2rtmp::rtmp::amf0::{self, Value};
 use v4l2rtmp::rtmp::chunk::{ChunkReader, ChunkWriter, Gather, Message, MessageHeader};
@@ -15,12 +15,43 @@ pub struct ScriptedPeer {
     reader: ChunkReader,
     writer: ChunkWriter,
     received: Vec<u8>,
+    /// Every byte the client sent, handshake included.
+    transcript: Vec<u8>,
+    /// The stream name of the client's `publish`, once [`ScriptedPeer::accept_publish`] saw it.
+    published: Option<String>,
 }
 
 impl ScriptedPeer {
     /// Accepts a connection and answers the handshake (S1 zeros, S2 echoing C1).
     pub fn accept(listener: &TcpListener) -> ScriptedPeer {
-        let (mut socket, _) = listener.accept().unwrap();
+        let (socket, _) = listener.accept().unwrap();
+        Self::handshake(socket)
+    }
+
+    /// Like [`ScriptedPeer::accept`], but gives up (None) when no client connects within `limit`.
+    pub fn accept_within(listener: &TcpListener, limit: Duration) -> Option<ScriptedPeer> {
+        let deadline = Instant::now() + limit;
+        listener.set_nonblocking(true).unwrap();
+        let accepted = loop {
+            match listener.accept() {
+                Ok((socket, _)) => break Some(socket),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    if Instant::now() >= deadline {
+                        break None;
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        listener.set_nonblocking(false).unwrap();
+        let socket = accepted?;
+        socket.set_nonblocking(false).unwrap();
+        Some(Self::handshake(socket))
+    }
+
+    fn handshake(mut socket: TcpStream) -> ScriptedPeer {
         socket
             .set_read_timeout(Some(Duration::from_secs(20)))
             .unwrap();
@@ -32,12 +63,26 @@ impl ScriptedPeer {
         socket.write_all(&s0s1s2).unwrap();
         let mut c2 = [0u8; 1536];
         socket.read_exact(&mut c2).unwrap();
+        let mut transcript = c0c1.to_vec();
+        transcript.extend_from_slice(&c2);
         ScriptedPeer {
             socket,
             reader: ChunkReader::new(16 << 20),
             writer: ChunkWriter::new(),
             received: Vec::new(),
+            transcript,
+            published: None,
         }
+    }
+
+    /// Every byte the client sent on this connection so far, handshake included.
+    pub fn transcript(&self) -> &[u8] {
+        &self.transcript
+    }
+
+    /// The stream name the client published, once [`ScriptedPeer::accept_publish`] saw it.
+    pub fn published(&self) -> Option<&str> {
+        self.published.as_deref()
     }
 
     /// The next complete message from the client; None when it closed the connection.
@@ -57,7 +102,10 @@ impl ScriptedPeer {
             let mut buf = [0u8; 65536];
             match self.socket.read(&mut buf) {
                 Ok(0) | Err(_) => return None,
-                Ok(n) => self.received.extend_from_slice(&buf[..n]),
+                Ok(n) => {
+                    self.received.extend_from_slice(&buf[..n]);
+                    self.transcript.extend_from_slice(&buf[..n]);
+                }
             }
         }
     }
@@ -101,6 +149,7 @@ impl ScriptedPeer {
                     }
                     "createStream" => self.send_command(0, &result(tid, Value::Number(1.0))),
                     "publish" => {
+                        self.published = values.get(3).and_then(Value::as_str).map(str::to_string);
                         self.send_command(1, &status(info("status", "NetStream.Publish.Start", "")))
                     }
                     _ => {}
