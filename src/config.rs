@@ -93,8 +93,9 @@ RELIABILITY:
                               Longest wait between reconnects; a refused key or app waits
                               this long (default 30)
         --backoff-reset <SECONDS>
-                              A connection that streamed this long resets the backoff
-                              (default 10)
+                              A connection that streamed this long (a keyframe included)
+                              proved the server healthy: when it is lost, reconnects come
+                              at most 1 s apart for a minute (default 2)
         --max-retries <N>     Give up after N consecutive failed connections; 0 exits at
                               the first failure (default: retry forever)
         --queue-time <MS>     Most stream time held while the network is slow or down;
@@ -636,7 +637,7 @@ impl Default for Reliability {
             stall_timeout_ms: 10_000,
             source_timeout_ms: 10_000,
             backoff_max_ms: 30_000,
-            backoff_reset_ms: 10_000,
+            backoff_reset_ms: 2_000,
             max_retries: None,
             queue_time_ms: 2_000,
             queue_size: 8 * 1024 * 1024,

@@ -7,7 +7,7 @@
 //!
 //! - **When to connect, and where.** A failed attempt is retried after a jittered exponential
 //!   backoff capped at `--backoff-max`. A server that accepted the publish and took a keyframe,
-//!   and then stayed up for [`HEALTHY_AFTER`], was healthy: losing it starts a fast-retry window
+//!   and then stayed up for `--backoff-reset` (2 s), was healthy: losing it starts a fast-retry window
 //!   in which attempts come at most [`FAST_RETRY`] apart, so a restarted server gets us back within
 //!   a second of listening. A server that accepts and drops at once is a refusal in disguise and
 //!   backs off like one.
@@ -48,8 +48,6 @@ pub const FIRST_RETRY: Duration = Duration::from_millis(500);
 pub const FAST_RETRY: Duration = Duration::from_millis(1000);
 /// ...for this long, before the ordinary backoff takes over.
 pub const FAST_RETRY_WINDOW: Duration = Duration::from_secs(60);
-/// A publishing connection that took a keyframe and lasted this long proves the server healthy.
-pub const HEALTHY_AFTER: Duration = Duration::from_secs(2);
 /// A connection lost within this long of the server's acceptance was probably refused.
 pub const REFUSED_WITHIN: Duration = Duration::from_secs(1);
 /// "Already publishing" after our own lost connection is retried this often...
@@ -810,7 +808,7 @@ impl Core {
         let delay = match lost {
             // The server proved healthy: it restarted or the network blinked. Be back at once,
             // and keep trying often while it comes back.
-            Some((up_for, true)) if up_for >= ms(HEALTHY_AFTER) => {
+            Some((up_for, true)) if up_for >= self.config.backoff_reset_ms => {
                 self.backoff.reset();
                 self.fast_until = Some(now + ms(FAST_RETRY_WINDOW));
                 self.stale_until = Some(now + ms(STALE_WINDOW));
