@@ -66,6 +66,8 @@ pub struct Pipeline {
     origin_ms: Option<u64>,
     /// Bumped whenever SPS or PPS change, so each connection knows which header it has.
     header_version: u32,
+    /// The picture size of the SPS in force, to log a change.
+    size: Option<(u32, u32)>,
     metadata: Vec<u8>,
     delivered: Delivered,
     warned_waiting: bool,
@@ -87,6 +89,7 @@ impl Pipeline {
             last_offset_ms: None,
             origin_ms: None,
             header_version: 0,
+            size: None,
             metadata: Vec::with_capacity(256),
             delivered: Delivered {
                 need_keyframe: true,
@@ -159,12 +162,31 @@ impl Pipeline {
         self.warned_unusable = false;
         if parameters_changed {
             self.header_version = self.header_version.wrapping_add(1);
+            self.note_size();
         }
         Some(Frame {
             timestamp_ms: self.next_timestamp(now_ms),
             keyframe,
             parameters_changed,
         })
+    }
+
+    /// Logs a change of picture size (each connection then gets the new sequence header and
+    /// onMetaData before the next frame).
+    fn note_size(&mut self) {
+        let Some(sps) = self.muxer.sps() else {
+            return;
+        };
+        let size = (sps.width, sps.height);
+        if let Some((w, h)) = self.size.replace(size) {
+            if (w, h) != size {
+                info!(
+                    "the picture size changed from {w}x{h} to {}x{}: sending the new sequence \
+                     header and onMetaData",
+                    size.0, size.1
+                );
+            }
+        }
     }
 
     /// The body of the last muxed frame; external parts refer to its access unit's data.

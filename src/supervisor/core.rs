@@ -96,6 +96,10 @@ pub enum SourceEvent {
     OpenFailed { error: Error, missing: bool },
     /// An access unit came.
     Frame,
+    /// The input gave its first keyframe (after its SPS and PPS): it is H.264 worth publishing,
+    /// so connecting now makes sense. Until then no connection is made, and a bad input leaves
+    /// no empty recording on the server.
+    Ready,
     /// A file or pipe reached its end: what is read is sent, then the run ends.
     Ended,
     /// A FIFO's writer closed it; its last frames were taken.
@@ -273,6 +277,8 @@ pub struct Core {
     status_at: Option<u64>,
     /// Frames from the source since it was opened.
     source_frames: u64,
+    /// The input gave a keyframe: connections may be made.
+    input_ready: bool,
     counters: Counters,
     actions: VecDeque<Action>,
 }
@@ -280,7 +286,7 @@ pub struct Core {
 impl Core {
     /// A core for `config`, whose input (of `kind`, called `source_name` in messages) is open,
     /// or, for a camera that is not there yet, is looked for ([`SourceEvent::NotOpen`]). The
-    /// first connection attempt is due at once.
+    /// first connection attempt is made as soon as the input is [`SourceEvent::Ready`].
     pub fn new(
         config: Config,
         (kind, source_name): (SourceKind, String),
@@ -314,6 +320,7 @@ impl Core {
             watchdog_frames: 0,
             status_at: options.status.then_some(now + ms(STATUS_INTERVAL)),
             source_frames: 0,
+            input_ready: false,
             counters: Counters::default(),
             actions: VecDeque::new(),
         };
@@ -585,6 +592,12 @@ impl Core {
                 self.source = SourceState::Restarting {
                     at: now + ms(delay),
                 };
+            }
+            SourceEvent::Ready => {
+                if !self.input_ready {
+                    self.input_ready = true;
+                    self.connect_if_due(now);
+                }
             }
             SourceEvent::Frame => {
                 self.source_frames += 1;
@@ -888,7 +901,11 @@ impl Core {
     /// of the same reason at debug, a new reason at warning, and a reminder every few minutes.
     fn note_outage(&mut self, err: &Error, delay: Duration, now: u64) {
         let text = err.to_string();
-        let retry = format!("retrying in {:.1} s", delay.as_secs_f64());
+        let retry = if delay < Duration::from_millis(100) {
+            "retrying now".to_string()
+        } else {
+            format!("retrying in {:.1} s", delay.as_secs_f64())
+        };
         match &mut self.outage {
             None => {
                 error!("{text}; {retry}");
@@ -980,6 +997,9 @@ impl Core {
     }
 
     fn connect_if_due(&mut self, now: u64) {
+        if !self.input_ready {
+            return;
+        }
         if let LinkState::Down { retry_at } = self.link {
             if now >= retry_at {
                 let url = self.target().clone();

@@ -71,6 +71,8 @@ pub struct Flow {
     /// Bytes written on connections that are closed.
     bytes_sent_before: u64,
     frames_sent: u64,
+    /// The core heard that the input gave its first keyframe.
+    ready_reported: bool,
     drop_log: DropLog,
 }
 
@@ -98,6 +100,7 @@ impl Flow {
             max_frame_size: config.max_frame_size,
             bytes_sent_before: 0,
             frames_sent: 0,
+            ready_reported: false,
             drop_log: DropLog::default(),
         }
     }
@@ -262,7 +265,9 @@ impl Flow {
         let mut budget = FRAME_BUDGET;
         while budget > 0 {
             let link_idle = conn.as_ref().is_some_and(|c| c.is_idle()) && self.queue.is_empty();
-            if !live && !link_idle {
+            // A file is read as fast as the link takes it, except that its first keyframe is
+            // looked for before any connection is made.
+            if !live && !link_idle && (conn.is_some() || self.pipeline.started()) {
                 break;
             }
             if !live && self.realtime {
@@ -324,6 +329,10 @@ impl Flow {
             let Some(frame) = self.pipeline.mux(&au, frame_ms) else {
                 continue;
             };
+            if frame.keyframe && !self.ready_reported {
+                self.ready_reported = true;
+                core.handle_source(SourceEvent::Ready, now);
+            }
             if frame.parameters_changed && !self.queue.is_empty() {
                 self.queue.clear_unpinned();
             }
@@ -337,6 +346,7 @@ impl Flow {
                 core.handle_link(LinkEvent::KeyframeNext, now);
                 return pass;
             }
+            let connected = conn.is_some();
             match conn.as_deref_mut() {
                 Some(c) if link_idle && self.queue.may_send_directly(frame.keyframe) => {
                     match send_direct(&mut self.pipeline, c, frame, au.data, core, now) {
@@ -372,7 +382,7 @@ impl Flow {
                         }
                     }
                 }
-                _ if live => {
+                _ if live || !connected => {
                     let len = self.pipeline.frame_len();
                     let pipeline = &self.pipeline;
                     let pushed = self

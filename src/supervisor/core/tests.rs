@@ -18,7 +18,8 @@ impl Sim {
     }
 
     fn with_options(config: Config, kind: SourceKind, options: CoreOptions) -> Sim {
-        let core = Core::new(config, (kind, "cam".into()), options, 7, 0);
+        let mut core = Core::new(config, (kind, "cam".into()), options, 7, 0);
+        core.handle_source(SourceEvent::Ready, 0);
         let mut sim = Sim {
             core,
             now: 0,
@@ -170,6 +171,24 @@ fn already_publishing() -> Error {
 
 fn bad_name() -> Error {
     Error::rejected("publish was refused: NetStream.Publish.BadName (Bad stream name)")
+}
+
+#[test]
+fn no_connection_before_the_input_gave_a_keyframe() {
+    let mut core = Core::new(
+        config("rtmp://h/live/k"),
+        (SourceKind::Fifo, "cam".into()),
+        CoreOptions::default(),
+        7,
+        0,
+    );
+    core.handle_source(SourceEvent::Frame, 100);
+    core.handle_timeout(5_000);
+    assert!(core.poll_action().is_none());
+    assert_eq!(core.link(), LinkState::Down { retry_at: 0 });
+    core.handle_source(SourceEvent::Ready, 6_000);
+    assert!(matches!(core.poll_action(), Some(Action::Connect { .. })));
+    assert_eq!(core.link(), LinkState::Connecting { since: 6_000 });
 }
 
 #[test]
