@@ -37,6 +37,7 @@ pub mod pipeline;
 pub mod queue;
 pub mod rtmp;
 pub mod source;
+pub mod store;
 pub mod supervisor;
 pub mod tls;
 pub mod url;
