@@ -47,6 +47,7 @@ mod pipeline;
 mod queue;
 pub mod rtmp;
 pub mod source;
+pub mod store;
 pub mod supervisor;
 pub mod tls;
 pub mod url;

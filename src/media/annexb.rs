@@ -194,6 +194,26 @@ fn skip_to_candidate(data: &[u8], mut index: usize) -> usize {
     index
 }
 
+/// From `index`, the first index of `data` at which a start code (`00 00 01`) may end, given that
+/// the byte before `index` is not zero (or no zeros are carried in): the skipping scan
+/// [`AnnexBReader`] uses, for scanners that keep their own state (the frame store's ring scanner).
+pub fn skip_to_start_code_candidate(data: &[u8], index: usize) -> usize {
+    skip_to_candidate(data, index)
+}
+
+/// Whether a NAL unit of type `nal_type` begins a new access unit (H.264 7.4.1.2.3), as
+/// [`AnnexBReader`] decides it: an AUD always; SEI, SPS, PPS and types 14..=18 when the current
+/// access unit already has a slice; a slice when the current one has a slice and its
+/// `first_mb_in_slice` is 0 (`first_mb_is_zero`: the high bit of the byte after the header).
+pub fn starts_access_unit(nal_type: u8, first_mb_is_zero: bool, current_has_vcl: bool) -> bool {
+    match nal_type {
+        NAL_AUD => true,
+        NAL_SEI | NAL_SPS | NAL_PPS | 14..=18 => current_has_vcl,
+        NAL_SLICE..=NAL_IDR => current_has_vcl && first_mb_is_zero,
+        _ => false,
+    }
+}
+
 /// Errors of [`AnnexBReader`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AnnexBError {
