@@ -504,6 +504,11 @@ impl PublishSession {
         describe(info, &self.config.stream_name)
     }
 
+    /// Server text fit for the log (see [`redact_key`]).
+    fn server_text(&self, text: &str) -> String {
+        redact_key(text, &self.config.stream_name)
+    }
+
     fn handle_command(&mut self, payload: &[u8], now_ms: u64) -> Result<()> {
         let values = amf0::decode_all(payload)
             .map_err(|e| Error::peer(format!("malformed command: {e}")))?;
@@ -519,7 +524,7 @@ impl PublishSession {
                 if transaction == self.connect_transaction && self.phase == Phase::Connecting =>
             {
                 self.events.push_back(Event::Connected {
-                    description: field(info, "description"),
+                    description: self.server_text(&field(info, "description")),
                 });
                 self.send_publish_preamble(now_ms);
             }
@@ -583,7 +588,7 @@ impl PublishSession {
                     .map(str::to_string);
                 self.events.push_back(Event::ReconnectRequest {
                     tc_url,
-                    description: field(info, "description"),
+                    description: self.server_text(&field(info, "description")),
                 });
                 return Ok(());
             }
@@ -613,13 +618,24 @@ impl PublishSession {
 }
 
 /// Hides the stream key wherever a server quotes it back.
+/// Text from the server with the stream key, the whole stream name and every query value of
+/// three characters or more hidden: a server may quote what we sent (`Already publishing
+/// live?token=...`). Shorter values (`cam=1`) carry no secret, and hiding them would garble the
+/// text.
 fn redact_key(text: &str, stream_name: &str) -> String {
-    let key = stream_name.split('?').next().unwrap_or(stream_name);
-    if key.is_empty() {
-        return text.to_string();
+    let (key, query) = stream_name.split_once('?').unwrap_or((stream_name, ""));
+    let mut text = if key.is_empty() {
+        text.to_string()
+    } else {
+        text.replace(stream_name, "<key redacted>")
+            .replace(key, "<key redacted>")
+    };
+    for value in query.split('&').filter_map(|pair| pair.split_once('=').map(|(_, v)| v)) {
+        if value.len() >= 3 && text.contains(value) {
+            text = text.replace(value, "<redacted>");
+        }
     }
-    text.replace(stream_name, "<key redacted>")
-        .replace(key, "<key redacted>")
+    text
 }
 
 fn field(info: Option<&Value>, name: &str) -> String {
