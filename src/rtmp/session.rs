@@ -630,7 +630,10 @@ fn redact_key(text: &str, stream_name: &str) -> String {
         text.replace(stream_name, "<key redacted>")
             .replace(key, "<key redacted>")
     };
-    for value in query.split('&').filter_map(|pair| pair.split_once('=').map(|(_, v)| v)) {
+    for value in query
+        .split('&')
+        .filter_map(|pair| pair.split_once('=').map(|(_, v)| v))
+    {
         if value.len() >= 3 && text.contains(value) {
             text = text.replace(value, "<redacted>");
         }
