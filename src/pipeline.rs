@@ -224,9 +224,11 @@ impl Pipeline {
     }
 
     /// The source restarted: its first frame muxed will be a keyframe. Frames of the old source
-    /// that wait in the queue are still sent: they decode, and they come before it.
+    /// that wait in the queue are still sent: they decode, and they come before it. Parameter
+    /// sets are kept: the new source's are compared with them, and only a real change sends a
+    /// new sequence header (and clears the queue, whose frames belong to the old one).
     pub fn source_restarted(&mut self) {
-        self.muxer.restart();
+        self.muxer.wait_for_idr();
     }
 
     /// Frames were lost before the next one (a camera skipped some): inter frames could refer

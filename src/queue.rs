@@ -34,6 +34,8 @@ pub struct Entry {
     pub len: usize,
     pub timestamp_ms: u64,
     pub keyframe: bool,
+    /// When the frame came from the input (the caller's clock, see [`FrameQueue::set_now`]).
+    pub arrival_ms: u64,
 }
 
 /// What happened to a pushed frame.
@@ -72,6 +74,8 @@ pub struct FrameQueue {
     retention_broken: bool,
     /// A frame was dropped: incoming frames are dropped until a keyframe.
     awaiting_keyframe: bool,
+    /// The caller's clock, for the arrival time of frames queued now.
+    now_ms: u64,
     stats: QueueStats,
 }
 
@@ -89,6 +93,7 @@ impl FrameQueue {
             retention: false,
             retention_broken: false,
             awaiting_keyframe: false,
+            now_ms: 0,
             stats: QueueStats::default(),
         }
     }
@@ -226,6 +231,7 @@ impl FrameQueue {
                     len,
                     timestamp_ms,
                     keyframe,
+                    arrival_ms: self.now_ms,
                 });
                 self.retained += 1;
             }
@@ -247,7 +253,26 @@ impl FrameQueue {
     /// connection starts, so viewers get a picture at once. Returns how many frames were dropped.
     /// If a frame after the newest queued one was dropped, the wait for a keyframe goes on: the
     /// frames kept end where they did, and what comes next still lacks its reference.
+    #[cfg(test)]
     pub fn skip_to_newest_keyframe(&mut self) -> u32 {
+        self.skip_to_keyframe(None)
+    }
+
+    /// The caller's clock: frames queued from now on arrived at `now_ms`.
+    pub fn set_now(&mut self, now_ms: u64) {
+        self.now_ms = now_ms;
+    }
+
+    /// Like [`skip_to_newest_keyframe`](Self::skip_to_newest_keyframe), but only GOPs that are
+    /// late by the wall clock go: the next frame sent is the oldest queued keyframe that arrived
+    /// within the time bound, or else the newest. A pipe that gave its frames faster than real
+    /// time before the first connection loses none of them; after an outage, what arrived
+    /// within `--queue-time` is sent.
+    pub fn skip_late_gops(&mut self) -> u32 {
+        self.skip_to_keyframe(Some(self.now_ms))
+    }
+
+    fn skip_to_keyframe(&mut self, now_ms: Option<u64>) -> u32 {
         self.front_pinned = false;
         // Retained copies are replayed too: they start the current GOP.
         self.retained = 0;
@@ -261,8 +286,16 @@ impl FrameQueue {
             }
             return dropped;
         };
-        self.drop_range(0, newest_key);
-        newest_key as u32
+        let start = now_ms
+            .and_then(|now| {
+                self.entries.iter().position(|e| {
+                    e.keyframe && now.saturating_sub(e.arrival_ms) <= self.max_duration_ms
+                })
+            })
+            .unwrap_or(newest_key)
+            .min(newest_key);
+        self.drop_range(0, start);
+        start as u32
     }
 
     /// Drops everything not pinned and waits for a keyframe (the parameter sets changed, say).
@@ -322,6 +355,7 @@ impl FrameQueue {
                     len,
                     timestamp_ms,
                     keyframe,
+                    arrival_ms: self.now_ms,
                 });
                 self.awaiting_keyframe = false;
                 if dropped > 0 {
@@ -813,6 +847,46 @@ mod tests {
                 queue.pin_front();
             }
         }
+    }
+
+    /// A pipe that gave a whole clip faster than real time before the first connection: nothing
+    /// is late, so the connection starts at the first keyframe and every frame goes out.
+    #[test]
+    fn a_connection_keeps_every_gop_that_is_not_late() {
+        let mut queue = FrameQueue::new(10_000, 100, 2000);
+        queue.set_now(50);
+        for ts in 0..12u64 {
+            assert_eq!(
+                push(&mut queue, ts * 100, ts % 4 == 0, 100),
+                Pushed::Queued { dropped: 0 }
+            );
+        }
+        queue.set_now(80);
+        assert_eq!(queue.skip_late_gops(), 0);
+        assert_eq!(queue.front().unwrap().timestamp_ms, 0);
+    }
+
+    /// After an outage, the GOPs that waited longer than the time bound go; the first keyframe
+    /// that arrived within it starts the connection.
+    #[test]
+    fn a_connection_drops_the_gops_that_are_late_by_the_wall_clock() {
+        let mut queue = FrameQueue::new(10_000, 100, 2000);
+        for ts in 0..12u64 {
+            queue.set_now(ts * 500);
+            push(&mut queue, ts * 100, ts % 4 == 0, 100);
+        }
+        // Keyframes arrived at 0, 2000 and 4000 ms; at 5000 ms the first two are late.
+        queue.set_now(5000);
+        assert_eq!(queue.skip_late_gops(), 8);
+        assert_eq!(queue.front().unwrap().timestamp_ms, 800);
+        // All late: the newest keyframe, as before.
+        let mut queue = FrameQueue::new(10_000, 100, 2000);
+        for ts in 0..8u64 {
+            push(&mut queue, ts * 100, ts % 4 == 0, 100);
+        }
+        queue.set_now(60_000);
+        assert_eq!(queue.skip_late_gops(), 4);
+        assert_eq!(queue.front().unwrap().timestamp_ms, 400);
     }
 }
 

@@ -464,10 +464,16 @@ impl Drop for Client {
     }
 }
 
-/// The delay in a "...; retrying in X s" line.
+/// The delay in seconds of a "...; retrying in X s" or "...; retrying in N ms" line.
 fn retry_delay(line: &str) -> Option<f64> {
     let rest = &line[line.find("retrying in ")? + "retrying in ".len()..];
-    rest.split_whitespace().next()?.parse().ok()
+    let mut words = rest.split_whitespace();
+    let value: f64 = words.next()?.parse().ok()?;
+    match words.next()?.trim_end_matches(|c: char| !c.is_alphabetic()) {
+        "ms" => Some(value / 1000.0),
+        "s" => Some(value),
+        _ => None,
+    }
 }
 
 /// The level of a log line ("ERROR", "DEBUG", ...).

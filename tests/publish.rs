@@ -163,8 +163,9 @@ fn stdin_and_fifo_inputs() {
     let keyframes = source_keyframes(&clip);
     let nginx = Nginx::start();
     // Pipes are live input: frames that come faster than the network takes them wait in a queue
-    // bounded by --queue-time. These tests write 4 s of video at once, faster than real time, so
-    // they wait for the publish to start and give the queue room for the whole clip.
+    // bounded by --queue-time. These tests write 4 s of video at once, faster than real time,
+    // before v4l2rtmp connects (it connects once the input gave a keyframe), so they give the
+    // queue room for the whole clip.
     let mut child = std::process::Command::new(BIN)
         .args([
             "--input",
@@ -180,12 +181,12 @@ fn stdin_and_fifo_inputs() {
         .spawn()
         .unwrap();
     let lines = log_lines(child.stderr.take().unwrap());
-    wait_for_line(&lines, "publishing to", Duration::from_secs(30));
     {
         use std::io::Write;
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(&bytes).unwrap();
     }
+    wait_for_line(&lines, "publishing to", Duration::from_secs(30));
     assert!(
         child.wait().unwrap().success(),
         "v4l2rtmp exits at the end of stdin"
@@ -213,8 +214,16 @@ fn stdin_and_fifo_inputs() {
         .spawn()
         .unwrap();
     let lines = log_lines(child.stderr.take().unwrap());
-    wait_for_line(&lines, "publishing to", Duration::from_secs(30));
+    wait_for_line(&lines, "reading H.264 from", Duration::from_secs(30));
+    // Nothing is published before the input gives a keyframe: no empty stream on the server.
+    std::thread::sleep(Duration::from_millis(500));
+    let early: Vec<String> = lines.try_iter().collect();
+    assert!(
+        !early.iter().any(|line| line.contains("connected to")),
+        "connected before any input: {early:?}"
+    );
     std::fs::write(&fifo, &bytes).unwrap();
+    // The writer may leave before or after the publish starts.
     wait_for_line(
         &lines,
         "waiting for the next writer",

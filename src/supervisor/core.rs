@@ -519,6 +519,9 @@ impl Core {
                 if let LinkState::Up { keyframe_sent, .. } = &mut self.link {
                     *keyframe_sent |= keyframe;
                 }
+                if self.outage.is_some() {
+                    self.note_recovery(now);
+                }
             }
             LinkEvent::Wrote { idle } => {
                 if let LinkState::Up {
@@ -582,12 +585,12 @@ impl Core {
                     .next_delay(Duration::ZERO, self.jitter.unit());
                 if missing {
                     warn!(
-                        "{} is not there (unplugged?); looking again in {:.1} s",
+                        "{} is not there (unplugged?); looking again in {}",
                         self.source_name,
-                        delay.as_secs_f64()
+                        Wait(delay)
                     );
                 } else {
-                    warn!("{error}; trying again in {:.1} s", delay.as_secs_f64());
+                    warn!("{error}; trying again in {}", Wait(delay));
                 }
                 self.source = SourceState::Restarting {
                     at: now + ms(delay),
@@ -620,9 +623,9 @@ impl Core {
             SourceEvent::Exited { ran_for, how } => {
                 let delay = self.source_backoff.next_delay(ran_for, self.jitter.unit());
                 warn!(
-                    "{} ended ({how}); starting it again in {:.1} s",
+                    "{} ended ({how}); starting it again in {}",
                     self.source_name,
-                    delay.as_secs_f64()
+                    Wait(delay)
                 );
                 self.source = SourceState::Restarting {
                     at: now + ms(delay),
@@ -641,7 +644,7 @@ impl Core {
                 let delay = self
                     .source_backoff
                     .next_delay(Duration::from_millis(healthy), self.jitter.unit());
-                warn!("{err}; opening it again in {:.1} s", delay.as_secs_f64());
+                warn!("{err}; opening it again in {}", Wait(delay));
                 self.source = SourceState::Restarting {
                     at: now + ms(delay),
                 };
@@ -755,16 +758,6 @@ impl Core {
         // A later connection starts without the one-time answer of this one.
         self.auth.reset();
         info!("publishing to {}", self.target_display());
-        if let Some(outage) = self.outage.take() {
-            if outage.attempts > 1 {
-                warn!(
-                    "publishing again after {:.1} s and {} failed attempts (last: {})",
-                    now.saturating_sub(outage.since) as f64 / 1000.0,
-                    outage.attempts,
-                    outage.last_reason
-                );
-            }
-        }
         if let Some(redirect) = &mut self.redirect {
             redirect.failures = 0;
         }
@@ -822,6 +815,8 @@ impl Core {
             // The server proved healthy: it restarted or the network blinked. Be back at once,
             // and keep trying often while it comes back.
             Some((up_for, true)) if up_for >= self.config.backoff_reset_ms => {
+                // A new incident: its first failure is news.
+                self.outage = None;
                 self.backoff.reset();
                 self.fast_until = Some(now + ms(FAST_RETRY_WINDOW));
                 self.stale_until = Some(now + ms(STALE_WINDOW));
@@ -887,6 +882,31 @@ impl Core {
         };
     }
 
+    /// An outage ends when a connection proves the server healthy (a keyframe taken and
+    /// `--backoff-reset` of streaming), not at the publish: a server that accepts and drops at
+    /// once is still down, and its repeated refusals stay quiet.
+    fn note_recovery(&mut self, now: u64) {
+        let LinkState::Up {
+            since,
+            keyframe_sent: true,
+            ..
+        } = self.link
+        else {
+            return;
+        };
+        if now.saturating_sub(since) < self.config.backoff_reset_ms {
+            return;
+        }
+        if let Some(outage) = self.outage.take() {
+            warn!(
+                "publishing again after an outage of {:.1} s ({} failed attempts; the last: {})",
+                since.saturating_sub(outage.since) as f64 / 1000.0,
+                outage.attempts,
+                outage.last_reason
+            );
+        }
+    }
+
     /// "Already publishing" within the window after we lost a connection ourselves.
     fn is_stale_publisher(&self, err: &Error, now: u64) -> bool {
         let text = err.message().to_ascii_lowercase();
@@ -901,11 +921,7 @@ impl Core {
     /// of the same reason at debug, a new reason at warning, and a reminder every few minutes.
     fn note_outage(&mut self, err: &Error, delay: Duration, now: u64) {
         let text = err.to_string();
-        let retry = if delay < Duration::from_millis(100) {
-            "retrying now".to_string()
-        } else {
-            format!("retrying in {:.1} s", delay.as_secs_f64())
-        };
+        let retry = format!("retrying in {}", Wait(delay));
         match &mut self.outage {
             None => {
                 error!("{text}; {retry}");
@@ -1061,6 +1077,18 @@ impl Timers {
         .into_iter()
         .flatten()
         .min()
+    }
+}
+
+/// A wait as a person reads it: `40 ms` below a second, else `2.3 s` (never "0.0 s").
+struct Wait(Duration);
+
+impl std::fmt::Display for Wait {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.as_millis() {
+            ms @ 0..=999 => write!(f, "{ms} ms"),
+            _ => write!(f, "{:.1} s", self.0.as_secs_f64()),
+        }
     }
 }
 

@@ -113,13 +113,16 @@ impl Flow {
         }
     }
 
-    /// A connection is publishing: it starts at the newest queued keyframe, after onMetaData
-    /// and the sequence header.
-    pub fn connected(&mut self) {
+    /// A connection is publishing: it starts, after onMetaData and the sequence header, at the
+    /// oldest queued keyframe that is not late by the wall clock (else the newest).
+    pub fn connected(&mut self, now: u64) {
         self.pipeline.new_connection();
-        let dropped = self.queue.skip_to_newest_keyframe();
+        self.queue.set_now(now);
+        let dropped = self.queue.skip_late_gops();
         if dropped > 0 {
-            debug!("starting the new connection at the newest queued keyframe ({dropped} older frames dropped)");
+            debug!(
+                "starting the new connection at a queued keyframe ({dropped} late frames dropped)"
+            );
         }
         self.pending = Pending::Nothing;
     }
@@ -255,6 +258,7 @@ impl Flow {
         let now = clock.now_ms();
         let live = core.source_kind().is_live();
         let mut pass = Pass::default();
+        self.queue.set_now(now);
         // What is queued goes first: a file is read only once the link is idle.
         if let Some(c) = conn.as_deref_mut() {
             if let Err(e) = self.pump(c, core, now, on_frame) {

@@ -244,7 +244,7 @@ pub async fn run(
             }
             Wake::Connected(Ok(conn)) => {
                 link = Link::Up(conn);
-                flow.connected();
+                flow.connected(now);
                 core.handle_link(LinkEvent::Publishing, now);
             }
             Wake::Connected(Err(e)) => {
