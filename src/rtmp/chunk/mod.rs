@@ -22,8 +22,9 @@
 //! It follows the specification where servers differ: a fmt 3 chunk that starts a new message
 //! after a fmt 0 header adds the fmt 0 timestamp as its delta (5.3.1.2.4), and after a header
 //! with an extended timestamp every fmt 3 chunk of that chunk stream carries the 4-byte field
-//! (5.3.1.3; FFmpeg and this writer do so). A new header (fmt 0, 1 or 2) in the middle of a
-//! message is an error rather than an implicit abort. Where FFmpeg and librtmp accept more than
+//! (5.3.1.3; FFmpeg and this writer do so). A header of type 0, 1 or 2 in the middle of a
+//! message continues it if it repeats the message's length (as in FFmpeg) and is otherwise an
+//! error rather than an implicit abort. Where FFmpeg and librtmp accept more than
 //! the specification and it harms nothing, so does the reader (`reader.rs` lists what): a chunk
 //! stream may start with a header of any type, the fields no header has given reading as zero.
 //!
@@ -123,8 +124,8 @@ pub struct Message {
 /// again (its state may be half updated).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkError {
-    /// A chunk of type 0, 1 or 2 (a new message) arrived while a message on the same chunk
-    /// stream was still incomplete.
+    /// A chunk of type 1 or 0 with another length (a new message) arrived while a message on the
+    /// same chunk stream was still incomplete.
     InterruptedMessage {
         /// The chunk stream.
         csid: u32,

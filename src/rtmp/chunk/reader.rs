@@ -21,6 +21,11 @@
 //!   given reads as zero, as in FFmpeg's and librtmp's zeroed channel tables: the timestamp
 //!   delta counts from 0 and the message stream id is 0; after a type 2 or 3 header the length
 //!   and the type are 0 too, an empty message of type 0 that the session ignores.
+//! - A header of type 0, 1 or 2 in the middle of a message, with the message's length (a type 2
+//!   header implies it), continues the message, as in FFmpeg: its timestamp, type and stream id
+//!   are not the message's (the first chunk's header gave those), and whether type 3 chunks carry
+//!   an extended timestamp stays as the first header said. A different length is still an error
+//!   (FFmpeg: "RTMP packet size mismatch"), and so the length of a message never changes.
 
 use super::{
     to_usize, ChunkError, Message, MessageHeader, DEFAULT_CHUNK_SIZE, EXTENDED_TIMESTAMP,
@@ -208,9 +213,10 @@ impl ChunkReader {
             0 | 1 => be24(&header[3..]),
             _ => prev.length,
         };
-        // A header of type 0, 1 or 2 starts a new message, which may not start before the last
-        // one on its chunk stream ends.
-        if prev.in_progress && fmt < 3 {
+        // A header of type 0, 1 or 2 in the middle of a message continues it when it gives the
+        // message's length again (FFmpeg reads it so); another length would be a new message,
+        // which may not start before the last one on its chunk stream ends.
+        if prev.in_progress && length != prev.length {
             return Err(ChunkError::InterruptedMessage {
                 csid,
                 fmt,
@@ -654,14 +660,15 @@ mod tests {
                 len: 0
             }
         );
+        // A type 1 header that changes the length of a message in progress.
         let mut interrupted = vec![0x03, 0, 0, 0, 0, 1, 0, 9, 0, 0, 0, 0];
         interrupted.extend_from_slice(&body(128));
-        interrupted.extend_from_slice(&[0x83, 0, 0, 0]);
+        interrupted.extend_from_slice(&[0x43, 0, 0, 0, 0, 1, 1, 9]);
         assert_eq!(
             err(&interrupted, 1000),
             ChunkError::InterruptedMessage {
                 csid: 3,
-                fmt: 2,
+                fmt: 1,
                 received: 128,
                 length: 256
             }
@@ -796,6 +803,54 @@ mod tests {
             many.extend_from_slice(&[0x40, i, 0, 0, 0, 0, 0, 0, 9]);
         }
         assert!(matches!(err(&many), ChunkError::TooManyChunkStreams { .. }));
+    }
+
+    #[test]
+    fn a_header_repeated_mid_message_continues_it() {
+        // A 300-byte message in chunks of 128: its second chunk has a type 0 header, its third a
+        // type 1 header (both with the same length, other timestamps and types), then a type 2
+        // header ends a 20-byte message whose second chunk repeats it. FFmpeg continues the
+        // message each time; the first header's fields stand.
+        let data = body(300);
+        let mut bytes = vec![0x04, 0, 0, 10, 0, 1, 0x2C, 9, 1, 0, 0, 0];
+        bytes.extend_from_slice(&data[..128]);
+        bytes.extend_from_slice(&[0x04, 0, 0, 99, 0, 1, 0x2C, 8, 7, 0, 0, 0]);
+        bytes.extend_from_slice(&data[128..256]);
+        bytes.extend_from_slice(&[0x44, 0, 0, 5, 0, 1, 0x2C, 18]);
+        bytes.extend_from_slice(&data[256..]);
+        let mut r = ChunkReader::new(1000);
+        let messages = decode_bytewise(&mut r, &bytes).unwrap();
+        assert_eq!(messages, [message(4, 10, 9, 1, &data)]);
+        assert_eq!(r.buffered(), 0);
+        // The stream's state is the first header's: a type 3 header next adds its delta (10).
+        let mut r = ChunkReader::with_chunk_size(1000, 16);
+        let mut bytes = vec![0x04, 0, 0, 10, 0, 0, 20, 9, 1, 0, 0, 0];
+        bytes.extend_from_slice(&data[..16]);
+        bytes.extend_from_slice(&[0x84, 0, 0, 50]);
+        bytes.extend_from_slice(&data[16..20]);
+        bytes.extend_from_slice(&[0xC4]);
+        bytes.extend_from_slice(&data[..16]);
+        bytes.extend_from_slice(&[0xC4]);
+        bytes.extend_from_slice(&data[16..20]);
+        assert_eq!(
+            decode_all(&mut r, &bytes).unwrap(),
+            [
+                message(4, 10, 9, 1, &data[..20]),
+                message(4, 20, 9, 1, &data[..20])
+            ]
+        );
+        // A repeated header with an extended timestamp carries the 4-byte field; the type 3
+        // chunks after it still follow the first header (none).
+        let mut r = ChunkReader::with_chunk_size(1000, 4);
+        let bytes = [
+            0x04, 0, 0, 1, 0, 0, 12, 9, 1, 0, 0, 0, b'a', b'b', b'c', b'd', // first chunk
+            0x84, 0xFF, 0xFF, 0xFF, 0, 0, 0, 9, b'e', b'f', b'g', b'h', // type 2, extended
+            0xC4, b'i', b'j', b'k', b'l', // type 3: no extended field
+        ];
+        assert_eq!(
+            decode_all(&mut r, &bytes).unwrap(),
+            [message(4, 1, 9, 1, b"abcdefghijkl")]
+        );
     }
 
     #[test]
