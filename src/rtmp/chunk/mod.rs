@@ -148,7 +148,7 @@ pub enum ChunkError {
     },
     /// A Set Chunk Size message asked for 0 or set the reserved top bit.
     InvalidChunkSize(u32),
-    /// A protocol control message (Set Chunk Size or Abort) is shorter than its 4-byte body.
+    /// A Set Chunk Size message is shorter than its 4-byte body (a short Abort aborts nothing).
     TruncatedControl {
         /// The chunk stream it arrived on.
         csid: u32,

@@ -26,6 +26,8 @@
 //!   are not the message's (the first chunk's header gave those), and whether type 3 chunks carry
 //!   an extended timestamp stays as the first header said. A different length is still an error
 //!   (FFmpeg: "RTMP packet size mismatch"), and so the length of a message never changes.
+//! - An Abort message shorter than the 4 bytes that name a chunk stream aborts nothing (FFmpeg
+//!   ignores Abort altogether). A short Set Chunk Size is still an error, as in FFmpeg.
 
 use super::{
     to_usize, ChunkError, Message, MessageHeader, DEFAULT_CHUNK_SIZE, EXTENDED_TIMESTAMP,
@@ -364,6 +366,11 @@ impl ChunkReader {
             return Ok(());
         }
         let Some(value) = be32(&message.payload) else {
+            if type_id == TYPE_ABORT {
+                // Too short to name a chunk stream: it aborts nothing (FFmpeg ignores Abort
+                // messages altogether).
+                return Ok(());
+            }
             return Err(ChunkError::TruncatedControl {
                 csid: message.header.chunk_stream_id,
                 type_id,
@@ -614,6 +621,28 @@ mod tests {
     }
 
     #[test]
+    fn an_abort_too_short_to_name_a_chunk_stream_aborts_nothing() {
+        // FFmpeg ignores Abort messages; one of 0 to 3 bytes names no chunk stream, so it is
+        // returned and changes nothing (the message in progress on chunk stream 5 goes on).
+        for len in 0..4u8 {
+            let mut bytes = vec![0x05, 0, 0, 0, 0, 0, 130, 9, 1, 0, 0, 0];
+            bytes.extend_from_slice(&body(128));
+            bytes.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, len, 2, 0, 0, 0, 0]);
+            bytes.extend_from_slice(&[0, 0, 5][..usize::from(len)]);
+            bytes.extend_from_slice(&[0xC5, 0xAA, 0xBB]);
+            let mut r = ChunkReader::new(1000);
+            let messages = decode_all(&mut r, &bytes).unwrap();
+            assert_eq!(messages.len(), 2, "{len} bytes");
+            assert_eq!(
+                messages[0],
+                message(2, 0, 2, 0, &[0, 0, 5][..usize::from(len)])
+            );
+            assert_eq!(messages[1].payload.len(), 130);
+            assert_eq!(r.buffered(), 0);
+        }
+    }
+
+    #[test]
     fn reader_errors() {
         let err = |bytes: &[u8], limit: u32| {
             let mut r = ChunkReader::new(limit);
@@ -650,14 +679,6 @@ mod tests {
                 csid: 2,
                 type_id: 1,
                 len: 3
-            }
-        );
-        assert_eq!(
-            err(&[0x02, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0], 100),
-            ChunkError::TruncatedControl {
-                csid: 2,
-                type_id: 2,
-                len: 0
             }
         );
         // A type 1 header that changes the length of a message in progress.
