@@ -19,6 +19,9 @@ pub struct ScriptedPeer {
     transcript: Vec<u8>,
     /// The stream name of the client's `publish`, once [`ScriptedPeer::accept_publish`] saw it.
     published: Option<String>,
+    /// Set by [`ScriptedPeer::open_chunk_streams_with_type_1`]: the next chunk stream a command
+    /// opens, and the chunk size of those hand-made chunks.
+    type_1_quirk: Option<(u32, u32)>,
 }
 
 impl ScriptedPeer {
@@ -72,6 +75,7 @@ impl ScriptedPeer {
             received: Vec::new(),
             transcript,
             published: None,
+            type_1_quirk: None,
         }
     }
 
@@ -110,10 +114,17 @@ impl ScriptedPeer {
         }
     }
 
-    /// Sends an AMF0 command on chunk stream 3.
+    /// Sends an AMF0 command on chunk stream 3 (after
+    /// [`ScriptedPeer::open_chunk_streams_with_type_1`]: on a new chunk stream, as its first
+    /// chunk a type 1 header, and `stream_id` is left unsaid).
     pub fn send_command(&mut self, stream_id: u32, values: &[Value]) {
         let mut body = Vec::new();
         values.iter().for_each(|v| v.encode(&mut body));
+        if let Some((csid, chunk_size)) = self.type_1_quirk {
+            self.type_1_quirk = Some((csid + 1, chunk_size));
+            self.send_type_1(csid, 20, &body);
+            return;
+        }
         let mut gather = Gather::with_capacity(1024, 16);
         let header = MessageHeader {
             chunk_stream_id: 3,
@@ -124,6 +135,47 @@ impl ScriptedPeer {
         self.writer.write_message_bytes(&header, &body, &mut gather);
         let mut bytes = Vec::new();
         gather.write_to_vec(&[], &mut bytes);
+        let _ = self.socket.write_all(&bytes);
+    }
+
+    /// From now on, opens chunk streams as some servers do: without a type 0 header. Each command
+    /// goes on a chunk stream this peer has not used before (3, then 4, 5, ...) and its first
+    /// chunk has a type 1 header (timestamp delta, length and type; no message stream id), so the
+    /// client has to take the fields no header gave as zeros. Sends Set Chunk Size (4096), Window
+    /// Acknowledgement Size and Set Peer Bandwidth the same way on chunk stream 2 first, each with
+    /// a type 1 header.
+    pub fn open_chunk_streams_with_type_1(&mut self) {
+        self.send_type_1(2, 1, &4096u32.to_be_bytes());
+        self.type_1_quirk = Some((3, 4096));
+        self.writer.set_chunk_size(4096);
+        self.send_type_1(2, 5, &2_500_000u32.to_be_bytes());
+        let mut bandwidth = 2_500_000u32.to_be_bytes().to_vec();
+        bandwidth.push(2);
+        self.send_type_1(2, 6, &bandwidth);
+    }
+
+    /// Sends one message as hand-made chunks: a type 1 header (timestamp delta 0) on `csid`, then
+    /// type 3 continuation headers at the chunk size in force (128 until Set Chunk Size).
+    pub fn send_type_1(&mut self, csid: u32, type_id: u8, body: &[u8]) {
+        assert!((2..64).contains(&csid), "one-byte basic headers only");
+        let chunk_size = self.type_1_quirk.map_or(128, |(_, size)| size as usize);
+        let length = (body.len() as u32).to_be_bytes();
+        let mut bytes = vec![
+            0x40 | csid as u8,
+            0,
+            0,
+            0,
+            length[1],
+            length[2],
+            length[3],
+            type_id,
+        ];
+        for (i, piece) in body.chunks(chunk_size).enumerate() {
+            if i > 0 {
+                bytes.push(0xC0 | csid as u8);
+            }
+            bytes.extend_from_slice(piece);
+        }
         let _ = self.socket.write_all(&bytes);
     }
 
@@ -141,9 +193,18 @@ impl ScriptedPeer {
                 let tid = values[1].as_f64().unwrap();
                 match values[0].as_str().unwrap() {
                     "connect" => {
+                        // After a type 1 Set Chunk Size, a reply longer than 128 bytes: one chunk
+                        // only if the client applied it.
+                        let description = match self.type_1_quirk {
+                            Some(_) => "Connection succeeded. ".repeat(10),
+                            None => String::new(),
+                        };
                         self.send_command(
                             0,
-                            &result(tid, info("status", "NetConnection.Connect.Success", "")),
+                            &result(
+                                tid,
+                                info("status", "NetConnection.Connect.Success", &description),
+                            ),
                         );
                         connect = values;
                     }

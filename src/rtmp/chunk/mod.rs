@@ -22,8 +22,11 @@
 //! It follows the specification where servers differ: a fmt 3 chunk that starts a new message
 //! after a fmt 0 header adds the fmt 0 timestamp as its delta (5.3.1.2.4), and after a header
 //! with an extended timestamp every fmt 3 chunk of that chunk stream carries the 4-byte field
-//! (5.3.1.3; FFmpeg and this writer do so). A new header (fmt 0, 1 or 2) in the middle of a
-//! message is an error rather than an implicit abort.
+//! (5.3.1.3; FFmpeg and this writer do so). A header of type 0, 1 or 2 in the middle of a
+//! message continues it if it repeats the message's length (as in FFmpeg) and is otherwise an
+//! error rather than an implicit abort. Where FFmpeg and librtmp accept more than
+//! the specification and it harms nothing, so does the reader (`reader.rs` lists what): a chunk
+//! stream may start with a header of any type, the fields no header has given reading as zero.
 //!
 //! # Files
 //!
@@ -121,16 +124,8 @@ pub struct Message {
 /// again (its state may be half updated).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkError {
-    /// A chunk of type 1, 2 or 3 arrived on a chunk stream that never had a type 0 header, so
-    /// the fields it leaves out are unknown.
-    UnknownChunkStream {
-        /// The chunk stream.
-        csid: u32,
-        /// The chunk type received.
-        fmt: u8,
-    },
-    /// A chunk of type 0, 1 or 2 (a new message) arrived while a message on the same chunk
-    /// stream was still incomplete.
+    /// A chunk of type 1 or 0 with another length (a new message) arrived while a message on the
+    /// same chunk stream was still incomplete.
     InterruptedMessage {
         /// The chunk stream.
         csid: u32,
@@ -153,7 +148,7 @@ pub enum ChunkError {
     },
     /// A Set Chunk Size message asked for 0 or set the reserved top bit.
     InvalidChunkSize(u32),
-    /// A protocol control message (Set Chunk Size or Abort) is shorter than its 4-byte body.
+    /// A Set Chunk Size message is shorter than its 4-byte body (a short Abort aborts nothing).
     TruncatedControl {
         /// The chunk stream it arrived on.
         csid: u32,
@@ -202,10 +197,6 @@ pub enum ChunkError {
 impl fmt::Display for ChunkError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
-            ChunkError::UnknownChunkStream { csid, fmt } => write!(
-                f,
-                "chunk stream {csid}: chunk of type {fmt} without an earlier type 0 header"
-            ),
             ChunkError::InterruptedMessage { csid, fmt, received, length } => write!(
                 f,
                 "chunk stream {csid}: chunk of type {fmt} starts a new message while {received} of \
@@ -305,7 +296,6 @@ mod tests {
     #[test]
     fn reader_error_messages_name_the_chunk_stream() {
         let errors = [
-            ChunkError::UnknownChunkStream { csid: 9, fmt: 1 },
             ChunkError::InterruptedMessage {
                 csid: 9,
                 fmt: 0,

@@ -11,6 +11,23 @@
 //!   tracked and the bytes of unfinished messages across all chunk streams are capped at twice
 //!   the message limit.
 //! - After an error the reader must not be used again (its state may be half updated).
+//!
+//! # Beyond the specification
+//!
+//! Servers bend the rules in ways FFmpeg (`libavformat/rtmppkt.c`) and librtmp accept; the
+//! reader accepts them too where that costs none of the invariants above:
+//!
+//! - A chunk stream may start with a header of type 1, 2 or 3, not only 0. What no header has
+//!   given reads as zero, as in FFmpeg's and librtmp's zeroed channel tables: the timestamp
+//!   delta counts from 0 and the message stream id is 0; after a type 2 or 3 header the length
+//!   and the type are 0 too, an empty message of type 0 that the session ignores.
+//! - A header of type 0, 1 or 2 in the middle of a message, with the message's length (a type 2
+//!   header implies it), continues the message, as in FFmpeg: its timestamp, type and stream id
+//!   are not the message's (the first chunk's header gave those), and whether type 3 chunks carry
+//!   an extended timestamp stays as the first header said. A different length is still an error
+//!   (FFmpeg: "RTMP packet size mismatch"), and so the length of a message never changes.
+//! - An Abort message shorter than the 4 bytes that name a chunk stream aborts nothing (FFmpeg
+//!   ignores Abort altogether). A short Set Chunk Size is still an error, as in FFmpeg.
 
 use super::{
     to_usize, ChunkError, Message, MessageHeader, DEFAULT_CHUNK_SIZE, EXTENDED_TIMESTAMP,
@@ -50,6 +67,24 @@ struct RecvStream {
     in_progress: bool,
     /// The bytes of the current message received so far; grows as chunks arrive.
     payload: Vec<u8>,
+}
+
+impl RecvStream {
+    /// A chunk stream no header has described yet: every field zero, as FFmpeg's and librtmp's
+    /// zeroed channel tables read it.
+    fn fresh(csid: u32) -> Self {
+        RecvStream {
+            csid,
+            timestamp: 0,
+            delta: 0,
+            length: 0,
+            type_id: 0,
+            stream_id: 0,
+            extended: false,
+            in_progress: false,
+            payload: Vec::new(),
+        }
+    }
 }
 
 /// The header fields a chunk that starts a new message establishes.
@@ -168,26 +203,34 @@ impl ChunkReader {
         pos += header_len;
 
         let slot = self.streams.iter().position(|s| s.csid == csid);
-        let prev = slot.and_then(|i| self.streams.get(i));
-        let prev = match prev {
-            Some(prev) => Some(prev),
-            None if fmt == 0 => None,
-            None => return Err(ChunkError::UnknownChunkStream { csid, fmt }),
+        // A chunk stream seen for the first time may start with any header: what no header has
+        // said yet reads as zeros (timestamp base, length, type, message stream id), as FFmpeg
+        // and librtmp read it.
+        let fresh = RecvStream::fresh(csid);
+        let prev = slot.and_then(|i| self.streams.get(i)).unwrap_or(&fresh);
+
+        let field = be24(header);
+        // The length this header gives or implies.
+        let length = match fmt {
+            0 | 1 => be24(&header[3..]),
+            _ => prev.length,
         };
-        if let Some(p) = prev.filter(|p| p.in_progress && fmt < 3) {
+        // A header of type 0, 1 or 2 in the middle of a message continues it when it gives the
+        // message's length again (FFmpeg reads it so); another length would be a new message,
+        // which may not start before the last one on its chunk stream ends.
+        if prev.in_progress && length != prev.length {
             return Err(ChunkError::InterruptedMessage {
                 csid,
                 fmt,
-                received: p.payload.len(),
-                length: p.length,
+                received: prev.payload.len(),
+                length: prev.length,
             });
         }
 
-        let field = be24(header);
-        let has_extended = match prev {
-            _ if fmt < 3 => field == EXTENDED_TIMESTAMP,
-            Some(p) => p.extended,
-            None => false,
+        let has_extended = if fmt < 3 {
+            field == EXTENDED_TIMESTAMP
+        } else {
+            prev.extended
         };
         let extended = if has_extended {
             let Some(value) = input.get(pos..).and_then(be32) else {
@@ -199,56 +242,50 @@ impl ChunkReader {
             None
         };
 
-        let continuing = prev.filter(|p| fmt == 3 && p.in_progress);
-        let new_message = match (fmt, prev) {
-            _ if continuing.is_some() => None,
-            (0, _) => {
+        // `None`: this chunk continues the message in progress, whose header stays as it was.
+        let new_message = match fmt {
+            _ if prev.in_progress => None,
+            0 => {
                 let timestamp = extended.unwrap_or(field);
                 Some(NewMessage {
                     timestamp,
                     delta: timestamp,
-                    length: be24(&header[3..]),
+                    length,
                     type_id: header[6],
                     stream_id: u32::from_le_bytes([header[7], header[8], header[9], header[10]]),
                     extended: has_extended,
                 })
             }
-            (1 | 2, Some(p)) => {
+            1 | 2 => {
                 let delta = extended.unwrap_or(field);
-                let (length, type_id) = if fmt == 1 {
-                    (be24(&header[3..]), header[6])
-                } else {
-                    (p.length, p.type_id)
-                };
                 Some(NewMessage {
-                    timestamp: p.timestamp.wrapping_add(delta),
+                    timestamp: prev.timestamp.wrapping_add(delta),
                     delta,
                     length,
-                    type_id,
-                    stream_id: p.stream_id,
+                    type_id: if fmt == 1 { header[6] } else { prev.type_id },
+                    stream_id: prev.stream_id,
                     extended: has_extended,
                 })
             }
-            (_, Some(p)) => {
-                let delta = extended.unwrap_or(p.delta);
+            _ => {
+                let delta = extended.unwrap_or(prev.delta);
                 Some(NewMessage {
-                    timestamp: p.timestamp.wrapping_add(delta),
+                    timestamp: prev.timestamp.wrapping_add(delta),
                     delta,
-                    length: p.length,
-                    type_id: p.type_id,
-                    stream_id: p.stream_id,
-                    extended: p.extended,
+                    length,
+                    type_id: prev.type_id,
+                    stream_id: prev.stream_id,
+                    extended: prev.extended,
                 })
             }
-            (_, None) => return Err(ChunkError::UnknownChunkStream { csid, fmt }),
         };
 
-        let (length, received) = match (new_message, continuing) {
-            (Some(m), _) => {
-                if m.length > self.max_message_size {
+        let received = match new_message {
+            Some(_) => {
+                if length > self.max_message_size {
                     return Err(ChunkError::MessageTooLarge {
                         csid,
-                        size: m.length,
+                        size: length,
                         limit: self.max_message_size,
                     });
                 }
@@ -258,10 +295,9 @@ impl ChunkReader {
                         limit: MAX_CHUNK_STREAMS,
                     });
                 }
-                (m.length, 0)
+                0
             }
-            (None, Some(p)) => (p.length, p.payload.len()),
-            (None, None) => return Err(ChunkError::UnknownChunkStream { csid, fmt }),
+            None => prev.payload.len(),
         };
         let need = to_usize(self.chunk_size).min(to_usize(length).saturating_sub(received));
         let Some(end) = pos.checked_add(need) else {
@@ -286,17 +322,7 @@ impl ChunkReader {
         let index = match slot {
             Some(index) => index,
             None => {
-                self.streams.push(RecvStream {
-                    csid,
-                    timestamp: 0,
-                    delta: 0,
-                    length: 0,
-                    type_id: 0,
-                    stream_id: 0,
-                    extended: false,
-                    in_progress: false,
-                    payload: Vec::new(),
-                });
+                self.streams.push(fresh);
                 self.streams.len() - 1
             }
         };
@@ -340,6 +366,11 @@ impl ChunkReader {
             return Ok(());
         }
         let Some(value) = be32(&message.payload) else {
+            if type_id == TYPE_ABORT {
+                // Too short to name a chunk stream: it aborts nothing (FFmpeg ignores Abort
+                // messages altogether).
+                return Ok(());
+            }
             return Err(ChunkError::TruncatedControl {
                 csid: message.header.chunk_stream_id,
                 type_id,
@@ -382,6 +413,13 @@ mod tests {
     use super::*;
     use crate::rtmp::chunk::testing::{body, bytes_of, cat, decode_all, header};
     use crate::rtmp::chunk::{ChunkWriter, Gather, MAX_CHUNK_SIZE};
+
+    fn message(csid: u32, timestamp: u32, type_id: u8, stream_id: u32, payload: &[u8]) -> Message {
+        Message {
+            header: header(csid, timestamp, type_id, stream_id),
+            payload: payload.to_vec(),
+        }
+    }
 
     /// Decodes `bytes` arriving one byte at a time.
     fn decode_bytewise(reader: &mut ChunkReader, bytes: &[u8]) -> Result<Vec<Message>, ChunkError> {
@@ -583,22 +621,33 @@ mod tests {
     }
 
     #[test]
+    fn an_abort_too_short_to_name_a_chunk_stream_aborts_nothing() {
+        // FFmpeg ignores Abort messages; one of 0 to 3 bytes names no chunk stream, so it is
+        // returned and changes nothing (the message in progress on chunk stream 5 goes on).
+        for len in 0..4u8 {
+            let mut bytes = vec![0x05, 0, 0, 0, 0, 0, 130, 9, 1, 0, 0, 0];
+            bytes.extend_from_slice(&body(128));
+            bytes.extend_from_slice(&[0x02, 0, 0, 0, 0, 0, len, 2, 0, 0, 0, 0]);
+            bytes.extend_from_slice(&[0, 0, 5][..usize::from(len)]);
+            bytes.extend_from_slice(&[0xC5, 0xAA, 0xBB]);
+            let mut r = ChunkReader::new(1000);
+            let messages = decode_all(&mut r, &bytes).unwrap();
+            assert_eq!(messages.len(), 2, "{len} bytes");
+            assert_eq!(
+                messages[0],
+                message(2, 0, 2, 0, &[0, 0, 5][..usize::from(len)])
+            );
+            assert_eq!(messages[1].payload.len(), 130);
+            assert_eq!(r.buffered(), 0);
+        }
+    }
+
+    #[test]
     fn reader_errors() {
         let err = |bytes: &[u8], limit: u32| {
             let mut r = ChunkReader::new(limit);
             decode_all(&mut r, bytes).unwrap_err()
         };
-        for first in [0x43, 0x83, 0xC3] {
-            let e = err(&[first, 0, 0, 0, 0, 0, 1, 9, b'x'], 100);
-            assert_eq!(
-                e,
-                ChunkError::UnknownChunkStream {
-                    csid: 3,
-                    fmt: first >> 6
-                }
-            );
-            assert!(e.to_string().contains("chunk stream 3"));
-        }
         assert_eq!(
             err(&[0x03, 0, 0, 0, 0, 0, 101, 9, 0, 0, 0, 0], 100),
             ChunkError::MessageTooLarge {
@@ -632,22 +681,15 @@ mod tests {
                 len: 3
             }
         );
-        assert_eq!(
-            err(&[0x02, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0], 100),
-            ChunkError::TruncatedControl {
-                csid: 2,
-                type_id: 2,
-                len: 0
-            }
-        );
+        // A type 1 header that changes the length of a message in progress.
         let mut interrupted = vec![0x03, 0, 0, 0, 0, 1, 0, 9, 0, 0, 0, 0];
         interrupted.extend_from_slice(&body(128));
-        interrupted.extend_from_slice(&[0x83, 0, 0, 0]);
+        interrupted.extend_from_slice(&[0x43, 0, 0, 0, 0, 1, 1, 9]);
         assert_eq!(
             err(&interrupted, 1000),
             ChunkError::InterruptedMessage {
                 csid: 3,
-                fmt: 2,
+                fmt: 1,
                 received: 128,
                 length: 256
             }
@@ -680,6 +722,155 @@ mod tests {
                 buffered: 270,
                 limit: 200
             }
+        );
+    }
+
+    #[test]
+    fn a_type_1_header_may_open_a_chunk_stream() {
+        // As FFmpeg and librtmp read it: no earlier header, so the timestamp delta counts from 0
+        // and the message stream id is 0. Then type 3 and type 2 headers build on it.
+        let bytes = [
+            0x43, 0, 0, 100, 0, 0, 3, 20, b'a', b'b',
+            b'c', // type 1: delta 100, 3 bytes, type 20
+            0xC3, b'd', b'e', b'f', // type 3: a new message, delta 100 again
+            0x83, 0, 0, 5, b'g', b'h', b'i', // type 2: delta 5
+        ];
+        let mut r = ChunkReader::new(1000);
+        assert_eq!(
+            r.decode(&bytes).unwrap(),
+            (11, Some(message(3, 100, 20, 0, b"abc")))
+        );
+        let messages = decode_all(&mut r, &bytes[11..]).unwrap();
+        assert_eq!(
+            messages,
+            [
+                message(3, 200, 20, 0, b"def"),
+                message(3, 205, 20, 0, b"ghi")
+            ]
+        );
+        // A two-byte basic header (chunk stream 64 + 6), an extended delta, and a message longer
+        // than the chunk size whose type 3 chunks repeat the extended field.
+        let mut bytes = vec![0x40, 6, 0xFF, 0xFF, 0xFF, 0, 0, 130, 9, 0x01, 0, 0, 0];
+        bytes.extend_from_slice(&body(128));
+        bytes.extend_from_slice(&[0xC0, 6, 0x01, 0, 0, 0, 0xAA, 0xBB]);
+        let mut r = ChunkReader::new(1000);
+        let mut payload = body(128);
+        payload.extend_from_slice(&[0xAA, 0xBB]);
+        assert_eq!(
+            decode_all(&mut r, &bytes).unwrap(),
+            [message(70, 0x0100_0000, 9, 0, &payload)]
+        );
+        assert_eq!(r.buffered(), 0);
+    }
+
+    #[test]
+    fn a_type_2_or_3_header_may_open_a_chunk_stream() {
+        // No header has given a length or a type: both are 0, so the chunk is an empty message of
+        // type 0 (FFmpeg returns it too and ignores its type), one per chunk header. Nothing is
+        // buffered and every such chunk consumes its header.
+        let mut r = ChunkReader::new(1000);
+        assert_eq!(
+            r.decode(&[0x83, 0, 0, 7]),
+            Ok((4, Some(message(3, 7, 0, 0, b""))))
+        );
+        assert_eq!(r.decode(&[0xC5]), Ok((1, Some(message(5, 0, 0, 0, b"")))));
+        assert_eq!(r.decode(&[0xC5]), Ok((1, Some(message(5, 0, 0, 0, b"")))));
+        // The type 2 delta is the base of the next: a type 3 header repeats it.
+        assert_eq!(r.decode(&[0xC3]), Ok((1, Some(message(3, 14, 0, 0, b"")))));
+        // Such a chunk stream goes on normally: a type 1 header gives length and type.
+        assert_eq!(
+            r.decode(&[0x45, 0, 0, 1, 0, 0, 2, 20, b'o', b'k']),
+            Ok((10, Some(message(5, 1, 20, 0, b"ok"))))
+        );
+        assert_eq!(r.buffered(), 0);
+        // An extended delta on a type 2 header opening a chunk stream: its type 3 chunks carry
+        // the field too.
+        let mut r = ChunkReader::new(1000);
+        let bytes = [0x84, 0xFF, 0xFF, 0xFF, 0, 0, 0, 9, 0xC4, 0, 0, 0, 1];
+        assert_eq!(
+            decode_all(&mut r, &bytes).unwrap(),
+            [message(4, 9, 0, 0, b""), message(4, 10, 0, 0, b"")]
+        );
+    }
+
+    #[test]
+    fn headers_opening_chunk_streams_keep_the_limits() {
+        let err = |bytes: &[u8]| decode_all(&mut ChunkReader::new(100), bytes).unwrap_err();
+        // A type 1 header opening a chunk stream with a message over the limit.
+        assert_eq!(
+            err(&[0x43, 0, 0, 0, 0, 0, 101, 9]),
+            ChunkError::MessageTooLarge {
+                csid: 3,
+                size: 101,
+                limit: 100
+            }
+        );
+        // Empty messages with type 3 headers on chunk streams 64, 65, ...: the 65th is refused.
+        let mut many = Vec::new();
+        for i in 0..=MAX_CHUNK_STREAMS as u8 {
+            many.extend_from_slice(&[0xC0, i]);
+        }
+        assert_eq!(
+            err(&many),
+            ChunkError::TooManyChunkStreams {
+                csid: 64 + MAX_CHUNK_STREAMS as u32,
+                limit: MAX_CHUNK_STREAMS
+            }
+        );
+        // Type 2 and type 1 alike.
+        let mut many = Vec::new();
+        for i in 0..=MAX_CHUNK_STREAMS as u8 {
+            many.extend_from_slice(&[0x80, i, 0, 0, 0]);
+            many.extend_from_slice(&[0x40, i, 0, 0, 0, 0, 0, 0, 9]);
+        }
+        assert!(matches!(err(&many), ChunkError::TooManyChunkStreams { .. }));
+    }
+
+    #[test]
+    fn a_header_repeated_mid_message_continues_it() {
+        // A 300-byte message in chunks of 128: its second chunk has a type 0 header, its third a
+        // type 1 header (both with the same length, other timestamps and types), then a type 2
+        // header ends a 20-byte message whose second chunk repeats it. FFmpeg continues the
+        // message each time; the first header's fields stand.
+        let data = body(300);
+        let mut bytes = vec![0x04, 0, 0, 10, 0, 1, 0x2C, 9, 1, 0, 0, 0];
+        bytes.extend_from_slice(&data[..128]);
+        bytes.extend_from_slice(&[0x04, 0, 0, 99, 0, 1, 0x2C, 8, 7, 0, 0, 0]);
+        bytes.extend_from_slice(&data[128..256]);
+        bytes.extend_from_slice(&[0x44, 0, 0, 5, 0, 1, 0x2C, 18]);
+        bytes.extend_from_slice(&data[256..]);
+        let mut r = ChunkReader::new(1000);
+        let messages = decode_bytewise(&mut r, &bytes).unwrap();
+        assert_eq!(messages, [message(4, 10, 9, 1, &data)]);
+        assert_eq!(r.buffered(), 0);
+        // The stream's state is the first header's: a type 3 header next adds its delta (10).
+        let mut r = ChunkReader::with_chunk_size(1000, 16);
+        let mut bytes = vec![0x04, 0, 0, 10, 0, 0, 20, 9, 1, 0, 0, 0];
+        bytes.extend_from_slice(&data[..16]);
+        bytes.extend_from_slice(&[0x84, 0, 0, 50]);
+        bytes.extend_from_slice(&data[16..20]);
+        bytes.extend_from_slice(&[0xC4]);
+        bytes.extend_from_slice(&data[..16]);
+        bytes.extend_from_slice(&[0xC4]);
+        bytes.extend_from_slice(&data[16..20]);
+        assert_eq!(
+            decode_all(&mut r, &bytes).unwrap(),
+            [
+                message(4, 10, 9, 1, &data[..20]),
+                message(4, 20, 9, 1, &data[..20])
+            ]
+        );
+        // A repeated header with an extended timestamp carries the 4-byte field; the type 3
+        // chunks after it still follow the first header (none).
+        let mut r = ChunkReader::with_chunk_size(1000, 4);
+        let bytes = [
+            0x04, 0, 0, 1, 0, 0, 12, 9, 1, 0, 0, 0, b'a', b'b', b'c', b'd', // first chunk
+            0x84, 0xFF, 0xFF, 0xFF, 0, 0, 0, 9, b'e', b'f', b'g', b'h', // type 2, extended
+            0xC4, b'i', b'j', b'k', b'l', // type 3: no extended field
+        ];
+        assert_eq!(
+            decode_all(&mut r, &bytes).unwrap(),
+            [message(4, 1, 9, 1, b"abcdefghijkl")]
         );
     }
 
