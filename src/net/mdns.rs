@@ -394,6 +394,56 @@ mod tests {
         assert_eq!(lookup.query(), expected);
     }
 
+    fn from_hex(hex: &str) -> Vec<u8> {
+        let hex: Vec<u8> = hex.bytes().filter(u8::is_ascii_hexdigit).collect();
+        hex.chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    /// avahi-daemon 0.8 (Debian 12), host name `testnvr`, on a network namespace's loopback,
+    /// answering our query for `testnvr.local` from an ephemeral port: a legacy unicast response
+    /// (§6.7): the ID and questions echoed, TTL 10, no cache-flush.
+    const AVAHI_LEGACY_UNICAST: &str = "0000 8400 0002 0002 0000 0000
+        07746573746e7672 056c6f63616c 00 0001 8001  c00c 001c 8001
+        c00c 001c 0001 0000000a 0010 00000000000000000000000000000001
+        c00c 0001 0001 0000000a 0004 7f000001";
+
+    /// The same avahi answering our query for `TestNVR.local` sent from port 5353 (a QU query):
+    /// no questions, its own spelling of the name, TTL 120, cache-flush set.
+    const AVAHI_QU_RESPONSE: &str = "0000 8400 0000 0002 0000 0000
+        07746573746e7672 056c6f63616c 00 001c 8001 00000078 0010 00000000000000000000000000000001
+        c00c 0001 8001 00000078 0004 7f000001";
+
+    #[test]
+    fn reads_avahi_responses() {
+        let loopback = || [Ipv6Addr::LOCALHOST.into(), IpAddr::V4(Ipv4Addr::LOCALHOST)];
+        let mut lookup = Lookup::new("testnvr.local").unwrap();
+        assert_eq!(lookup.handle(&from_hex(AVAHI_LEGACY_UNICAST)), Ok(2));
+        let records = parse_response(&from_hex(AVAHI_LEGACY_UNICAST), lookup.wire_name.as_slice());
+        let addresses: Vec<IpAddr> = records.unwrap().iter().map(|r| r.address).collect();
+        assert_eq!(addresses, loopback());
+        assert_eq!(
+            lookup.addresses(),
+            [IpAddr::V4(Ipv4Addr::LOCALHOST), Ipv6Addr::LOCALHOST.into()]
+        );
+
+        let mut lookup = Lookup::new("TestNVR.local").unwrap();
+        let records = parse_response(&from_hex(AVAHI_QU_RESPONSE), &lookup.wire_name).unwrap();
+        assert!(records.iter().all(|r| r.cache_flush && r.ttl == 120));
+        assert_eq!(
+            records.iter().map(|r| r.address).collect::<Vec<_>>(),
+            loopback()
+        );
+        assert_eq!(lookup.handle(&from_hex(AVAHI_QU_RESPONSE)), Ok(2));
+        assert_eq!(lookup.addresses().len(), 2);
+
+        // Not an answer for another name.
+        let mut other = Lookup::new("nvr.local").unwrap();
+        assert_eq!(other.handle(&from_hex(AVAHI_LEGACY_UNICAST)), Ok(0));
+        assert!(other.addresses().is_empty());
+    }
+
     #[test]
     fn reads_answers_and_additionals() {
         // The legacy unicast answer to our query (ID echoed, the questions repeated, no
