@@ -500,28 +500,12 @@ async fn tls_handshake(
     Ok(tls)
 }
 
-/// Resolves the host (again on every attempt: the address may have changed) and connects to each
-/// address in turn, each bounded by the timeout.
+/// Resolves the host (again on every attempt: the address may have changed; `.local` names over
+/// mDNS if the system cannot) and connects to each address in turn, each bounded by the timeout.
 async fn connect(config: &Config) -> Result<TcpStream> {
     let url = &config.url;
     let timeout = Duration::from_millis(config.timeout_ms);
-    let lookup = tokio::net::lookup_host((url.host.as_str(), url.port));
-    let addresses: Vec<SocketAddr> = match tokio::time::timeout(timeout, lookup).await {
-        Ok(Ok(addresses)) => addresses.collect(),
-        Ok(Err(e)) => {
-            return Err(Error::io(
-                Fault::Network,
-                format!("cannot resolve {}", url.host),
-                e,
-            ))
-        }
-        Err(_) => {
-            return Err(Error::network(format!(
-                "resolving {} took longer than {timeout:?}",
-                url.host
-            )))
-        }
-    };
+    let addresses: Vec<SocketAddr> = crate::net::resolve(&url.host, url.port, timeout).await?;
     let mut last_error = Error::network(format!("{} resolved to no address", url.host));
     for address in addresses {
         debug!("connecting to {address}");

@@ -42,6 +42,7 @@ mod config_file;
 mod driver;
 pub mod error;
 pub mod media;
+pub mod net;
 pub mod notify;
 mod pipeline;
 mod queue;
