@@ -118,7 +118,8 @@ EXIT CODES:
     69  the server refused the connection or the stream (unknown app, key refused or in use)
     70  internal error (a bug: please report it)
     75  network error (cannot connect, connection lost, timeout)
-    76  the server broke the protocol or did not answer in time
+    76  the server broke the protocol or did not answer in time, or its TLS
+        certificate was refused
 
 The stream key never appears in logs or error messages.
 ";
