@@ -59,7 +59,13 @@ OPTIONS:
                               the command line overrides it; SIGHUP reads it again
         --url <URL>           The destination, as an option (for the configuration file)
         --ca-file <PEM>       RTMPS: trust only this CA (a private server) instead of the
-                              system's certificate store (/etc/ssl/certs, else bundled roots)
+                              system's certificate store (/etc/ssl/certs, else bundled roots).
+                              A certificate in it that is exactly the server's is pinned:
+                              how to trust a self-signed server
+        --tls-fingerprint <SHA256>
+                              RTMPS: trust only the server certificate with this SHA-256
+                              fingerprint (64 hex digits, colons optional: openssl x509 -in
+                              CERT -noout -fingerprint -sha256), whatever its names and dates
         --insecure            RTMPS: do NOT verify the server's certificate. Anyone on the
                               path can then read the stream key and the video. For testing.
         --redirect-credentials
@@ -112,7 +118,8 @@ EXIT CODES:
     69  the server refused the connection or the stream (unknown app, key refused or in use)
     70  internal error (a bug: please report it)
     75  network error (cannot connect, connection lost, timeout)
-    76  the server broke the protocol or did not answer in time
+    76  the server broke the protocol or did not answer in time, or its TLS
+        certificate was refused
 
 The stream key never appears in logs or error messages.
 ";
@@ -162,6 +169,8 @@ pub struct Config {
     pub ca_file: Option<std::path::PathBuf>,
     /// RTMPS: do not verify the server's certificate (dangerous).
     pub insecure: bool,
+    /// RTMPS: trust the server certificate with this SHA-256 (pinning); alone, nothing else.
+    pub tls_fingerprint: Option<crate::tls::Fingerprint>,
     /// A server's redirect to another host may carry the URL's user:password.
     pub redirect_credentials: bool,
     /// What to ask of a V4L2 camera and encoder.
@@ -267,6 +276,7 @@ impl Config {
             config_file: None,
             ca_file: None,
             insecure: false,
+            tls_fingerprint: None,
             redirect_credentials: false,
             device: DeviceOptions::default(),
         }
@@ -377,6 +387,7 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
     let mut config_file = None;
     let mut ca_file = None;
     let mut insecure = false;
+    let mut tls_fingerprint = None;
     let mut redirect_credentials = false;
     let mut device = DeviceOptions::default();
     let mut only_positional = false;
@@ -425,6 +436,11 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
             "--url" => url = Some(RtmpUrl::parse(&value("a URL")?)?),
             "--ca-file" => ca_file = Some(std::path::PathBuf::from(value("a PEM file")?)),
             "--insecure" => insecure = true,
+            "--tls-fingerprint" => {
+                tls_fingerprint = Some(crate::tls::Fingerprint::parse(&value(
+                    "a SHA-256 fingerprint (64 hex digits)",
+                )?)?)
+            }
             "--redirect-credentials" => redirect_credentials = true,
             "--config" => config_file = Some(value("a file")?),
             "--fps" => frame_rate = parse_frame_rate(&value("a frame rate")?)?,
@@ -548,6 +564,7 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
         config_file,
         ca_file,
         insecure,
+        tls_fingerprint,
         redirect_credentials,
         device,
     })))
@@ -891,6 +908,36 @@ mod tests {
             let err = parse_args(["-i", "-", "rtmp://h/a/k", flag]).unwrap_err();
             assert!(err.message().contains("takes no value"), "{flag}: {err}");
         }
+    }
+
+    #[test]
+    fn tls_fingerprint_from_the_command_line_or_the_file() {
+        let hex = "1CEFE5ABF1DC306429621A3D4F340691F5EE85C3BF156D12E8036BFE99C5B80D";
+        let Command::Publish(config) =
+            parse_args(["-i", "-", "rtmps://h/a/k", "--tls-fingerprint", hex]).unwrap()
+        else {
+            panic!("not a publish command")
+        };
+        let pin = config.tls_fingerprint.expect("a fingerprint");
+        assert_eq!(pin.to_string().replace(':', ""), hex);
+        let err =
+            parse_args(["-i", "-", "rtmps://h/a/k", "--tls-fingerprint", &hex[..40]]).unwrap_err();
+        assert!(err.message().contains("SHA-1"), "{err}");
+
+        let dir = std::env::temp_dir().join(format!("v4l2rtmp-pin-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cam.toml");
+        std::fs::write(
+            &file,
+            format!("input = \"-\"\nurl = \"rtmps://h/a/k\"\ntls-fingerprint = \"{pin}\"\n"),
+        )
+        .unwrap();
+        let args = vec!["--config".to_string(), file.display().to_string()];
+        let Command::Publish(from_file) = load(&args).unwrap() else {
+            panic!("not a publish command")
+        };
+        assert_eq!(from_file.tls_fingerprint, Some(pin));
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

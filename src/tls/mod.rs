@@ -7,8 +7,8 @@
 //! - this one: the ciphertext buffers (outgoing and incoming) and the sizes that bound every
 //!   buffer;
 //! - `trust.rs`: the client configuration ([`client_config`]): which certificates are trusted
-//!   (the system store, `--ca-file`, or none with `--insecure`), the cipher suites offered, and
-//!   what a refused certificate is reported as;
+//!   (the system store, `--ca-file`, a pinned certificate, or none with `--insecure`), the cipher
+//!   suites offered, and what a refused certificate is reported as;
 //! - `session.rs`: [`TlsSession`], the connection's state machine: handshake, received records,
 //!   close_notify, and rustls' errors as the crate's;
 //! - `sealing.rs`: the unwritten bytes of a [`Gather`] sealed into few, full records
@@ -16,16 +16,25 @@
 //!
 //! # Whose fault
 //!
-//! A CA file that cannot be read or holds no certificate, `--insecure` with `--ca-file`, or a host
-//! that cannot be a TLS server name are [`Fault::Config`]: the user must fix them. A server that
-//! presents a certificate that does not verify (unknown issuer, expired, not yet valid, issued
-//! for another name, bad signature) is [`Fault::Peer`]: retried with backoff, because for a
-//! camera that runs for months the server side is what changes: an ingest node may serve an
-//! expired certificate for an hour, a load balancer may briefly present the wrong one, and a
+//! A CA file that cannot be read or holds no certificate, a malformed `--tls-fingerprint`,
+//! `--insecure` with `--ca-file` or `--tls-fingerprint`, or a host that cannot be a TLS server
+//! name are [`Fault::Config`]: the user must fix them, and the program exits. A server that
+//! presents a certificate that does not verify (self-signed and not pinned, not the pinned one,
+//! unknown issuer, expired, not yet valid, issued for another name, bad signature) is
+//! [`Fault::Peer`]: retried with exponential backoff up to `--backoff-max` (30 s), the error logged
+//! once and then only at debug level while it stays the same. Retrying soon is pointless for most
+//! of these, but exiting would be worse: the systemd unit restarts v4l2rtmp on every exit, 2 s
+//! later, so a configuration error here would become a full restart (camera reopened, new
+//! handshake, a new error line) every 2 s for as long as the certificate is wrong, where the
+//! backoff makes one handshake every 15 s on average. And for a camera that runs for months the
+//! server side is what changes: an ingest node may serve an expired certificate for an hour, a
+//! load balancer may briefly present the wrong one, an NVR's admin fixes its certificate, and a
 //! Raspberry Pi has no real-time clock, so until NTP has set the time after boot every
-//! certificate looks "not valid yet". Exiting would need a person to restart the stream; the
-//! backoff keeps the log quiet and recovers by itself. The message says exactly what failed and
-//! for which host, so a persistent misconfiguration is still obvious in the log.
+//! certificate looks "not valid yet" (that one must be retried soon, and is). The stream then
+//! comes back by itself; a configuration reloaded with SIGHUP applies from the next attempt.
+//! `--max-retries 0` exits at the first refusal (exit code 76), for a first try by hand. The
+//! message says what is wrong, what to do and the presented certificate's SHA-256, so a
+//! persistent problem is still obvious in the log.
 //!
 //! # Driving it from a non-blocking socket
 //!
@@ -72,7 +81,8 @@ mod trust;
 pub use sealing::COPY_BELOW;
 pub use session::TlsSession;
 pub use trust::{
-    client_config, destination_config, system_roots, RootsSource, SYSTEM_CA_BUNDLES, SYSTEM_CA_DIR,
+    client_config, client_config_with, destination_config, system_roots, Fingerprint, RootsSource,
+    SYSTEM_CA_BUNDLES, SYSTEM_CA_DIR,
 };
 
 use crate::error::{Error, Result};

@@ -330,7 +330,7 @@ mod tests {
             for copy_below in [0, COPY_BELOW, 0, COPY_BELOW, 0, COPY_BELOW] {
                 let ca = Ca::new("test CA");
                 let file = ca.pem_file();
-                let config = client_config_for(Some(&file.0), false, aes).unwrap();
+                let config = client_config_for(Some(&file.0), None, false, aes).unwrap();
                 let server = server_config(ca.issue(&[HOST], false), tls12_only);
                 let mut pair = Pair::new(config, HOST, server);
                 pair.pump().unwrap();

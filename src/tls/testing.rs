@@ -60,6 +60,45 @@ impl Ca {
     }
 }
 
+/// A self-signed server certificate with rcgen's default subject (so two of them have the same).
+pub(super) struct SelfSigned {
+    pub(super) cert: rcgen::Certificate,
+    pub(super) key: rcgen::KeyPair,
+}
+
+impl SelfSigned {
+    /// For `names`; `ca`: with basicConstraints CA:TRUE, as `openssl req -x509` makes them;
+    /// `expired`: valid only in 2001.
+    pub(super) fn new(names: &[&str], ca: bool, expired: bool) -> SelfSigned {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        if ca {
+            params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        }
+        if expired {
+            params.not_before = rcgen::date_time_ymd(2001, 1, 1);
+            params.not_after = rcgen::date_time_ymd(2001, 12, 31);
+        }
+        let cert = params.self_signed(&key).unwrap();
+        SelfSigned { cert, key }
+    }
+
+    /// What the server sends, and its key.
+    pub(super) fn served(&self) -> (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(self.key.serialize_der()));
+        (vec![self.cert.der().clone()], key)
+    }
+
+    pub(super) fn pem_file(&self) -> TempFile {
+        TempFile::new(self.cert.pem().as_bytes())
+    }
+
+    pub(super) fn fingerprint(&self) -> crate::tls::Fingerprint {
+        crate::tls::Fingerprint::of(self.cert.der())
+    }
+}
+
 pub(super) struct TempFile(pub(super) PathBuf);
 
 impl TempFile {
@@ -98,6 +137,33 @@ pub(super) fn server_config(
             .with_no_client_auth()
             .with_single_cert(chain, key)
             .unwrap(),
+    )
+}
+
+/// A server that presents `chain` but signs the handshake with `key`, which need not match.
+pub(super) fn server_config_signing_with(
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Arc<ServerConfig> {
+    #[derive(Debug)]
+    struct Fixed(Arc<rustls::sign::CertifiedKey>);
+    impl rustls::server::ResolvesServerCert for Fixed {
+        fn resolve(
+            &self,
+            _: rustls::server::ClientHello<'_>,
+        ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+            Some(self.0.clone())
+        }
+    }
+    let signing = rustls::crypto::ring::sign::any_supported_type(&key).unwrap();
+    let certified = Arc::new(rustls::sign::CertifiedKey::new(chain, signing));
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Arc::new(
+        ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Fixed(certified))),
     )
 }
 

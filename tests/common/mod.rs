@@ -929,3 +929,66 @@ impl TestPki {
         }
     }
 }
+
+/// A self-signed certificate made as self-hosted NVRs make theirs, `openssl req -x509` with the
+/// defaults: RSA 2048, basicConstraints CA:TRUE, a common name and no subjectAltName.
+pub struct SelfSigned {
+    pub certificate: PathBuf,
+    pub key: PathBuf,
+    /// As `openssl x509 -fingerprint -sha256` prints it: `1C:EF:...`, 32 bytes.
+    pub fingerprint: String,
+}
+
+impl SelfSigned {
+    pub fn new(dir: &Path, common_name: &str) -> SelfSigned {
+        require_tool("openssl");
+        let run = |args: &[&str]| -> String {
+            let output = Command::new("openssl")
+                .args(args)
+                .current_dir(dir)
+                .output()
+                .expect("run openssl");
+            assert!(
+                output.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        };
+        run(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={common_name}"),
+            "-keyout",
+            "self-signed.key",
+            "-out",
+            "self-signed.pem",
+        ]);
+        // "sha256 Fingerprint=1C:EF:..."
+        let printed = run(&[
+            "x509",
+            "-in",
+            "self-signed.pem",
+            "-noout",
+            "-fingerprint",
+            "-sha256",
+        ]);
+        let fingerprint = printed
+            .trim()
+            .split_once('=')
+            .map(|(_, hex)| hex.to_string())
+            .unwrap_or_else(|| panic!("openssl printed {printed:?}"));
+        assert_eq!(fingerprint.len(), 32 * 3 - 1, "{fingerprint}");
+        SelfSigned {
+            certificate: dir.join("self-signed.pem"),
+            key: dir.join("self-signed.key"),
+            fingerprint,
+        }
+    }
+}
