@@ -63,12 +63,15 @@ fn try_main() -> Result<()> {
 }
 
 /// Logs to stderr; under systemd (JOURNAL_STREAM set) without timestamps, which journald adds.
+///
+/// The level is `log::max_level()`, which a SIGHUP that changes `log-level` moves: the logger's
+/// own filter lets everything through, so raising the level shows the new lines at once. With
+/// `RUST_LOG` set, its directives are the filter (per-module ones included, the configured level
+/// standing in for a missing default), and the level starts at the most verbose of them.
 fn init_logging(config: &Config) {
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(config.log_level.unwrap_or(log::LevelFilter::Info));
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&spec);
-    }
+    let (filter, initial) = logging_filter(config.log_level, std::env::var("RUST_LOG").ok());
+    builder.parse_filters(&filter);
     if std::env::var_os("JOURNAL_STREAM").is_some() {
         builder.format(|out, record| {
             writeln!(
@@ -83,6 +86,26 @@ fn init_logging(config: &Config) {
             .format(|out, record| writeln!(out, "v4l2rtmp {:5} {}", record.level(), record.args()));
     }
     builder.init();
+    log::set_max_level(initial);
+}
+
+/// The logger's filter, as `RUST_LOG` spells it, and the level to start at.
+fn logging_filter(
+    configured: Option<log::LevelFilter>,
+    rust_log: Option<String>,
+) -> (String, log::LevelFilter) {
+    let configured = configured.unwrap_or(log::LevelFilter::Info);
+    match rust_log.filter(|spec| !spec.trim().is_empty()) {
+        None => ("trace".to_string(), configured),
+        Some(spec) => {
+            let filter = format!("{configured},{spec}");
+            let most_verbose = env_logger::Builder::new()
+                .parse_filters(&filter)
+                .build()
+                .filter();
+            (filter, most_verbose)
+        }
+    }
 }
 
 fn syslog_priority(level: log::Level) -> u8 {
@@ -91,5 +114,42 @@ fn syslog_priority(level: log::Level) -> u8 {
         log::Level::Warn => 4,
         log::Level::Info => 6,
         log::Level::Debug | log::Level::Trace => 7,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::logging_filter;
+    use log::LevelFilter;
+
+    #[test]
+    fn the_logger_passes_everything_and_the_level_starts_where_configured() {
+        assert_eq!(
+            logging_filter(Some(LevelFilter::Warn), None),
+            ("trace".to_string(), LevelFilter::Warn)
+        );
+        assert_eq!(logging_filter(None, None).1, LevelFilter::Info);
+        assert_eq!(logging_filter(None, Some(" ".into())).1, LevelFilter::Info);
+    }
+
+    #[test]
+    fn rust_log_directives_stay_and_the_level_is_the_most_verbose_of_them() {
+        let (filter, level) = logging_filter(None, Some("v4l2rtmp::rtmp=trace".into()));
+        assert_eq!(level, LevelFilter::Trace);
+        let logger = env_logger::Builder::new().parse_filters(&filter).build();
+        let enabled = |target: &str, level: log::Level| {
+            log::Log::enabled(
+                &logger,
+                &log::Metadata::builder().target(target).level(level).build(),
+            )
+        };
+        assert!(enabled("v4l2rtmp::rtmp::session", log::Level::Trace));
+        assert!(enabled("v4l2rtmp::supervisor", log::Level::Info));
+        assert!(!enabled("v4l2rtmp::supervisor", log::Level::Debug));
+        // A default in RUST_LOG overrides the configured level.
+        assert_eq!(
+            logging_filter(Some(LevelFilter::Error), Some("debug".into())).1,
+            LevelFilter::Debug
+        );
     }
 }
