@@ -15,9 +15,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {
             log::error!("{error}");
-            // Before logging is set up (a bad command line) the log would show nothing.
+            // Before logging is set up (a bad command line or configuration file) the log would
+            // show nothing: write it here, at error priority for journald too (`-p warning`).
             if !log::log_enabled!(log::Level::Error) {
-                let _ = writeln!(std::io::stderr(), "v4l2rtmp: {error}");
+                let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+                let _ = writeln!(std::io::stderr(), "{}", unlogged_error(&error, journal));
             }
             ExitCode::from(error.exit_code() as u8)
         }
@@ -108,6 +110,16 @@ fn logging_filter(
     }
 }
 
+/// An error written before (or without) the logger: under journald with the error priority prefix,
+/// which journald reads and strips (it names the program itself), else with the program's name.
+fn unlogged_error(error: &Error, journal: bool) -> String {
+    if journal {
+        format!("<{}>{error}", syslog_priority(log::Level::Error))
+    } else {
+        format!("v4l2rtmp: {error}")
+    }
+}
+
 fn syslog_priority(level: log::Level) -> u8 {
     match level {
         log::Level::Error => 3,
@@ -119,8 +131,22 @@ fn syslog_priority(level: log::Level) -> u8 {
 
 #[cfg(test)]
 mod tests {
-    use super::logging_filter;
+    use super::{logging_filter, unlogged_error};
     use log::LevelFilter;
+    use v4l2rtmp::error::Error;
+
+    #[test]
+    fn errors_before_logging_carry_the_error_priority_for_journald() {
+        let error = Error::config("--bogus is unknown");
+        assert_eq!(
+            unlogged_error(&error, true),
+            "<3>configuration error: --bogus is unknown"
+        );
+        assert_eq!(
+            unlogged_error(&error, false),
+            "v4l2rtmp: configuration error: --bogus is unknown"
+        );
+    }
 
     #[test]
     fn the_logger_passes_everything_and_the_level_starts_where_configured() {

@@ -189,6 +189,8 @@ fn unit_keeps_the_settings_the_service_relies_on() {
         (&service, ("ExecReload", "/bin/kill -HUP $MAINPID")),
         (&service, ("Restart", "always")),
         (&service, ("RestartSec", "2s")),
+        // A configuration error (exit 64) is not restarted for ever.
+        (&service, ("RestartPreventExitStatus", "64")),
         (&service, ("TimeoutStopSec", "5s")),
         (&service, ("User", "v4l2rtmp")),
         (&service, ("Group", "v4l2rtmp")),
@@ -266,4 +268,44 @@ fn example_configuration_uses_only_existing_options() {
             "example.toml sets {key:?}, which is not an option of v4l2rtmp (--help lists {options:?})"
         );
     }
+}
+
+#[test]
+fn unit_restarts_on_every_exit_but_a_configuration_error() {
+    let unit = unit();
+    let service = settings(&unit, "[Service]");
+    let prevented: Vec<&str> = service
+        .iter()
+        .filter(|(key, _)| *key == "RestartPreventExitStatus")
+        .flat_map(|(_, value)| value.split_whitespace())
+        .collect();
+    assert_eq!(
+        prevented,
+        ["64"],
+        "only exit code 64 (configuration) is one a restart cannot cure"
+    );
+    // A camera that is not plugged in at start is waited for, not an exit: the unit's comment and
+    // the code must agree (the restart would otherwise be what brings it back).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_v4l2rtmp"))
+        .args([
+            "--input",
+            "/dev/video-v4l2rtmp-test-absent",
+            "rtmp://127.0.0.1:9/live/k",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start v4l2rtmp");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let exited = child.try_wait().expect("wait");
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("wait");
+    let stderr = text(&output.stderr);
+    assert!(
+        exited.is_none(),
+        "v4l2rtmp exited ({exited:?}) for a missing camera:\n{stderr}"
+    );
+    assert!(stderr.contains("waiting for the camera"), "{stderr}");
 }
