@@ -278,13 +278,7 @@ impl Config {
 pub fn load(args: &[String]) -> Result<Command> {
     let mut tokens = Vec::new();
     if let Some(path) = config_path(args) {
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::io(
-                crate::error::Fault::Config,
-                format!("cannot read the configuration {path}"),
-                e,
-            )
-        })?;
+        let text = crate::config_file::read(&path)?;
         let settings =
             crate::config_file::parse(&text).map_err(|e| Error::config(format!("{path}: {e}")))?;
         for setting in settings {
