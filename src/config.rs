@@ -14,8 +14,11 @@ v4l2rtmp: push H.264 from a camera, a pipe or a file to an RTMP server
 USAGE:
     v4l2rtmp [OPTIONS] --input <PATH|-> <URL>
     v4l2rtmp --config <FILE> [OPTIONS]
-    v4l2rtmp devices          List every video device: driver, card, bus, capabilities,
-                              formats with sizes and frame rates, and controls
+    v4l2rtmp devices [DEVICE]...
+                              List the video devices (all, or those named): driver, card,
+                              bus, capabilities, formats with sizes and frame rates, and
+                              controls (v4l2rtmp devices --help)
+    v4l2rtmp version          Print the version
 
 URL:
     rtmp://host[:port]/app[/instance]/key[?query]
@@ -126,13 +129,62 @@ pub enum FrameRate {
     Fixed { numerator: u32, denominator: u32 },
 }
 
+/// `v4l2rtmp devices --help`.
+pub const DEVICES_HELP: &str = "\
+v4l2rtmp devices: list the V4L2 devices and what they offer
+
+USAGE:
+    v4l2rtmp devices [DEVICE]...
+
+    With no DEVICE, every /dev/video* device; else only those named, e.g. /dev/video0 or
+    /dev/v4l/by-id/usb-...-video-index0.
+
+For each: driver, card, bus, capabilities, the formats of each queue with their frame sizes and
+rates, the current format, and the controls (named as v4l2-ctl names them, with their ranges,
+menus and values). A camera that offers H264 is read as it is; one that offers only raw formats
+needs a V4L2 H.264 encoder (a memory-to-memory device, such as the Raspberry Pi's /dev/video11).
+";
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Publish(Box<Config>),
-    /// `v4l2rtmp devices`: list the V4L2 devices and what they offer.
-    Devices,
+    /// `v4l2rtmp devices [DEVICE]...`: list the V4L2 devices (all of them when none is named) and
+    /// what they offer.
+    Devices(Vec<std::path::PathBuf>),
+    /// `v4l2rtmp devices --help`.
+    DevicesHelp,
     Help,
     Version,
+}
+
+/// `devices`, `version` and `help` as the first argument: commands of their own, which take no
+/// URL and read no configuration file.
+fn subcommand(args: &[String]) -> Option<Result<Command>> {
+    let (first, rest) = args.split_first()?;
+    let command = match first.as_str() {
+        "devices" => {
+            if rest.iter().any(|a| a == "-h" || a == "--help") {
+                return Some(Ok(Command::DevicesHelp));
+            }
+            if let Some(option) = rest.iter().find(|a| a.starts_with('-')) {
+                return Some(Err(Error::config(format!(
+                    "devices: unknown option {option}: `v4l2rtmp devices [DEVICE]...` takes only \
+                     device paths (see v4l2rtmp devices --help)"
+                ))));
+            }
+            Command::Devices(rest.iter().map(Into::into).collect())
+        }
+        "version" => Command::Version,
+        "help" => Command::Help,
+        _ => return None,
+    };
+    if command != Command::Help && command != Command::Version || rest.is_empty() {
+        Some(Ok(command))
+    } else {
+        Some(Err(Error::config(format!(
+            "{first} takes no arguments (see --help)"
+        ))))
+    }
 }
 
 /// A validated publish configuration.
@@ -276,6 +328,9 @@ impl Config {
 /// Reads the configuration file named by `--config` (the one side effect of configuration),
 /// then parses its settings followed by the command line, which wins.
 pub fn load(args: &[String]) -> Result<Command> {
+    if let Some(command) = subcommand(args) {
+        return command;
+    }
     let mut tokens = Vec::new();
     if let Some(path) = config_path(args) {
         let text = crate::config_file::read(&path)?;
@@ -331,13 +386,14 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    parse_tokens(args.into_iter().map(|a| (a.into(), None)).collect())
+    let args: Vec<String> = args.into_iter().map(Into::into).collect();
+    if let Some(command) = subcommand(&args) {
+        return command;
+    }
+    parse_tokens(args.into_iter().map(|a| (a, None)).collect())
 }
 
 fn parse_tokens(tokens: Vec<(String, Option<Origin>)>) -> Result<Command> {
-    if tokens.len() == 1 && tokens[0].1.is_none() && tokens[0].0 == "devices" {
-        return Ok(Command::Devices);
-    }
     let mut origins = Vec::new();
     let mut args = tokens.into_iter().map(|(token, origin)| {
         origins.push(origin);
@@ -918,7 +974,28 @@ mod tests {
 
     #[test]
     fn help_and_version() {
-        assert_eq!(parse_args(["devices"]).unwrap(), Command::Devices);
+        assert_eq!(parse_args(["devices"]).unwrap(), Command::Devices(vec![]));
+        assert_eq!(
+            parse_args(["devices", "/dev/video0", "/dev/video2"]).unwrap(),
+            Command::Devices(vec!["/dev/video0".into(), "/dev/video2".into()])
+        );
+        assert_eq!(
+            parse_args(["devices", "--help"]).unwrap(),
+            Command::DevicesHelp
+        );
+        assert_eq!(parse_args(["devices", "-h"]).unwrap(), Command::DevicesHelp);
+        assert_eq!(parse_args(["version"]).unwrap(), Command::Version);
+        assert_eq!(parse_args(["help"]).unwrap(), Command::Help);
+        for (args, needle) in [
+            (
+                &["devices", "--fps", "30"][..],
+                "devices: unknown option --fps",
+            ),
+            (&["version", "x"][..], "version takes no arguments"),
+        ] {
+            let err = parse_args(args.iter().copied()).unwrap_err();
+            assert!(err.message().contains(needle), "{args:?}: {err}");
+        }
         assert_eq!(parse_args(["--help"]).unwrap(), Command::Help);
         assert_eq!(parse_args(["-V"]).unwrap(), Command::Version);
         for option in [

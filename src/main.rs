@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::process::ExitCode;
 
-use v4l2rtmp::config::{load, Command, Config, HELP};
+use v4l2rtmp::config::{load, Command, Config, DEVICES_HELP, HELP};
 use v4l2rtmp::error::{Error, Result};
 use v4l2rtmp::notify::Notifier;
 use v4l2rtmp::supervisor::{self, Ending};
@@ -37,10 +37,15 @@ fn try_main() -> Result<()> {
             println!("v4l2rtmp {}", env!("CARGO_PKG_VERSION"));
             return Ok(());
         }
-        Command::Devices => {
+        Command::DevicesHelp => {
+            print!("{DEVICES_HELP}");
+            return Ok(());
+        }
+        Command::Devices(paths) if paths.is_empty() => {
             let stdout = std::io::stdout();
             return v4l2rtmp::v4l2::list::report(&mut stdout.lock());
         }
+        Command::Devices(paths) => return report_devices(&paths),
         Command::Publish(config) => *config,
     };
     init_logging(&config);
@@ -62,6 +67,44 @@ fn try_main() -> Result<()> {
         Ending::Signal => log::info!("stopped"),
     }
     Ok(())
+}
+
+/// `v4l2rtmp devices DEVICE...`: the report for each device named; the first that cannot be
+/// opened as a V4L2 device is the error (after the others are listed).
+fn report_devices(paths: &[std::path::PathBuf]) -> Result<()> {
+    use v4l2rtmp::v4l2::device::Device;
+    let mut first_error = None;
+    let mut out = std::io::stdout().lock();
+    for (i, path) in paths.iter().enumerate() {
+        let device = match Device::open(path) {
+            Ok(device) => device,
+            Err(e) => {
+                first_error.get_or_insert(e);
+                continue;
+            }
+        };
+        let mut text = String::new();
+        if i > 0 {
+            text.push('\n');
+        }
+        text.push_str(&format!("{}\n", path.display()));
+        if let Ok(node) = std::fs::canonicalize(path) {
+            if &node != path {
+                text.push_str(&format!("  is {}\n", node.display()));
+            }
+        }
+        text.push_str(&v4l2rtmp::v4l2::list::device_report(&device));
+        out.write_all(text.as_bytes())
+            .and_then(|()| out.flush())
+            .map_err(|e| {
+                Error::io(
+                    v4l2rtmp::error::Fault::Input,
+                    "cannot write the device report",
+                    e,
+                )
+            })?;
+    }
+    first_error.map_or(Ok(()), Err)
 }
 
 /// Logs to stderr; under systemd (JOURNAL_STREAM set) without timestamps, which journald adds.

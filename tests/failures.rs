@@ -398,3 +398,43 @@ fn every_error_reaches_journald_at_error_priority() {
         }
     }
 }
+
+#[test]
+fn subcommands_do_not_ask_for_a_url() {
+    let output = run_v4l2rtmp(&["devices", "--help"], None, LIMIT);
+    assert_success(&output);
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("v4l2rtmp devices [DEVICE]..."), "{help}");
+    assert!(
+        !help.contains("EXIT CODES"),
+        "the devices usage, not the whole help:\n{help}"
+    );
+
+    for version in [&["version"][..], &["--version"], &["-V"]] {
+        let output = run_v4l2rtmp(version, None, LIMIT);
+        assert_success(&output);
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("v4l2rtmp {}\n", env!("CARGO_PKG_VERSION")),
+            "{version:?}"
+        );
+    }
+
+    // One device: only it, or why it is not one.
+    let output = run_v4l2rtmp(&["devices", "/dev/null"], None, LIMIT);
+    assert_clean_failure(&output, 64, "/dev/null is not a V4L2 device");
+    let output = run_v4l2rtmp(&["devices", "/dev/video-v4l2rtmp-absent"], None, LIMIT);
+    assert_clean_failure(&output, 64, "/dev/video-v4l2rtmp-absent does not exist");
+    let output = run_v4l2rtmp(&["devices", "--size", "1280x720"], None, LIMIT);
+    assert_clean_failure(&output, 64, "devices: unknown option --size");
+    for output in [
+        run_v4l2rtmp(&["devices", "/dev/null"], None, LIMIT),
+        run_v4l2rtmp(&["version"], None, LIMIT),
+    ] {
+        assert!(
+            !stderr_of(&output).contains("URL"),
+            "{}",
+            stderr_of(&output)
+        );
+    }
+}
