@@ -93,8 +93,14 @@ impl RtmpUrl {
             }
             None => (None, authority),
         };
-        let (host, port) =
-            split_host_port(host_port).ok_or_else(|| bad("the host or port is malformed"))?;
+        let (host, port) = split_host_port(host_port).map_err(|why| {
+            if credentials.is_none() && path.split('?').next().unwrap_or("").contains('@') {
+                // rtmp://user:pa/ss@host/...: what looks like the port is part of the password.
+                bad("the user name or password before '@' holds a '/', which a URL cannot carry there")
+            } else {
+                bad(&why)
+            }
+        })?;
         if host.is_empty() {
             return Err(bad("the host is empty"));
         }
@@ -256,29 +262,44 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
         .then(|| &text[prefix.len()..])
 }
 
-/// Splits `host[:port]` or `[v6]:port`. Returns None when malformed.
-fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
+/// Splits `host[:port]` or `[v6]:port`; says what is wrong when it is malformed.
+fn split_host_port(text: &str) -> Result<(&str, Option<u16>), String> {
     if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("the IPv6 address has no closing ]")?;
         if !host.contains(':') {
-            return None;
+            return Err(format!("[{host}] is not an IPv6 address"));
         }
         return match after {
-            "" => Some((host, None)),
-            _ => Some((host, Some(parse_port(after.strip_prefix(':')?)?))),
+            "" => Ok((host, None)),
+            _ => match after.strip_prefix(':') {
+                Some(port) => Ok((host, Some(parse_port(port)?))),
+                None => Err(format!("expected :PORT after ], not {after}")),
+            },
         };
     }
     match text.split_once(':') {
-        Some((host, port)) => Some((host, Some(parse_port(port)?))),
-        None => Some((text, None)),
+        Some((host, port)) if port.contains(':') => Err(format!(
+            "an IPv6 address goes in brackets: rtmp://[{host}:{port}]:1935/..."
+        )),
+        Some((host, port)) => Ok((host, Some(parse_port(port)?))),
+        None => Ok((text, None)),
     }
 }
 
-fn parse_port(text: &str) -> Option<u16> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+fn parse_port(text: &str) -> Result<u16, String> {
+    if text.is_empty() {
+        return Err("the port after ':' is empty".into());
     }
-    text.parse().ok().filter(|&p| p != 0)
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port {text} is not a number"));
+    }
+    text.parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("port {text} is out of range 1..65535"))
 }
 
 /// Query string with every value replaced: `token=<redacted>&x=<redacted>`.
@@ -499,6 +520,47 @@ mod tests {
             assert_eq!(text, format!("configuration error: {wanted}"), "{url}");
             assert!(!text.contains("secret"), "{text}");
         }
+    }
+
+    #[test]
+    fn port_and_host_errors_name_the_problem() {
+        for (url, why) in [
+            (
+                "rtmp://h:99999/live/k",
+                "port 99999 is out of range 1..65535",
+            ),
+            ("rtmp://h:0/live/k", "port 0 is out of range 1..65535"),
+            ("rtmp://h:-1/live/k", "port -1 is out of range 1..65535"),
+            (
+                "rtmp://h:65536/live/k",
+                "port 65536 is out of range 1..65535",
+            ),
+            (
+                "rtmp://h:99999999999999999999/live/k",
+                "port 99999999999999999999 is out of range 1..65535",
+            ),
+            ("rtmp://h:12a/live/k", "port 12a is not a number"),
+            ("rtmp://h:/live/k", "the port after ':' is empty"),
+            ("rtmp://[::1]:0/live/k", "port 0 is out of range 1..65535"),
+            ("rtmp://[::1/live/k", "the IPv6 address has no closing ]"),
+            ("rtmp://[::1]x/live/k", "expected :PORT after ], not x"),
+            ("rtmp://[host]/live/k", "[host] is not an IPv6 address"),
+            (
+                "rtmp://::1/live/k",
+                "an IPv6 address goes in brackets: rtmp://[::1]:1935/...",
+            ),
+        ] {
+            let text = message(url);
+            assert!(text.ends_with(&format!(": {why}")), "{url}: {text}");
+        }
+        assert!(message("rtmp://u:pa/ss@h/a/k")
+            .ends_with("holds a '/', which a URL cannot carry there"));
+        assert_eq!(
+            RtmpUrl::parse("rtmp://h/a/cam@home").unwrap().key,
+            "cam@home"
+        );
+        assert_eq!(RtmpUrl::parse("rtmp://h:65535/a/k").unwrap().port, 65535);
+        assert_eq!(RtmpUrl::parse("rtmp://h:1/a/k").unwrap().port, 1);
     }
 
     #[test]
