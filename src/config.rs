@@ -407,7 +407,8 @@ fn parse_tokens(tokens: Vec<(String, Option<Origin>)>) -> Result<Command> {
             origin.file,
             origin.line,
             origin.key,
-            e.message()
+            // The file's keys have no dashes.
+            e.message().replace("did you mean --", "did you mean ")
         )),
         None => e,
     })
@@ -571,7 +572,15 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
                 let text = value("a level such as 4.1")?;
                 device.level = Some(lookup(&name, &text, H264_LEVELS)?);
             }
-            _ => return Err(Error::config(format!("unknown option {name} (see --help)"))),
+            _ => {
+                let hint = match did_you_mean(&name) {
+                    Some(option) => format!(": did you mean {option}?"),
+                    None => String::new(),
+                };
+                return Err(Error::config(format!(
+                    "unknown option {name}{hint} (see --help)"
+                )));
+            }
         }
     }
     let input = input.ok_or_else(|| {
@@ -601,6 +610,66 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
         redirect_credentials,
         device,
     })))
+}
+
+/// The long option closest to `typed`, an unknown one: within a third of its length in edits
+/// (a typo, `_` for `-`, a swapped pair), or else the only option it begins. The options are
+/// those `--help` lists.
+fn did_you_mean(typed: &str) -> Option<String> {
+    let wanted = typed.trim_start_matches('-').to_ascii_lowercase();
+    if wanted.is_empty() {
+        return None;
+    }
+    let mut options: Vec<&str> = HELP
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter_map(|word| word.strip_prefix("--"))
+        .filter(|option| !option.is_empty() && !option.starts_with('-'))
+        .collect();
+    options.sort_unstable();
+    options.dedup();
+    let limit = (wanted.len() / 3).max(1);
+    let closest = options
+        .iter()
+        .map(|option| (edit_distance(&wanted, option), *option))
+        .filter(|&(distance, _)| distance <= limit)
+        .min();
+    if let Some((_, option)) = closest {
+        return Some(format!("--{option}"));
+    }
+    let mut begun = options
+        .iter()
+        .filter(|option| wanted.len() >= 3 && option.starts_with(&wanted));
+    match (begun.next(), begun.next()) {
+        (Some(option), None) => Some(format!("--{option}")),
+        _ => None,
+    }
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // rows[i][j]: the distance between a[..i] and b[..j].
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let same = a[i - 1] == b[j - 1] || (a[i - 1] == '_' && b[j - 1] == '-');
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + usize::from(!same));
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 /// `1280x720`.
@@ -970,6 +1039,68 @@ mod tests {
                 "{err} should mention {needle}"
             );
         }
+    }
+
+    #[test]
+    fn unknown_options_get_a_suggestion() {
+        for (typed, suggested) in [
+            ("--chunksize", Some("--chunk-size")),
+            ("--chunk_size", Some("--chunk-size")),
+            ("--fsp", Some("--fps")),
+            ("--inptu", Some("--input")),
+            ("-input", Some("--input")),
+            ("--Input", Some("--input")),
+            ("--logleve", Some("--log-level")),
+            ("--stall", Some("--stall-timeout")),
+            ("--keyframe", Some("--keyframe-interval")),
+            ("--insecur", Some("--insecure")),
+            ("--bogus", None),
+            ("--time", Some("--timeout")),
+            ("--speed", None),
+            ("-x", None),
+        ] {
+            let err = parse_args(["-i", "-", "rtmp://h/a/k", typed]).unwrap_err();
+            let text = err.message();
+            assert!(
+                text.starts_with(&format!("unknown option {typed}")),
+                "{text}"
+            );
+            match suggested {
+                Some(option) => assert!(
+                    text.contains(&format!("did you mean {option}?")),
+                    "{typed}: {text}"
+                ),
+                None => assert!(!text.contains("did you mean"), "{typed}: {text}"),
+            }
+        }
+    }
+
+    /// `load` of a configuration file holding `text` (and nothing on the command line).
+    fn load_file(text: &str) -> Result<Command> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "v4l2rtmp-load-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cam.toml");
+        std::fs::write(&file, text).unwrap();
+        let result = load(&["--config".to_string(), file.display().to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_get_a_suggestion_without_dashes() {
+        let err = load_file("input = \"-\"\nchunksize = 4096\n").unwrap_err();
+        assert!(
+            err.message().ends_with(
+                "cam.toml line 2: chunksize: unknown option --chunksize: did you mean \
+                 chunk-size? (see --help)"
+            ),
+            "{err}"
+        );
     }
 
     #[test]
