@@ -12,7 +12,7 @@ pub const HELP: &str = "\
 v4l2rtmp: push H.264 from a camera, a pipe or a file to an RTMP server
 
 USAGE:
-    v4l2rtmp [OPTIONS] --input <PATH|-> <URL>
+    v4l2rtmp [OPTIONS] --input <PATH|-|exec:CMD|/dev/videoN> <URL>
     v4l2rtmp --config <FILE> [OPTIONS]
     v4l2rtmp devices [DEVICE]...
                               List the video devices (all, or those named): driver, card,
@@ -36,11 +36,9 @@ INPUT:
                               to run an encoder (e.g. rpicam-vid ... -o -) and read its
                               stdout; it is restarted when it exits
 
-CAMERA (a /dev/video input):
+CAMERA (a /dev/video input; --fps, below, is the frame rate asked of it):
         --size <WxH>          Picture size, e.g. 1280x720 (default: the camera's current size
                               when it offers it, else its largest)
-        --fps <RATE>          Also sets the camera's frame rate; timestamps come from the
-                              camera's buffers
         --rotate <DEGREES>    0, 90, 180 or 270, where the camera has a rotate control
         --hflip, --vflip      Mirror the picture, where the camera has flip controls
         --encoder <DEVICE>    The V4L2 H.264 encoder for a raw camera (default: the first
@@ -71,7 +69,8 @@ OPTIONS:
         --fps <RATE>          Constant frame rate for timestamps: 30, 29.97 or 30000/1001.
                               Default: the SPS timing (VUI) when present; otherwise the arrival
                               time of each frame for pipes and stdin, and 25 fps for files.
-                              For a camera: the rate asked of it (see CAMERA).
+                              For a camera: the rate asked of it; timestamps then come
+                              from the camera's buffers.
         --realtime            Send a file at its frame rate, like ffmpeg -re (pipes and
                               cameras are paced by their writer and need no pacing)
         --start-timestamp <MS>
@@ -1100,6 +1099,29 @@ mod tests {
                  chunk-size? (see --help)"
             ),
             "{err}"
+        );
+    }
+
+    #[test]
+    fn help_describes_each_option_once_and_shows_every_input_in_its_usage() {
+        let mut seen = Vec::new();
+        for line in HELP.lines().map(str::trim_start) {
+            if !line.starts_with('-') {
+                continue;
+            }
+            let entry = line.split("  ").next().unwrap_or(line);
+            for name in entry
+                .split([',', ' '])
+                .filter(|word| word.starts_with("--"))
+            {
+                assert!(!seen.contains(&name), "--help describes {name} twice");
+                seen.push(name);
+            }
+        }
+        assert!(seen.contains(&"--fps"), "{seen:?}");
+        assert!(
+            HELP.contains("v4l2rtmp [OPTIONS] --input <PATH|-|exec:CMD|/dev/videoN> <URL>"),
+            "the usage line shows cameras and exec:"
         );
     }
 
