@@ -331,27 +331,42 @@ pub fn load(args: &[String]) -> Result<Command> {
         return command;
     }
     let mut tokens = Vec::new();
-    if let Some(path) = config_path(args) {
+    let config_file = config_path(args);
+    if let Some(path) = config_file.clone() {
         let text = crate::config_file::read(&path)?;
         let settings =
             crate::config_file::parse(&text).map_err(|e| Error::config(format!("{path}: {e}")))?;
         for setting in settings {
+            use crate::config_file::Value;
+            let option = format!("--{}", setting.key);
+            let token = match (&setting.value, FLAGS.contains(&option.as_str())) {
+                (Value::Boolean(true), true) => option,
+                // A flag set to false is the default: leave it out.
+                (Value::Boolean(false), true) => continue,
+                (value, true) => {
+                    let shown = match value {
+                        Value::String(text) => format!("{text:?}"),
+                        other => other.to_arg(),
+                    };
+                    return Err(Error::config(format!(
+                        "{path} line {}: {} is true or false, not {shown}",
+                        setting.line, setting.key
+                    )));
+                }
+                // A value, even true or false, for an option that takes one (which says
+                // whether it fits).
+                (value, false) => format!("{option}={}", value.to_arg()),
+            };
             let origin = Some(Origin {
                 file: path.clone(),
                 line: setting.line,
-                key: setting.key.clone(),
+                key: setting.key,
             });
-            let token = match (&setting.value, setting.key.as_str()) {
-                (crate::config_file::Value::Boolean(true), _) => format!("--{}", setting.key),
-                // A flag set to false is the default: leave it out.
-                (crate::config_file::Value::Boolean(false), _) => continue,
-                (value, _) => format!("--{}={}", setting.key, value.to_arg()),
-            };
             tokens.push((token, origin));
         }
     }
     tokens.extend(args.iter().map(|a| (a.clone(), None)));
-    parse_tokens(tokens)
+    parse_tokens(tokens, config_file.as_deref())
 }
 
 /// The value of `--config`, if given.
@@ -371,6 +386,16 @@ fn config_path(args: &[String]) -> Option<String> {
     None
 }
 
+/// The options that take no value: on or off. In the file they are `true` or `false`.
+const FLAGS: &[&str] = &[
+    "--insecure",
+    "--redirect-credentials",
+    "--realtime",
+    "--re",
+    "--hflip",
+    "--vflip",
+];
+
 /// Where a setting came from, for error messages.
 #[derive(Clone, Debug)]
 struct Origin {
@@ -389,31 +414,70 @@ where
     if let Some(command) = subcommand(&args) {
         return command;
     }
-    parse_tokens(args.into_iter().map(|a| (a, None)).collect())
+    parse_tokens(args.into_iter().map(|a| (a, None)).collect(), None)
 }
 
-fn parse_tokens(tokens: Vec<(String, Option<Origin>)>) -> Result<Command> {
-    let mut origins = Vec::new();
-    let mut args = tokens.into_iter().map(|(token, origin)| {
-        origins.push(origin);
-        token
-    });
-    let result = parse_token_stream(&mut args);
-    drop(args);
-    result.map_err(|e| match origins.last().cloned().flatten() {
-        Some(origin) => Error::config(format!(
-            "{} line {}: {}: {}",
-            origin.file,
-            origin.line,
-            origin.key,
-            // The file's keys have no dashes.
-            e.message().replace("did you mean --", "did you mean ")
-        )),
-        None => e,
-    })
+/// The tokens being parsed, remembering where the last one came from.
+struct Tokens {
+    tokens: std::vec::IntoIter<(String, Option<Origin>)>,
+    /// Where the token last returned came from (None: the command line).
+    last: Option<Origin>,
+    /// Whether all were taken: an error then is about the whole, not the last token.
+    done: bool,
 }
 
-fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command> {
+impl Iterator for Tokens {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        match self.tokens.next() {
+            Some((token, origin)) => {
+                self.last = origin;
+                Some(token)
+            }
+            None => {
+                self.done = true;
+                None
+            }
+        }
+    }
+}
+
+/// Parses the settings of `config_file` (if any), as tokens, then the command line's.
+fn parse_tokens(
+    tokens: Vec<(String, Option<Origin>)>,
+    config_file: Option<&str>,
+) -> Result<Command> {
+    let mut args = Tokens {
+        tokens: tokens.into_iter(),
+        last: None,
+        done: false,
+    };
+    let result = parse_token_stream(&mut args, config_file);
+    match (&args.last, args.done) {
+        (Some(origin), false) => result.map_err(|e| {
+            // The message names the option as the command line spells it, which the file
+            // line's key already says.
+            let message = e.message();
+            let message = message
+                .strip_prefix(&format!("--{}: ", origin.key))
+                .unwrap_or(message)
+                // The file's keys have no dashes.
+                .replace("did you mean --", "did you mean ");
+            Error::config(format!(
+                "{} line {}: {}: {message}",
+                origin.file, origin.line, origin.key
+            ))
+        }),
+        _ => result,
+    }
+}
+
+/// `file_read`: the configuration file whose settings are among `args`, for messages.
+fn parse_token_stream(
+    args: &mut dyn Iterator<Item = String>,
+    file_read: Option<&str>,
+) -> Result<Command> {
     let mut input = None;
     let mut url = None;
     let mut frame_rate = FrameRate::Auto;
@@ -448,14 +512,6 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
             }
             _ => (arg.clone(), None),
         };
-        const FLAGS: &[&str] = &[
-            "--insecure",
-            "--redirect-credentials",
-            "--realtime",
-            "--re",
-            "--hflip",
-            "--vflip",
-        ];
         if FLAGS.contains(&name.as_str()) && inline_value.is_some() {
             return Err(Error::config(format!(
                 "{name} takes no value (leave it out to turn it off)"
@@ -582,10 +638,22 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
             }
         }
     }
-    let input = input.ok_or_else(|| {
-        Error::config("--input is required: a file, a FIFO or - for stdin (see --help)")
+    let input = input.ok_or_else(|| match file_read {
+        Some(file) => Error::config(format!(
+            "{file} has no input, and the command line gives none: add input = \"/dev/video0\" \
+             (or a file, a FIFO or \"exec:...\") to it"
+        )),
+        None => Error::config(
+            "--input is required: a camera, a file, a FIFO, exec:CMD or - for stdin (see --help)",
+        ),
     })?;
-    let url = url.ok_or_else(|| Error::config("the destination URL is missing (see --help)"))?;
+    let url = url.ok_or_else(|| match file_read {
+        Some(file) => Error::config(format!(
+            "{file} has no url, and the command line gives none: add url = \
+             \"rtmp://host/app/key\" to it"
+        )),
+        None => Error::config("the destination URL is missing (see --help)"),
+    })?;
     Ok(Command::Publish(Box::new(Config {
         input,
         url,
@@ -1100,6 +1168,58 @@ mod tests {
             ),
             "{err}"
         );
+    }
+
+    #[test]
+    fn configuration_file_errors_say_it_once_and_name_the_file() {
+        for (text, wanted) in [
+            (
+                "input = \"-\"\nurl = \"rtmp://h/a/k\"\nrealtime = \"yes\"\n",
+                "cam.toml line 3: realtime is true or false, not \"yes\"",
+            ),
+            (
+                "input = \"-\"\nurl = \"rtmp://h/a/k\"\nhflip = 1\n",
+                "cam.toml line 3: hflip is true or false, not 1",
+            ),
+            (
+                "input = \"-\"\nurl = \"rtmp://h/a/k\"\n\nchunk-size = 100\n",
+                "cam.toml line 4: chunk-size: 100 is outside 128..=16777215",
+            ),
+            (
+                "input = \"-\"\nurl = \"rtmp://h/a/k\"\nfps = 0\n",
+                "cam.toml line 3: fps: \"0\" is not a frame rate like 30, 29.97 or 30000/1001",
+            ),
+            (
+                "input = \"-\"\nurl = \"rtmp://h/a/k\"\nchunk-size = true\n",
+                "cam.toml line 3: chunk-size: \"true\" is not a whole number",
+            ),
+            (
+                "input = \"/dev/video0\"\nfps = 30\n",
+                "cam.toml has no url, and the command line gives none: add url = \
+                 \"rtmp://host/app/key\" to it",
+            ),
+            (
+                "url = \"rtmp://h/a/k\"\n",
+                "cam.toml has no input, and the command line gives none: add input = \
+                 \"/dev/video0\" (or a file, a FIFO or \"exec:...\") to it",
+            ),
+            ("", "cam.toml has no input, and the command line gives none"),
+        ] {
+            let err = load_file(text).unwrap_err();
+            let message = err.message();
+            assert!(
+                message.contains(wanted),
+                "{text:?}: {message}\nshould contain:\n{wanted}"
+            );
+            assert!(message.contains("/cam.toml"), "{message}");
+        }
+        // A byte-order mark, as some Windows editors write, is not an error.
+        let Command::Publish(config) =
+            load_file("\u{feff}input = \"-\"\nurl = \"rtmp://h/a/k\"\n").unwrap()
+        else {
+            panic!("not a publish command")
+        };
+        assert_eq!(config.input, "-");
     }
 
     #[test]

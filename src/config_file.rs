@@ -62,6 +62,8 @@ impl std::error::Error for SyntaxError {}
 
 /// Parses the whole file.
 pub fn parse(text: &str) -> Result<Vec<Setting>, SyntaxError> {
+    // A UTF-8 byte-order mark, which some editors (Windows Notepad) put first.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut settings: Vec<Setting> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
@@ -438,6 +440,15 @@ realtime = false
             ]
         );
         assert_eq!(settings[3].value.to_arg(), "29.97");
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let settings = parse("\u{feff}input = \"-\"\n# c\nfps = 30\n").unwrap();
+        assert_eq!(settings[0].key, "input");
+        assert_eq!(settings[1].line, 3);
+        // Only at the start of the file.
+        assert!(parse("input = \"-\"\n\u{feff}fps = 30\n").is_err());
     }
 
     #[test]

@@ -25,6 +25,11 @@ fn errors_in_the_file_name_the_file_line_and_field() {
     let stderr = stderr_of(&output);
     assert_eq!(exit_code(output.status), 64, "{stderr}");
     assert!(stderr.contains("cam.toml line 4: chunk-size:"), "{stderr}");
+    // The key once, as the README shows it.
+    assert!(
+        stderr.contains("cam.toml line 4: chunk-size: 100 is outside 128..=16777215"),
+        "{stderr}"
+    );
 
     std::fs::write(&path, "input = \"-\"\nbogus = 1\n").unwrap();
     let output = run_v4l2rtmp(
