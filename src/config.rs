@@ -12,10 +12,13 @@ pub const HELP: &str = "\
 v4l2rtmp: push H.264 from a camera, a pipe or a file to an RTMP server
 
 USAGE:
-    v4l2rtmp [OPTIONS] --input <PATH|-> <URL>
+    v4l2rtmp [OPTIONS] --input <PATH|-|exec:CMD|/dev/videoN> <URL>
     v4l2rtmp --config <FILE> [OPTIONS]
-    v4l2rtmp devices          List every video device: driver, card, bus, capabilities,
-                              formats with sizes and frame rates, and controls
+    v4l2rtmp devices [DEVICE]...
+                              List the video devices (all, or those named): driver, card,
+                              bus, capabilities, formats with sizes and frame rates, and
+                              controls (v4l2rtmp devices --help)
+    v4l2rtmp version          Print the version
 
 URL:
     rtmp://host[:port]/app[/instance]/key[?query]
@@ -33,11 +36,9 @@ INPUT:
                               to run an encoder (e.g. rpicam-vid ... -o -) and read its
                               stdout; it is restarted when it exits
 
-CAMERA (a /dev/video input):
+CAMERA (a /dev/video input; --fps, below, is the frame rate asked of it):
         --size <WxH>          Picture size, e.g. 1280x720 (default: the camera's current size
                               when it offers it, else its largest)
-        --fps <RATE>          Also sets the camera's frame rate; timestamps come from the
-                              camera's buffers
         --rotate <DEGREES>    0, 90, 180 or 270, where the camera has a rotate control
         --hflip, --vflip      Mirror the picture, where the camera has flip controls
         --encoder <DEVICE>    The V4L2 H.264 encoder for a raw camera (default: the first
@@ -74,7 +75,8 @@ OPTIONS:
         --fps <RATE>          Constant frame rate for timestamps: 30, 29.97 or 30000/1001.
                               Default: the SPS timing (VUI) when present; otherwise the arrival
                               time of each frame for pipes and stdin, and 25 fps for files.
-                              For a camera: the rate asked of it (see CAMERA).
+                              For a camera: the rate asked of it; timestamps then come
+                              from the camera's buffers.
         --realtime            Send a file at its frame rate, like ffmpeg -re (pipes and
                               cameras are paced by their writer and need no pacing)
         --start-timestamp <MS>
@@ -133,13 +135,62 @@ pub enum FrameRate {
     Fixed { numerator: u32, denominator: u32 },
 }
 
+/// `v4l2rtmp devices --help`.
+pub const DEVICES_HELP: &str = "\
+v4l2rtmp devices: list the V4L2 devices and what they offer
+
+USAGE:
+    v4l2rtmp devices [DEVICE]...
+
+    With no DEVICE, every /dev/video* device; else only those named, e.g. /dev/video0 or
+    /dev/v4l/by-id/usb-...-video-index0.
+
+For each: driver, card, bus, capabilities, the formats of each queue with their frame sizes and
+rates, the current format, and the controls (named as v4l2-ctl names them, with their ranges,
+menus and values). A camera that offers H264 is read as it is; one that offers only raw formats
+needs a V4L2 H.264 encoder (a memory-to-memory device, such as the Raspberry Pi's /dev/video11).
+";
+
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     Publish(Box<Config>),
-    /// `v4l2rtmp devices`: list the V4L2 devices and what they offer.
-    Devices,
+    /// `v4l2rtmp devices [DEVICE]...`: list the V4L2 devices (all of them when none is named) and
+    /// what they offer.
+    Devices(Vec<std::path::PathBuf>),
+    /// `v4l2rtmp devices --help`.
+    DevicesHelp,
     Help,
     Version,
+}
+
+/// `devices`, `version` and `help` as the first argument: commands of their own, which take no
+/// URL and read no configuration file.
+fn subcommand(args: &[String]) -> Option<Result<Command>> {
+    let (first, rest) = args.split_first()?;
+    let command = match first.as_str() {
+        "devices" => {
+            if rest.iter().any(|a| a == "-h" || a == "--help") {
+                return Some(Ok(Command::DevicesHelp));
+            }
+            if let Some(option) = rest.iter().find(|a| a.starts_with('-')) {
+                return Some(Err(Error::config(format!(
+                    "devices: unknown option {option}: `v4l2rtmp devices [DEVICE]...` takes only \
+                     device paths (see v4l2rtmp devices --help)"
+                ))));
+            }
+            Command::Devices(rest.iter().map(Into::into).collect())
+        }
+        "version" => Command::Version,
+        "help" => Command::Help,
+        _ => return None,
+    };
+    if command != Command::Help && command != Command::Version || rest.is_empty() {
+        Some(Ok(command))
+    } else {
+        Some(Err(Error::config(format!(
+            "{first} takes no arguments (see --help)"
+        ))))
+    }
 }
 
 /// A validated publish configuration.
@@ -286,34 +337,46 @@ impl Config {
 /// Reads the configuration file named by `--config` (the one side effect of configuration),
 /// then parses its settings followed by the command line, which wins.
 pub fn load(args: &[String]) -> Result<Command> {
+    if let Some(command) = subcommand(args) {
+        return command;
+    }
     let mut tokens = Vec::new();
-    if let Some(path) = config_path(args) {
-        let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::io(
-                crate::error::Fault::Config,
-                format!("cannot read the configuration {path}"),
-                e,
-            )
-        })?;
+    let config_file = config_path(args);
+    if let Some(path) = config_file.clone() {
+        let text = crate::config_file::read(&path)?;
         let settings =
             crate::config_file::parse(&text).map_err(|e| Error::config(format!("{path}: {e}")))?;
         for setting in settings {
+            use crate::config_file::Value;
+            let option = format!("--{}", setting.key);
+            let token = match (&setting.value, FLAGS.contains(&option.as_str())) {
+                (Value::Boolean(true), true) => option,
+                // A flag set to false is the default: leave it out.
+                (Value::Boolean(false), true) => continue,
+                (value, true) => {
+                    let shown = match value {
+                        Value::String(text) => format!("{text:?}"),
+                        other => other.to_arg(),
+                    };
+                    return Err(Error::config(format!(
+                        "{path} line {}: {} is true or false, not {shown}",
+                        setting.line, setting.key
+                    )));
+                }
+                // A value, even true or false, for an option that takes one (which says
+                // whether it fits).
+                (value, false) => format!("{option}={}", value.to_arg()),
+            };
             let origin = Some(Origin {
                 file: path.clone(),
                 line: setting.line,
-                key: setting.key.clone(),
+                key: setting.key,
             });
-            let token = match (&setting.value, setting.key.as_str()) {
-                (crate::config_file::Value::Boolean(true), _) => format!("--{}", setting.key),
-                // A flag set to false is the default: leave it out.
-                (crate::config_file::Value::Boolean(false), _) => continue,
-                (value, _) => format!("--{}={}", setting.key, value.to_arg()),
-            };
             tokens.push((token, origin));
         }
     }
     tokens.extend(args.iter().map(|a| (a.clone(), None)));
-    parse_tokens(tokens)
+    parse_tokens(tokens, config_file.as_deref())
 }
 
 /// The value of `--config`, if given.
@@ -333,6 +396,16 @@ fn config_path(args: &[String]) -> Option<String> {
     None
 }
 
+/// The options that take no value: on or off. In the file they are `true` or `false`.
+const FLAGS: &[&str] = &[
+    "--insecure",
+    "--redirect-credentials",
+    "--realtime",
+    "--re",
+    "--hflip",
+    "--vflip",
+];
+
 /// Where a setting came from, for error messages.
 #[derive(Clone, Debug)]
 struct Origin {
@@ -347,33 +420,74 @@ where
     I: IntoIterator<Item = S>,
     S: Into<String>,
 {
-    parse_tokens(args.into_iter().map(|a| (a.into(), None)).collect())
-}
-
-fn parse_tokens(tokens: Vec<(String, Option<Origin>)>) -> Result<Command> {
-    if tokens.len() == 1 && tokens[0].1.is_none() && tokens[0].0 == "devices" {
-        return Ok(Command::Devices);
+    let args: Vec<String> = args.into_iter().map(Into::into).collect();
+    if let Some(command) = subcommand(&args) {
+        return command;
     }
-    let mut origins = Vec::new();
-    let mut args = tokens.into_iter().map(|(token, origin)| {
-        origins.push(origin);
-        token
-    });
-    let result = parse_token_stream(&mut args);
-    drop(args);
-    result.map_err(|e| match origins.last().cloned().flatten() {
-        Some(origin) => Error::config(format!(
-            "{} line {}: {}: {}",
-            origin.file,
-            origin.line,
-            origin.key,
-            e.message()
-        )),
-        None => e,
-    })
+    parse_tokens(args.into_iter().map(|a| (a, None)).collect(), None)
 }
 
-fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command> {
+/// The tokens being parsed, remembering where the last one came from.
+struct Tokens {
+    tokens: std::vec::IntoIter<(String, Option<Origin>)>,
+    /// Where the token last returned came from (None: the command line).
+    last: Option<Origin>,
+    /// Whether all were taken: an error then is about the whole, not the last token.
+    done: bool,
+}
+
+impl Iterator for Tokens {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        match self.tokens.next() {
+            Some((token, origin)) => {
+                self.last = origin;
+                Some(token)
+            }
+            None => {
+                self.done = true;
+                None
+            }
+        }
+    }
+}
+
+/// Parses the settings of `config_file` (if any), as tokens, then the command line's.
+fn parse_tokens(
+    tokens: Vec<(String, Option<Origin>)>,
+    config_file: Option<&str>,
+) -> Result<Command> {
+    let mut args = Tokens {
+        tokens: tokens.into_iter(),
+        last: None,
+        done: false,
+    };
+    let result = parse_token_stream(&mut args, config_file);
+    match (&args.last, args.done) {
+        (Some(origin), false) => result.map_err(|e| {
+            // The message names the option as the command line spells it, which the file
+            // line's key already says.
+            let message = e.message();
+            let message = message
+                .strip_prefix(&format!("--{}: ", origin.key))
+                .unwrap_or(message)
+                // The file's keys have no dashes.
+                .replace("did you mean --", "did you mean ");
+            Error::config(format!(
+                "{} line {}: {}: {message}",
+                origin.file, origin.line, origin.key
+            ))
+        }),
+        _ => result,
+    }
+}
+
+/// `file_read`: the configuration file whose settings are among `args`, for messages.
+fn parse_token_stream(
+    args: &mut dyn Iterator<Item = String>,
+    file_read: Option<&str>,
+) -> Result<Command> {
     let mut input = None;
     let mut url = None;
     let mut frame_rate = FrameRate::Auto;
@@ -409,14 +523,6 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
             }
             _ => (arg.clone(), None),
         };
-        const FLAGS: &[&str] = &[
-            "--insecure",
-            "--redirect-credentials",
-            "--realtime",
-            "--re",
-            "--hflip",
-            "--vflip",
-        ];
         if FLAGS.contains(&name.as_str()) && inline_value.is_some() {
             return Err(Error::config(format!(
                 "{name} takes no value (leave it out to turn it off)"
@@ -537,13 +643,33 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
                 let text = value("a level such as 4.1")?;
                 device.level = Some(lookup(&name, &text, H264_LEVELS)?);
             }
-            _ => return Err(Error::config(format!("unknown option {name} (see --help)"))),
+            _ => {
+                let hint = match did_you_mean(&name) {
+                    Some(option) => format!(": did you mean {option}?"),
+                    None => String::new(),
+                };
+                return Err(Error::config(format!(
+                    "unknown option {name}{hint} (see --help)"
+                )));
+            }
         }
     }
-    let input = input.ok_or_else(|| {
-        Error::config("--input is required: a file, a FIFO or - for stdin (see --help)")
+    let input = input.ok_or_else(|| match file_read {
+        Some(file) => Error::config(format!(
+            "{file} has no input, and the command line gives none: add input = \"/dev/video0\" \
+             (or a file, a FIFO or \"exec:...\") to it"
+        )),
+        None => Error::config(
+            "--input is required: a camera, a file, a FIFO, exec:CMD or - for stdin (see --help)",
+        ),
     })?;
-    let url = url.ok_or_else(|| Error::config("the destination URL is missing (see --help)"))?;
+    let url = url.ok_or_else(|| match file_read {
+        Some(file) => Error::config(format!(
+            "{file} has no url, and the command line gives none: add url = \
+             \"rtmp://host/app/key\" to it"
+        )),
+        None => Error::config("the destination URL is missing (see --help)"),
+    })?;
     Ok(Command::Publish(Box::new(Config {
         input,
         url,
@@ -568,6 +694,66 @@ fn parse_token_stream(args: &mut dyn Iterator<Item = String>) -> Result<Command>
         redirect_credentials,
         device,
     })))
+}
+
+/// The long option closest to `typed`, an unknown one: within a third of its length in edits
+/// (a typo, `_` for `-`, a swapped pair), or else the only option it begins. The options are
+/// those `--help` lists.
+fn did_you_mean(typed: &str) -> Option<String> {
+    let wanted = typed.trim_start_matches('-').to_ascii_lowercase();
+    if wanted.is_empty() {
+        return None;
+    }
+    let mut options: Vec<&str> = HELP
+        .split(|c: char| !(c.is_ascii_alphanumeric() || c == '-'))
+        .filter_map(|word| word.strip_prefix("--"))
+        .filter(|option| !option.is_empty() && !option.starts_with('-'))
+        .collect();
+    options.sort_unstable();
+    options.dedup();
+    let limit = (wanted.len() / 3).max(1);
+    let closest = options
+        .iter()
+        .map(|option| (edit_distance(&wanted, option), *option))
+        .filter(|&(distance, _)| distance <= limit)
+        .min();
+    if let Some((_, option)) = closest {
+        return Some(format!("--{option}"));
+    }
+    let mut begun = options
+        .iter()
+        .filter(|option| wanted.len() >= 3 && option.starts_with(&wanted));
+    match (begun.next(), begun.next()) {
+        (Some(option), None) => Some(format!("--{option}")),
+        _ => None,
+    }
+}
+
+/// Edits (insert, delete, substitute, swap two neighbours) from `a` to `b`.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let a: Vec<char> = a.chars().collect();
+    let b: Vec<char> = b.chars().collect();
+    // rows[i][j]: the distance between a[..i] and b[..j].
+    let mut rows = vec![vec![0usize; b.len() + 1]; a.len() + 1];
+    for (i, row) in rows.iter_mut().enumerate() {
+        row[0] = i;
+    }
+    for (j, cell) in rows[0].iter_mut().enumerate() {
+        *cell = j;
+    }
+    for i in 1..=a.len() {
+        for j in 1..=b.len() {
+            let same = a[i - 1] == b[j - 1] || (a[i - 1] == '_' && b[j - 1] == '-');
+            let mut best = (rows[i - 1][j] + 1)
+                .min(rows[i][j - 1] + 1)
+                .min(rows[i - 1][j - 1] + usize::from(!same));
+            if i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1] {
+                best = best.min(rows[i - 2][j - 2] + 1);
+            }
+            rows[i][j] = best;
+        }
+    }
+    rows[a.len()][b.len()]
 }
 
 /// `1280x720`.
@@ -970,8 +1156,166 @@ mod tests {
     }
 
     #[test]
+    fn unknown_options_get_a_suggestion() {
+        for (typed, suggested) in [
+            ("--chunksize", Some("--chunk-size")),
+            ("--chunk_size", Some("--chunk-size")),
+            ("--fsp", Some("--fps")),
+            ("--inptu", Some("--input")),
+            ("-input", Some("--input")),
+            ("--Input", Some("--input")),
+            ("--logleve", Some("--log-level")),
+            ("--stall", Some("--stall-timeout")),
+            ("--keyframe", Some("--keyframe-interval")),
+            ("--insecur", Some("--insecure")),
+            ("--bogus", None),
+            ("--time", Some("--timeout")),
+            ("--speed", None),
+            ("-x", None),
+        ] {
+            let err = parse_args(["-i", "-", "rtmp://h/a/k", typed]).unwrap_err();
+            let text = err.message();
+            assert!(
+                text.starts_with(&format!("unknown option {typed}")),
+                "{text}"
+            );
+            match suggested {
+                Some(option) => assert!(
+                    text.contains(&format!("did you mean {option}?")),
+                    "{typed}: {text}"
+                ),
+                None => assert!(!text.contains("did you mean"), "{typed}: {text}"),
+            }
+        }
+    }
+
+    /// `load` of a configuration file holding `text` (and nothing on the command line).
+    fn load_file(text: &str) -> Result<Command> {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "v4l2rtmp-load-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("cam.toml");
+        std::fs::write(&file, text).unwrap();
+        let result = load(&["--config".to_string(), file.display().to_string()]);
+        std::fs::remove_dir_all(&dir).unwrap();
+        result
+    }
+
+    #[test]
+    fn unknown_keys_in_the_file_get_a_suggestion_without_dashes() {
+        let err = load_file("input = \"-\"\nchunksize = 4096\n").unwrap_err();
+        assert!(
+            err.message().ends_with(
+                "cam.toml line 2: chunksize: unknown option --chunksize: did you mean \
+                 chunk-size? (see --help)"
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn configuration_file_errors_say_it_once_and_name_the_file() {
+        for (text, wanted) in [
+            (
+                "input = \"-\"\nurl = \"rtmp://h/a/k\"\nrealtime = \"yes\"\n",
+                "cam.toml line 3: realtime is true or false, not \"yes\"",
+            ),
+            (
+                "input = \"-\"\nurl = \"rtmp://h/a/k\"\nhflip = 1\n",
+                "cam.toml line 3: hflip is true or false, not 1",
+            ),
+            (
+                "input = \"-\"\nurl = \"rtmp://h/a/k\"\n\nchunk-size = 100\n",
+                "cam.toml line 4: chunk-size: 100 is outside 128..=16777215",
+            ),
+            (
+                "input = \"-\"\nurl = \"rtmp://h/a/k\"\nfps = 0\n",
+                "cam.toml line 3: fps: \"0\" is not a frame rate like 30, 29.97 or 30000/1001",
+            ),
+            (
+                "input = \"-\"\nurl = \"rtmp://h/a/k\"\nchunk-size = true\n",
+                "cam.toml line 3: chunk-size: \"true\" is not a whole number",
+            ),
+            (
+                "input = \"/dev/video0\"\nfps = 30\n",
+                "cam.toml has no url, and the command line gives none: add url = \
+                 \"rtmp://host/app/key\" to it",
+            ),
+            (
+                "url = \"rtmp://h/a/k\"\n",
+                "cam.toml has no input, and the command line gives none: add input = \
+                 \"/dev/video0\" (or a file, a FIFO or \"exec:...\") to it",
+            ),
+            ("", "cam.toml has no input, and the command line gives none"),
+        ] {
+            let err = load_file(text).unwrap_err();
+            let message = err.message();
+            assert!(
+                message.contains(wanted),
+                "{text:?}: {message}\nshould contain:\n{wanted}"
+            );
+            assert!(message.contains("/cam.toml"), "{message}");
+        }
+        // A byte-order mark, as some Windows editors write, is not an error.
+        let Command::Publish(config) =
+            load_file("\u{feff}input = \"-\"\nurl = \"rtmp://h/a/k\"\n").unwrap()
+        else {
+            panic!("not a publish command")
+        };
+        assert_eq!(config.input, "-");
+    }
+
+    #[test]
+    fn help_describes_each_option_once_and_shows_every_input_in_its_usage() {
+        let mut seen = Vec::new();
+        for line in HELP.lines().map(str::trim_start) {
+            if !line.starts_with('-') {
+                continue;
+            }
+            let entry = line.split("  ").next().unwrap_or(line);
+            for name in entry
+                .split([',', ' '])
+                .filter(|word| word.starts_with("--"))
+            {
+                assert!(!seen.contains(&name), "--help describes {name} twice");
+                seen.push(name);
+            }
+        }
+        assert!(seen.contains(&"--fps"), "{seen:?}");
+        assert!(
+            HELP.contains("v4l2rtmp [OPTIONS] --input <PATH|-|exec:CMD|/dev/videoN> <URL>"),
+            "the usage line shows cameras and exec:"
+        );
+    }
+
+    #[test]
     fn help_and_version() {
-        assert_eq!(parse_args(["devices"]).unwrap(), Command::Devices);
+        assert_eq!(parse_args(["devices"]).unwrap(), Command::Devices(vec![]));
+        assert_eq!(
+            parse_args(["devices", "/dev/video0", "/dev/video2"]).unwrap(),
+            Command::Devices(vec!["/dev/video0".into(), "/dev/video2".into()])
+        );
+        assert_eq!(
+            parse_args(["devices", "--help"]).unwrap(),
+            Command::DevicesHelp
+        );
+        assert_eq!(parse_args(["devices", "-h"]).unwrap(), Command::DevicesHelp);
+        assert_eq!(parse_args(["version"]).unwrap(), Command::Version);
+        assert_eq!(parse_args(["help"]).unwrap(), Command::Help);
+        for (args, needle) in [
+            (
+                &["devices", "--fps", "30"][..],
+                "devices: unknown option --fps",
+            ),
+            (&["version", "x"][..], "version takes no arguments"),
+        ] {
+            let err = parse_args(args.iter().copied()).unwrap_err();
+            assert!(err.message().contains(needle), "{args:?}: {err}");
+        }
         assert_eq!(parse_args(["--help"]).unwrap(), Command::Help);
         assert_eq!(parse_args(["-V"]).unwrap(), Command::Version);
         for option in [

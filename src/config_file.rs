@@ -11,6 +11,9 @@
 //! than half understood.
 
 use std::fmt;
+use std::path::Path;
+
+use crate::error::{Error, Fault};
 
 /// One `key = value` line.
 #[derive(Clone, Debug, PartialEq)]
@@ -59,6 +62,8 @@ impl std::error::Error for SyntaxError {}
 
 /// Parses the whole file.
 pub fn parse(text: &str) -> Result<Vec<Setting>, SyntaxError> {
+    // A UTF-8 byte-order mark, which some editors (Windows Notepad) put first.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
     let mut settings: Vec<Setting> = Vec::new();
     for (index, raw) in text.lines().enumerate() {
         let line = index + 1;
@@ -205,6 +210,200 @@ fn parse_basic_string(text: &str) -> Result<(String, &str), String> {
     Err("a string is not closed".into())
 }
 
+/// Reads the configuration file. A file the process may not read is explained: whose it is, its
+/// mode, who v4l2rtmp runs as, and the command that lets it in.
+pub fn read(path: &str) -> Result<String, Error> {
+    std::fs::read_to_string(path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            if let Some(me) = Identity::of_this_process() {
+                let names = Names::from_system();
+                return Error::config(unreadable(path, &access_along(path), &me, &names));
+            }
+        }
+        Error::io(
+            Fault::Config,
+            format!("cannot read the configuration {path}"),
+            e,
+        )
+    })
+}
+
+/// Who owns a file or directory and its permission bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Access {
+    pub uid: u32,
+    pub gid: u32,
+    /// The permission bits, setgid and the like included (`0o2750`).
+    pub mode: u32,
+}
+
+impl Access {
+    fn of(path: &Path) -> Option<Access> {
+        use std::os::unix::fs::MetadataExt;
+        let metadata = std::fs::metadata(path).ok()?;
+        Some(Access {
+            uid: metadata.uid(),
+            gid: metadata.gid(),
+            mode: metadata.mode() & 0o7777,
+        })
+    }
+
+    /// Whether `me` has `bit` (4 read, 1 search) in the class that applies to it.
+    fn allows(&self, me: &Identity, bit: u32) -> bool {
+        let shift = if self.uid == me.uid {
+            6
+        } else if me.in_group(self.gid) {
+            3
+        } else {
+            0
+        };
+        me.uid == 0 || self.mode >> shift & bit != 0
+    }
+}
+
+/// The user and groups file access is checked against (the filesystem ids).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+}
+
+impl Identity {
+    /// From `/proc/self/status` (no libc calls; the sandbox leaves a process its own entry).
+    pub fn of_this_process() -> Option<Identity> {
+        let status = std::fs::read_to_string("/proc/self/status").ok()?;
+        let field = |name: &str| -> Option<Vec<u32>> {
+            let line = status.lines().find_map(|l| l.strip_prefix(name))?;
+            line.split_whitespace().map(|n| n.parse().ok()).collect()
+        };
+        // Real, effective, saved, filesystem: access is checked with the filesystem ids.
+        Some(Identity {
+            uid: *field("Uid:")?.get(3)?,
+            gid: *field("Gid:")?.get(3)?,
+            groups: field("Groups:").unwrap_or_default(),
+        })
+    }
+
+    fn in_group(&self, gid: u32) -> bool {
+        self.gid == gid || self.groups.contains(&gid)
+    }
+}
+
+/// User and group names, for messages; a number stands in for an unknown id.
+#[derive(Clone, Debug, Default)]
+pub struct Names {
+    pub users: Vec<(u32, String)>,
+    pub groups: Vec<(u32, String)>,
+}
+
+impl Names {
+    /// From `/etc/passwd` and `/etc/group` (system users such as v4l2rtmp live there).
+    pub fn from_system() -> Names {
+        let table = |file: &str| -> Vec<(u32, String)> {
+            std::fs::read_to_string(file)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|line| {
+                    let mut fields = line.split(':');
+                    let name = fields.next()?;
+                    let id = fields.nth(1)?.parse().ok()?;
+                    Some((id, name.to_string()))
+                })
+                .collect()
+        };
+        Names {
+            users: table("/etc/passwd"),
+            groups: table("/etc/group"),
+        }
+    }
+
+    fn user(&self, uid: u32) -> String {
+        Self::name(&self.users, uid)
+    }
+
+    fn group(&self, gid: u32) -> String {
+        Self::name(&self.groups, gid)
+    }
+
+    fn name(table: &[(u32, String)], id: u32) -> String {
+        table
+            .iter()
+            .find(|(known, _)| *known == id)
+            .map_or_else(|| id.to_string(), |(_, name)| name.clone())
+    }
+}
+
+/// The directories leading to `path`, outermost first, then the file, with what `stat` says of
+/// each (None where it cannot look).
+fn access_along(path: &str) -> Vec<(String, Option<Access>)> {
+    let path = Path::new(path);
+    let mut along: Vec<(String, Option<Access>)> = path
+        .ancestors()
+        .skip(1)
+        .filter(|dir| !dir.as_os_str().is_empty())
+        .map(|dir| (dir.display().to_string(), Access::of(dir)))
+        .collect();
+    along.reverse();
+    along.push((path.display().to_string(), Access::of(path)));
+    along
+}
+
+/// Why `path` cannot be read and what to run: `along` is each directory leading to it, then the
+/// file itself (see [`access_along`]).
+pub fn unreadable(
+    path: &str,
+    along: &[(String, Option<Access>)],
+    me: &Identity,
+    names: &Names,
+) -> String {
+    let user = names.user(me.uid);
+    let group = names.group(me.gid);
+    let who = |access: &Access| {
+        format!(
+            "owner {}:{}, mode {:04o}; v4l2rtmp runs as user {user}",
+            names.user(access.uid),
+            names.group(access.gid),
+            access.mode
+        )
+    };
+    let (file, dirs) = along.split_last().unzip();
+    for (dir, access) in dirs.unwrap_or_default() {
+        let Some(access) = access else { continue };
+        if !access.allows(me, 1) {
+            let fix = fix(dir, access, me, &group, 5, "2750");
+            return format!(
+                "cannot read {path}: its directory {dir} is closed to v4l2rtmp ({}): run `{fix}`",
+                who(access)
+            );
+        }
+    }
+    match file {
+        Some((_, Some(access))) => {
+            let fix = fix(path, access, me, &group, 4, "0640");
+            format!("cannot read {path} ({}): run `{fix}`", who(access))
+        }
+        _ => format!("cannot read {path}: permission denied to user {user}"),
+    }
+}
+
+/// The command that gives `me` the `bits` (5 for a directory, 4 for a file) on `path`: through
+/// its group, which is `group` (`me`'s own) unless `me` is already in the file's.
+fn fix(path: &str, access: &Access, me: &Identity, group: &str, bits: u32, mode: &str) -> String {
+    let what = if bits == 5 { "rx" } else { "r" };
+    if access.uid == me.uid {
+        return format!("sudo chmod u+{what} {path}");
+    }
+    if me.in_group(access.gid) {
+        return format!("sudo chmod g+{what} {path}");
+    }
+    if access.mode >> 3 & bits == bits {
+        format!("sudo chgrp {group} {path}")
+    } else {
+        format!("sudo chgrp {group} {path} && sudo chmod {mode} {path}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +443,15 @@ realtime = false
     }
 
     #[test]
+    fn a_byte_order_mark_is_skipped() {
+        let settings = parse("\u{feff}input = \"-\"\n# c\nfps = 30\n").unwrap();
+        assert_eq!(settings[0].key, "input");
+        assert_eq!(settings[1].line, 3);
+        // Only at the start of the file.
+        assert!(parse("input = \"-\"\n\u{feff}fps = 30\n").is_err());
+    }
+
+    #[test]
     fn errors_name_the_line() {
         for (text, line, needle) in [
             ("a = 1\n[camera]\n", 2, "tables"),
@@ -265,6 +473,139 @@ realtime = false
             assert_eq!(err.line, line, "{text:?}: {err}");
             assert!(err.to_string().contains(needle), "{text:?}: {err}");
         }
+    }
+
+    /// The service's identity: user v4l2rtmp (999), groups v4l2rtmp (998) and video (44).
+    fn service() -> (Identity, Names) {
+        (
+            Identity {
+                uid: 999,
+                gid: 998,
+                groups: vec![998, 44],
+            },
+            Names {
+                users: vec![(0, "root".into()), (999, "v4l2rtmp".into())],
+                groups: vec![
+                    (0, "root".into()),
+                    (44, "video".into()),
+                    (998, "v4l2rtmp".into()),
+                ],
+            },
+        )
+    }
+
+    fn along(dir: Access, file: Access) -> Vec<(String, Option<Access>)> {
+        let root = Access {
+            uid: 0,
+            gid: 0,
+            mode: 0o755,
+        };
+        vec![
+            ("/".into(), Some(root)),
+            ("/etc".into(), Some(root)),
+            ("/etc/v4l2rtmp".into(), Some(dir)),
+            ("/etc/v4l2rtmp/x.toml".into(), Some(file)),
+        ]
+    }
+
+    #[test]
+    fn an_unreadable_file_says_whose_it_is_and_what_to_run() {
+        let (me, names) = service();
+        let dir = Access {
+            uid: 0,
+            gid: 998,
+            mode: 0o2750,
+        };
+        let path = "/etc/v4l2rtmp/x.toml";
+        let message = |file: Access| unreadable(path, &along(dir, file), &me, &names);
+        // A copy made by root where the directory did not give it the group.
+        assert_eq!(
+            message(Access {
+                uid: 0,
+                gid: 0,
+                mode: 0o640
+            }),
+            "cannot read /etc/v4l2rtmp/x.toml (owner root:root, mode 0640; v4l2rtmp runs as user \
+             v4l2rtmp): run `sudo chgrp v4l2rtmp /etc/v4l2rtmp/x.toml`"
+        );
+        assert!(message(Access {
+            uid: 0,
+            gid: 0,
+            mode: 0o600
+        })
+        .ends_with(
+            "run `sudo chgrp v4l2rtmp /etc/v4l2rtmp/x.toml && sudo chmod 0640 /etc/v4l2rtmp/x.toml`"
+        ));
+        // The right group (a supplementary one counts too) but no group read bit.
+        for gid in [998, 44] {
+            let text = message(Access {
+                uid: 0,
+                gid,
+                mode: 0o600,
+            });
+            assert!(
+                text.ends_with("run `sudo chmod g+r /etc/v4l2rtmp/x.toml`"),
+                "{text}"
+            );
+        }
+        // An unknown owner is shown by number.
+        let text = message(Access {
+            uid: 1234,
+            gid: 4321,
+            mode: 0o600,
+        });
+        assert!(text.contains("(owner 1234:4321, mode 0600;"), "{text}");
+    }
+
+    #[test]
+    fn a_closed_directory_is_named_instead_of_the_file() {
+        let (me, names) = service();
+        let file = Access {
+            uid: 0,
+            gid: 998,
+            mode: 0o640,
+        };
+        let closed = Access {
+            uid: 0,
+            gid: 0,
+            mode: 0o750,
+        };
+        let mut path = along(closed, file);
+        // Inside a directory it cannot enter, v4l2rtmp cannot see the file either.
+        path[3].1 = None;
+        assert_eq!(
+            unreadable("/etc/v4l2rtmp/x.toml", &path, &me, &names),
+            "cannot read /etc/v4l2rtmp/x.toml: its directory /etc/v4l2rtmp is closed to v4l2rtmp \
+             (owner root:root, mode 0750; v4l2rtmp runs as user v4l2rtmp): run `sudo chgrp \
+             v4l2rtmp /etc/v4l2rtmp`"
+        );
+        let text = unreadable(
+            "/etc/v4l2rtmp/x.toml",
+            &along(
+                Access {
+                    uid: 0,
+                    gid: 0,
+                    mode: 0o700,
+                },
+                file,
+            ),
+            &me,
+            &names,
+        );
+        assert!(
+            text.ends_with(
+                "run `sudo chgrp v4l2rtmp /etc/v4l2rtmp && sudo chmod 2750 /etc/v4l2rtmp`"
+            ),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn this_process_has_an_identity() {
+        let me = Identity::of_this_process().expect("/proc/self/status");
+        use std::os::unix::fs::MetadataExt;
+        let proc_self = std::fs::metadata("/proc/self").unwrap();
+        assert_eq!((me.uid, me.gid), (proc_self.uid(), proc_self.gid()));
     }
 
     #[test]

@@ -64,7 +64,16 @@ impl RtmpUrl {
         } else if let Some(rest) = strip_prefix_ignore_case(text, "rtmps://") {
             (Scheme::Rtmps, rest)
         } else {
-            return Err(bad("it must start with rtmp:// or rtmps://"));
+            let must = "it must start with rtmp:// or rtmps://";
+            return Err(match split_scheme(text) {
+                Some((typed, _)) if ["rtmp", "rtmps"].contains(&&*typed.to_ascii_lowercase()) => {
+                    bad(&format!("{must} (two slashes after {typed}:)"))
+                }
+                Some((typed, rest)) if rest.starts_with("//") => {
+                    bad(&format!("{must}, not {typed}://"))
+                }
+                _ => bad(must),
+            });
         };
         let (authority, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], &rest[slash + 1..]),
@@ -84,8 +93,14 @@ impl RtmpUrl {
             }
             None => (None, authority),
         };
-        let (host, port) =
-            split_host_port(host_port).ok_or_else(|| bad("the host or port is malformed"))?;
+        let (host, port) = split_host_port(host_port).map_err(|why| {
+            if credentials.is_none() && path.split('?').next().unwrap_or("").contains('@') {
+                // rtmp://user:pa/ss@host/...: what looks like the port is part of the password.
+                bad("the user name or password before '@' holds a '/', which a URL cannot carry there")
+            } else {
+                bad(&why)
+            }
+        })?;
         if host.is_empty() {
             return Err(bad("the host is empty"));
         }
@@ -95,8 +110,30 @@ impl RtmpUrl {
         };
         let path = path.trim_end_matches('/');
         let segments: Vec<&str> = path.split('/').collect();
-        if segments.iter().any(|s| s.is_empty()) || segments.len() < 2 {
-            return Err(bad("expected /app/key or /app/instance/key after the host"));
+        let server = format!("{}://{host_port}", scheme.as_str());
+        if path.is_empty() {
+            return Err(bad(&format!(
+                "the app and stream key are missing: expected {server}/APP/KEY"
+            )));
+        }
+        if segments[0].is_empty() {
+            return Err(bad("the app is empty (two slashes in a row)"));
+        }
+        if segments.iter().any(|s| s.is_empty()) {
+            return Err(bad("an empty part in the path (two slashes in a row)"));
+        }
+        if segments.len() < 2 {
+            let app = segments[0];
+            return Err(bad(&if shows_as_app(app) {
+                format!(
+                    "the stream key is missing after the app {app:?}: expected {server}/{app}/KEY"
+                )
+            } else {
+                format!(
+                    "the stream key is missing: expected {server}/APP/KEY (the one part of the \
+                     path is hidden: it may be a key)"
+                )
+            }));
         }
         let (app, key) = if segments.len() == 2 {
             (segments[0].to_string(), segments[1].to_string())
@@ -225,29 +262,44 @@ fn strip_prefix_ignore_case<'a>(text: &'a str, prefix: &str) -> Option<&'a str> 
         .then(|| &text[prefix.len()..])
 }
 
-/// Splits `host[:port]` or `[v6]:port`. Returns None when malformed.
-fn split_host_port(text: &str) -> Option<(&str, Option<u16>)> {
+/// Splits `host[:port]` or `[v6]:port`; says what is wrong when it is malformed.
+fn split_host_port(text: &str) -> Result<(&str, Option<u16>), String> {
     if let Some(rest) = text.strip_prefix('[') {
-        let (host, after) = rest.split_once(']')?;
+        let (host, after) = rest
+            .split_once(']')
+            .ok_or("the IPv6 address has no closing ]")?;
         if !host.contains(':') {
-            return None;
+            return Err(format!("[{host}] is not an IPv6 address"));
         }
         return match after {
-            "" => Some((host, None)),
-            _ => Some((host, Some(parse_port(after.strip_prefix(':')?)?))),
+            "" => Ok((host, None)),
+            _ => match after.strip_prefix(':') {
+                Some(port) => Ok((host, Some(parse_port(port)?))),
+                None => Err(format!("expected :PORT after ], not {after}")),
+            },
         };
     }
     match text.split_once(':') {
-        Some((host, port)) => Some((host, Some(parse_port(port)?))),
-        None => Some((text, None)),
+        Some((host, port)) if port.contains(':') => Err(format!(
+            "an IPv6 address goes in brackets: rtmp://[{host}:{port}]:1935/..."
+        )),
+        Some((host, port)) => Ok((host, Some(parse_port(port)?))),
+        None => Ok((text, None)),
     }
 }
 
-fn parse_port(text: &str) -> Option<u16> {
-    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
+fn parse_port(text: &str) -> Result<u16, String> {
+    if text.is_empty() {
+        return Err("the port after ':' is empty".into());
     }
-    text.parse().ok().filter(|&p| p != 0)
+    let digits = text.strip_prefix('-').unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("port {text} is not a number"));
+    }
+    text.parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("port {text} is out of range 1..65535"))
 }
 
 /// Query string with every value replaced: `token=<redacted>&x=<redacted>`.
@@ -262,15 +314,79 @@ fn redact_query(query: &str) -> String {
         .join("&")
 }
 
-/// Best-effort redaction of a URL that did not parse: keep scheme and host, hide the path.
+/// Whether the one part of a path with no key is shown as the app it should be (`live`, `app`,
+/// `live2`) rather than hidden as the key it may be (`rtmp://host/KEY`, the app forgotten):
+/// stream keys are long (YouTube's 24 characters, Twitch's 40 and more), apps are short words.
+fn shows_as_app(part: &str) -> bool {
+    part.len() <= 16
+}
+
+/// `scheme:` at the start of `text` (`rtmp:`, `http:`, a misspelt `rtmp:/`): the scheme as typed
+/// and what follows the colon. `host:1935/...` is not a scheme: a scheme is followed by a slash,
+/// unless it is rtmp or rtmps.
+fn split_scheme(text: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = text.split_once(':')?;
+    let mut chars = scheme.chars();
+    let well_formed = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c));
+    let rtmp = ["rtmp", "rtmps"].contains(&&*scheme.to_ascii_lowercase());
+    (well_formed && (rest.starts_with('/') || rtmp)).then_some((scheme, rest))
+}
+
+/// Best-effort redaction of a URL that did not parse, for its error: the scheme, user, host and
+/// port as typed, and the app (the first part of the path); the rest of the path (the key), the
+/// password and the query's values are hidden.
 pub fn redact_text(text: &str) -> String {
-    let Some(scheme_end) = text.find("://") else {
-        return "<redacted>".to_string();
+    let mut shown = String::new();
+    let mut rest = text;
+    if let Some((scheme, after)) = split_scheme(text) {
+        let slashes = after.len() - after.trim_start_matches('/').len();
+        // rtmp:///app/key: the host is what is missing, not the app.
+        let slashes = slashes.min(2);
+        shown.push_str(&text[..scheme.len() + 1 + slashes]);
+        rest = &after[slashes..];
+    }
+    let (mut rest, query) = match rest.split_once('?') {
+        Some((rest, query)) => (rest, Some(query)),
+        None => (rest, None),
     };
-    let after = &text[scheme_end + 3..];
-    let authority = after.split('/').next().unwrap_or("");
-    let host = authority.rsplit('@').next().unwrap_or("");
-    format!("{}{}/<redacted>", &text[..scheme_end + 3], host)
+    // Userinfo ends at the last '@', even past a '/' (a password may hold one).
+    if let Some(at) = rest.rfind('@') {
+        let userinfo = &rest[..at];
+        match userinfo.split_once(':') {
+            Some((user, _)) if !user.contains('/') => {
+                shown.push_str(user);
+                shown.push_str(":<redacted>@");
+            }
+            None if !userinfo.contains('/') => {
+                shown.push_str(userinfo);
+                shown.push('@');
+            }
+            _ => shown.push_str("<redacted>@"),
+        }
+        rest = &rest[at + 1..];
+    }
+    let (host_port, path) = match rest.split_once('/') {
+        Some((host_port, path)) => (host_port, Some(path.trim_end_matches('/'))),
+        None => (rest, None),
+    };
+    shown.push_str(host_port);
+    if let Some(path) = path.filter(|p| !p.is_empty()) {
+        shown.push('/');
+        match path.split_once('/') {
+            Some((app, _key)) => {
+                shown.push_str(app);
+                shown.push_str("/<redacted>");
+            }
+            None if shows_as_app(path) => shown.push_str(path),
+            None => shown.push_str("<redacted>"),
+        }
+    }
+    if let Some(query) = query {
+        shown.push('?');
+        shown.push_str(&redact_query(query));
+    }
+    shown
 }
 
 #[cfg(test)]
@@ -348,10 +464,137 @@ mod tests {
         }
     }
 
+    fn message(url: &str) -> String {
+        RtmpUrl::parse(url).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong_and_show_what_is_not_secret() {
+        for (url, wanted) in [
+            (
+                "rtmp:/127.0.0.1/live/secretkey",
+                "invalid RTMP URL rtmp:/127.0.0.1/live/<redacted>: it must start with rtmp:// or \
+                 rtmps:// (two slashes after rtmp:)",
+            ),
+            (
+                "rtmp:127.0.0.1/live/secretkey",
+                "invalid RTMP URL rtmp:127.0.0.1/live/<redacted>: it must start with rtmp:// or \
+                 rtmps:// (two slashes after rtmp:)",
+            ),
+            (
+                "http://h/live/secretkey?token=secret2",
+                "invalid RTMP URL http://h/live/<redacted>?token=<redacted>: it must start with \
+                 rtmp:// or rtmps://, not http://",
+            ),
+            (
+                "nvr.local/live/secretkey",
+                "invalid RTMP URL nvr.local/live/<redacted>: it must start with rtmp:// or rtmps://",
+            ),
+            (
+                "rtmp://host/live",
+                "invalid RTMP URL rtmp://host/live: the stream key is missing after the app \
+                 \"live\": expected rtmp://host/live/KEY",
+            ),
+            (
+                "rtmps://bob:secretpw@host:443/live/?token=secret2",
+                "invalid RTMP URL rtmps://bob:<redacted>@host:443/live?token=<redacted>: the \
+                 stream key is missing after the app \"live\": expected \
+                 rtmps://host:443/live/KEY",
+            ),
+            (
+                "rtmp://host",
+                "invalid RTMP URL rtmp://host: the app and stream key are missing: expected \
+                 rtmp://host/APP/KEY",
+            ),
+            (
+                "rtmp://h//secretkey",
+                "invalid RTMP URL rtmp://h//<redacted>: the app is empty (two slashes in a row)",
+            ),
+            (
+                "rtmp://h/live//secretkey",
+                "invalid RTMP URL rtmp://h/live/<redacted>: an empty part in the path (two \
+                 slashes in a row)",
+            ),
+        ] {
+            let text = message(url);
+            assert_eq!(text, format!("configuration error: {wanted}"), "{url}");
+            assert!(!text.contains("secret"), "{text}");
+        }
+    }
+
+    #[test]
+    fn port_and_host_errors_name_the_problem() {
+        for (url, why) in [
+            (
+                "rtmp://h:99999/live/k",
+                "port 99999 is out of range 1..65535",
+            ),
+            ("rtmp://h:0/live/k", "port 0 is out of range 1..65535"),
+            ("rtmp://h:-1/live/k", "port -1 is out of range 1..65535"),
+            (
+                "rtmp://h:65536/live/k",
+                "port 65536 is out of range 1..65535",
+            ),
+            (
+                "rtmp://h:99999999999999999999/live/k",
+                "port 99999999999999999999 is out of range 1..65535",
+            ),
+            ("rtmp://h:12a/live/k", "port 12a is not a number"),
+            ("rtmp://h:/live/k", "the port after ':' is empty"),
+            ("rtmp://[::1]:0/live/k", "port 0 is out of range 1..65535"),
+            ("rtmp://[::1/live/k", "the IPv6 address has no closing ]"),
+            ("rtmp://[::1]x/live/k", "expected :PORT after ], not x"),
+            ("rtmp://[host]/live/k", "[host] is not an IPv6 address"),
+            (
+                "rtmp://::1/live/k",
+                "an IPv6 address goes in brackets: rtmp://[::1]:1935/...",
+            ),
+        ] {
+            let text = message(url);
+            assert!(text.ends_with(&format!(": {why}")), "{url}: {text}");
+        }
+        assert!(message("rtmp://u:pa/ss@h/a/k")
+            .ends_with("holds a '/', which a URL cannot carry there"));
+        assert_eq!(
+            RtmpUrl::parse("rtmp://h/a/cam@home").unwrap().key,
+            "cam@home"
+        );
+        assert_eq!(RtmpUrl::parse("rtmp://h:65535/a/k").unwrap().port, 65535);
+        assert_eq!(RtmpUrl::parse("rtmp://h:1/a/k").unwrap().port, 1);
+    }
+
     #[test]
     fn errors_do_not_leak_the_key() {
         let err = RtmpUrl::parse("rtmp://h:12a/app/supersecretkey").unwrap_err();
         assert!(!err.to_string().contains("supersecretkey"), "{err}");
+        // Whatever is wrong, neither the key, nor the password, nor a query value shows.
+        for scheme in ["rtmp://", "rtmp:/", "rtmp:", "RTMPS://", "http://", ""] {
+            for auth in ["", "u:secretpw@", "u:secret/pw@", "secretuser@"] {
+                for host in ["h", "h:12a", "h:99999", "[::1", ""] {
+                    for path in [
+                        "/a/secretkey-0123456789",
+                        "/secretkey-0123456789",
+                        "/a/b/secretkey",
+                        "//secretkey",
+                        "/a//secretkey",
+                    ] {
+                        for query in ["", "?t=secretq", "?secretq"] {
+                            let short = scheme.ends_with(':') || scheme.ends_with(":/");
+                            if short && auth.is_empty() && host.is_empty() {
+                                // rtmp:/ + /key is rtmp://key: the "key" is the host.
+                                continue;
+                            }
+                            let url = format!("{scheme}{auth}{host}{path}{query}");
+                            if let Err(err) = RtmpUrl::parse(&url) {
+                                // A user name is shown; nothing else that is secret.
+                                let text = err.to_string().replace("secretuser", "");
+                                assert!(!text.contains("secret"), "{url}: {text}");
+                            }
+                        }
+                    }
+                }
+            }
+        }
     }
 
     #[test]

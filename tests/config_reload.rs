@@ -25,6 +25,11 @@ fn errors_in_the_file_name_the_file_line_and_field() {
     let stderr = stderr_of(&output);
     assert_eq!(exit_code(output.status), 64, "{stderr}");
     assert!(stderr.contains("cam.toml line 4: chunk-size:"), "{stderr}");
+    // The key once, as the README shows it.
+    assert!(
+        stderr.contains("cam.toml line 4: chunk-size: 100 is outside 128..=16777215"),
+        "{stderr}"
+    );
 
     std::fs::write(&path, "input = \"-\"\nbogus = 1\n").unwrap();
     let output = run_v4l2rtmp(
@@ -168,4 +173,54 @@ fn sighup_reconnects_only_when_the_destination_changed() {
         "the new destination starts at a keyframe"
     );
     assert!(first.packets.len() + second.packets.len() <= 120);
+}
+
+#[test]
+fn sighup_to_log_level_debug_shows_debug_lines_at_once() {
+    let nginx = Nginx::start();
+    let dir = TempDir::new("config-log-level");
+    let path = dir.path().join("cam.toml");
+    let clip = clip_small();
+    let write_config = |key: &str, level: &str| {
+        std::fs::write(
+            &path,
+            format!(
+                "input = \"{}\"\nurl = \"{}\"\nrealtime = true\nlog-level = \"{level}\"\n",
+                clip.display(),
+                nginx.url("live", key)
+            ),
+        )
+        .unwrap()
+    };
+    write_config("first", "info");
+    let mut child = Command::new(BIN)
+        .args(["--config", path.to_str().unwrap()])
+        .env_remove("RUST_LOG")
+        .env_remove("JOURNAL_STREAM")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let lines = log_lines(child.stderr.take().unwrap());
+    let first = wait_for_line(&lines, "publishing to", Duration::from_secs(20));
+    assert!(first.starts_with("v4l2rtmp INFO"), "{first}");
+
+    // Debug, and a new key so that the reconnect logs its debug lines.
+    write_config("second", "debug");
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_for_line(
+        &lines,
+        "SIGHUP: configuration reloaded",
+        Duration::from_secs(5),
+    );
+    let line = wait_for_line(&lines, "v4l2rtmp DEBUG", Duration::from_secs(10));
+    assert!(line.contains("connecting to"), "{line}");
+    let _ = child.kill();
+    let _ = child.wait();
+    let _dir = nginx.stop();
 }

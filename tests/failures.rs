@@ -339,3 +339,102 @@ fn sigint_and_sigterm_mid_stream_unpublish_and_exit_cleanly() {
         assert_eq!(decode_errors(&recording), "", "SIG{signal}");
     }
 }
+
+/// v4l2rtmp with `args` as systemd starts it (JOURNAL_STREAM set, so lines carry `<N>`
+/// priorities); its exit code and stderr.
+fn run_under_journald(args: &[&str]) -> (i32, String) {
+    let output = Command::new(BIN)
+        .args(args)
+        .env("JOURNAL_STREAM", "8:12345")
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    (exit_code(output.status), stderr_of(&output))
+}
+
+#[test]
+fn every_error_reaches_journald_at_error_priority() {
+    let dir = TempDir::new("journal-errors");
+    let no_url = dir.path().join("cam.toml");
+    std::fs::write(&no_url, "input = \"-\"\n").unwrap();
+    let no_url = no_url.to_str().unwrap().to_string();
+    let port = free_port();
+    let unreachable = format!("rtmp://127.0.0.1:{port}/live/k");
+    let clip = clip_small();
+    for (args, code) in [
+        // Before logging starts: the command line and the configuration file.
+        (vec!["--bogus"], 64),
+        (
+            vec!["--input", "-", "--chunk-size", "1", "rtmp://h/live/k"],
+            64,
+        ),
+        (vec!["--config", "/nonexistent.toml"], 64),
+        (vec!["--config", &no_url], 64),
+        // After it: the same line through the logger.
+        (
+            vec![
+                "--max-retries",
+                "0",
+                "--input",
+                clip.to_str().unwrap(),
+                &unreachable,
+            ],
+            75,
+        ),
+    ] {
+        let (exit, stderr) = run_under_journald(&args);
+        assert_eq!(exit, code, "{args:?}: {stderr}");
+        let last = stderr.lines().last().unwrap_or_default();
+        assert!(
+            last.starts_with("<3>") && last.contains("error"),
+            "{args:?}: the error is not at error priority (<3>):\n{stderr}"
+        );
+        for line in stderr.lines() {
+            assert!(
+                line.starts_with('<') && line[1..].starts_with(|c: char| c.is_ascii_digit()),
+                "{args:?}: a line without a priority: {line:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn subcommands_do_not_ask_for_a_url() {
+    let output = run_v4l2rtmp(&["devices", "--help"], None, LIMIT);
+    assert_success(&output);
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.contains("v4l2rtmp devices [DEVICE]..."), "{help}");
+    assert!(
+        !help.contains("EXIT CODES"),
+        "the devices usage, not the whole help:\n{help}"
+    );
+
+    for version in [&["version"][..], &["--version"], &["-V"]] {
+        let output = run_v4l2rtmp(version, None, LIMIT);
+        assert_success(&output);
+        assert_eq!(
+            String::from_utf8_lossy(&output.stdout),
+            format!("v4l2rtmp {}\n", env!("CARGO_PKG_VERSION")),
+            "{version:?}"
+        );
+    }
+
+    // One device: only it, or why it is not one.
+    let output = run_v4l2rtmp(&["devices", "/dev/null"], None, LIMIT);
+    assert_clean_failure(&output, 64, "/dev/null is not a V4L2 device");
+    let output = run_v4l2rtmp(&["devices", "/dev/video-v4l2rtmp-absent"], None, LIMIT);
+    assert_clean_failure(&output, 64, "/dev/video-v4l2rtmp-absent does not exist");
+    let output = run_v4l2rtmp(&["devices", "--size", "1280x720"], None, LIMIT);
+    assert_clean_failure(&output, 64, "devices: unknown option --size");
+    for output in [
+        run_v4l2rtmp(&["devices", "/dev/null"], None, LIMIT),
+        run_v4l2rtmp(&["version"], None, LIMIT),
+    ] {
+        assert!(
+            !stderr_of(&output).contains("URL"),
+            "{}",
+            stderr_of(&output)
+        );
+    }
+}

@@ -189,6 +189,8 @@ fn unit_keeps_the_settings_the_service_relies_on() {
         (&service, ("ExecReload", "/bin/kill -HUP $MAINPID")),
         (&service, ("Restart", "always")),
         (&service, ("RestartSec", "2s")),
+        // A configuration error (exit 64) is not restarted for ever.
+        (&service, ("RestartPreventExitStatus", "64")),
         (&service, ("TimeoutStopSec", "5s")),
         (&service, ("User", "v4l2rtmp")),
         (&service, ("Group", "v4l2rtmp")),
@@ -266,4 +268,162 @@ fn example_configuration_uses_only_existing_options() {
             "example.toml sets {key:?}, which is not an option of v4l2rtmp (--help lists {options:?})"
         );
     }
+}
+
+#[test]
+fn unit_restarts_on_every_exit_but_a_configuration_error() {
+    let unit = unit();
+    let service = settings(&unit, "[Service]");
+    let prevented: Vec<&str> = service
+        .iter()
+        .filter(|(key, _)| *key == "RestartPreventExitStatus")
+        .flat_map(|(_, value)| value.split_whitespace())
+        .collect();
+    assert_eq!(
+        prevented,
+        ["64"],
+        "only exit code 64 (configuration) is one a restart cannot cure"
+    );
+    // A camera that is not plugged in at start is waited for, not an exit: the unit's comment and
+    // the code must agree (the restart would otherwise be what brings it back).
+    let mut child = Command::new(env!("CARGO_BIN_EXE_v4l2rtmp"))
+        .args([
+            "--input",
+            "/dev/video-v4l2rtmp-test-absent",
+            "rtmp://127.0.0.1:9/live/k",
+        ])
+        .env("RUST_LOG", "info")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start v4l2rtmp");
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let exited = child.try_wait().expect("wait");
+    let _ = child.kill();
+    let output = child.wait_with_output().expect("wait");
+    let stderr = text(&output.stderr);
+    assert!(
+        exited.is_none(),
+        "v4l2rtmp exited ({exited:?}) for a missing camera:\n{stderr}"
+    );
+    assert!(stderr.contains("waiting for the camera"), "{stderr}");
+}
+
+/// The mode debian/postinst gives /etc/v4l2rtmp (`chmod MODE /etc/v4l2rtmp`).
+fn packaged_directory_mode() -> u32 {
+    let postinst = read("debian/postinst");
+    let mode = postinst
+        .lines()
+        .map(str::trim)
+        .find_map(|line| line.strip_prefix("chmod ")?.strip_suffix(" /etc/v4l2rtmp"))
+        .unwrap_or_else(|| panic!("debian/postinst sets no mode on /etc/v4l2rtmp"));
+    u32::from_str_radix(mode, 8).unwrap_or_else(|_| panic!("not an octal mode: {mode:?}"))
+}
+
+/// The package's description, the unit and example.toml tell users to copy the example with `cp`
+/// as root: the copy is root:root, mode 0640, unless the directory hands its group down. The
+/// directory mode from debian/postinst must do that, and the service user must then read the
+/// copy; without it, the error says what to run.
+#[test]
+fn a_copy_of_the_example_made_by_root_is_readable_by_the_service_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let mode = packaged_directory_mode();
+    assert_eq!(
+        mode & 0o2070,
+        0o2050,
+        "/etc/v4l2rtmp ({mode:04o}) must be setgid (new files get its group) and group rx"
+    );
+    assert_eq!(
+        mode & 0o007,
+        0,
+        "/etc/v4l2rtmp holds stream keys: nothing for others"
+    );
+    let root = std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false);
+    if !root {
+        println!("not root: the copy and the service user are not tried (run as root for that)");
+        return;
+    }
+    // nobody:nogroup (65534) stands in for v4l2rtmp:v4l2rtmp.
+    const SERVICE: u32 = 65_534;
+    let dir = UnitDir::with("");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let example = dir.0.join("example.toml");
+    std::fs::copy(source("systemd/example.toml"), &example).unwrap();
+    // As the package installs it (Cargo.toml's [package.metadata.deb] assets).
+    std::fs::set_permissions(&example, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let binary = dir.0.join("v4l2rtmp");
+    std::fs::copy(env!("CARGO_BIN_EXE_v4l2rtmp"), &binary).unwrap();
+    std::fs::set_permissions(&binary, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run_as_service = |config: &Path| {
+        Command::new("setpriv")
+            .args([
+                &format!("--reuid={SERVICE}"),
+                &format!("--regid={SERVICE}"),
+                "--clear-groups",
+            ])
+            .arg(&binary)
+            .arg("--config")
+            .arg(config)
+            .arg("--help")
+            .env_remove("JOURNAL_STREAM")
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run setpriv (package util-linux): {e}"))
+    };
+    let copy_into = |conf: &Path| {
+        let status = Command::new("cp").arg(&example).arg(conf).status().unwrap();
+        assert!(status.success());
+        conf.join("example.toml")
+    };
+
+    // As the package makes it: root:v4l2rtmp, the mode from postinst.
+    let packaged = dir.0.join("packaged");
+    std::fs::create_dir(&packaged).unwrap();
+    std::os::unix::fs::chown(&packaged, Some(0), Some(SERVICE)).unwrap();
+    std::fs::set_permissions(&packaged, std::fs::Permissions::from_mode(mode)).unwrap();
+    let copy = copy_into(&packaged);
+    let metadata = std::fs::metadata(&copy).unwrap();
+    assert_eq!(
+        metadata.gid(),
+        SERVICE,
+        "the copy did not get the directory's group"
+    );
+    let output = run_as_service(&copy);
+    assert!(
+        output.status.success(),
+        "the service user cannot read a copy in a {mode:04o} directory ({:04o} {}:{}): {}",
+        metadata.mode() & 0o7777,
+        metadata.uid(),
+        metadata.gid(),
+        text(&output.stderr)
+    );
+
+    // A plain directory: the copy is root:root and the error says what to run.
+    let plain = dir.0.join("plain");
+    std::fs::create_dir(&plain).unwrap();
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let copy = copy_into(&plain);
+    let output = run_as_service(&copy);
+    let stderr = text(&output.stderr);
+    assert_eq!(output.status.code(), Some(64), "{stderr}");
+    let user = |id: u32, file: &str| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .find_map(|line| {
+                let fields: Vec<&str> = line.split(':').collect();
+                (fields.get(2) == Some(&id.to_string().as_str())).then(|| fields[0].to_string())
+            })
+            .unwrap_or_else(|| id.to_string())
+    };
+    let wanted = format!(
+        "cannot read {copy} (owner root:root, mode 0640; v4l2rtmp runs as user {}): run `sudo \
+         chgrp {} {copy}`",
+        user(SERVICE, "/etc/passwd"),
+        user(SERVICE, "/etc/group"),
+        copy = copy.display()
+    );
+    assert!(stderr.contains(&wanted), "{stderr}\nshould say:\n{wanted}");
 }
