@@ -122,7 +122,7 @@ fn a_child_that_goes_silent_is_restarted_by_the_source_watchdog() {
 }
 
 #[test]
-fn a_missing_program_is_a_configuration_error() {
+fn a_missing_program_is_an_input_error() {
     let output = run_v4l2rtmp(
         &[
             "--input",
@@ -132,7 +132,7 @@ fn a_missing_program_is_a_configuration_error() {
         None,
         Duration::from_secs(10),
     );
-    assert_eq!(exit_code(output.status), 64, "{}", stderr_of(&output));
+    assert_eq!(exit_code(output.status), 65, "{}", stderr_of(&output));
     assert!(
         stderr_of(&output).contains("/nonexistent/encoder"),
         "{}",

@@ -393,16 +393,16 @@ async fn dropping_the_source_kills_and_reaps_the_child() {
 }
 
 #[tokio::test]
-async fn a_missing_program_is_a_configuration_error() {
+async fn a_missing_program_is_an_input_error_that_names_it() {
     record_log();
     let argv = ExecSource::parse_command("v4l2rtmp-no-such-program --flag").unwrap();
     let err = ExecSource::spawn(&argv).err().unwrap();
-    assert_eq!(err.fault(), Fault::Config, "{err}");
+    assert_eq!(err.fault(), Fault::Input, "{err}");
     assert!(err.message().contains("v4l2rtmp-no-such-program"), "{err}");
     let err = ExecSource::spawn(&["/nonexistent/dir/cam".to_string()])
         .err()
         .unwrap();
-    assert_eq!(err.fault(), Fault::Config, "{err}");
+    assert_eq!(err.fault(), Fault::Input, "{err}");
     assert!(err.to_string().contains("/nonexistent/dir/cam"), "{err}");
     // Exists, but is not executable.
     let path = std::env::temp_dir().join(unique("not-executable"));
@@ -411,7 +411,7 @@ async fn a_missing_program_is_a_configuration_error() {
         .err()
         .unwrap();
     std::fs::remove_file(&path).unwrap();
-    assert_eq!(err.fault(), Fault::Config, "{err}");
+    assert_eq!(err.fault(), Fault::Input, "{err}");
     assert!(err.message().contains("permission denied"), "{err}");
     assert_eq!(ExecSource::spawn(&[]).err().unwrap().fault(), Fault::Config);
 }

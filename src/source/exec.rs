@@ -230,8 +230,9 @@ impl ExecSource {
     /// `/`) in its own process group, stdin from `/dev/null`, stdout and stderr piped, and
     /// `NOTIFY_SOCKET`, `WATCHDOG_*` and `LISTEN_*` removed from its environment.
     ///
-    /// A program that does not exist or cannot be executed is a [`Fault::Config`] error naming it;
-    /// other failures (out of processes, memory or file descriptors) are [`Fault::Input`]. Must be
+    /// A program that does not exist or cannot be executed is a [`Fault::Input`] error naming it
+    /// (exit 65 at start; later, while it is being reinstalled say, it is tried again with
+    /// backoff); other failures (out of processes, memory or file descriptors) are too. Must be
     /// called within a tokio runtime with I/O enabled (without a runtime it is a [`Fault::Ours`]
     /// error).
     pub fn spawn(argv: &[String]) -> Result<ExecSource> {
@@ -875,7 +876,7 @@ fn spawn_error(program: &str, e: io::Error) -> Error {
         _ if e.kind() == io::ErrorKind::InvalidInput => "invalid command",
         _ => return Error::io(Fault::Input, format!("cannot start {program}"), e),
     };
-    Error::io(Fault::Config, format!("cannot run {program}: {what}"), e)
+    Error::io(Fault::Input, format!("cannot run {program}: {what}"), e)
 }
 
 fn short_name(program: &str) -> &str {

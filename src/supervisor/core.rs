@@ -497,9 +497,9 @@ impl Core {
             if let Some(outage) = &mut self.outage {
                 outage.reminded_at = now;
                 warn!(
-                    "still not publishing to {target} after {} s and {} attempts: {}",
+                    "still not publishing to {target} after {} s and {}: {}",
                     (now - outage.since) / 1000,
-                    outage.attempts,
+                    super::count(u64::from(outage.attempts), "attempt"),
                     outage.last_reason
                 );
             }
@@ -690,6 +690,7 @@ impl Core {
             || new.chunk_size != self.config.chunk_size
             || new.timeout_ms != self.config.timeout_ms
             || new.ca_file != self.config.ca_file
+            || new.tls_fingerprint != self.config.tls_fingerprint
             || new.insecure != self.config.insecure;
         let old = &self.config;
         if new.frame_rate != old.frame_rate
@@ -899,9 +900,9 @@ impl Core {
         }
         if let Some(outage) = self.outage.take() {
             warn!(
-                "publishing again after an outage of {:.1} s ({} failed attempts; the last: {})",
+                "publishing again after an outage of {:.1} s ({}; the last: {})",
                 since.saturating_sub(outage.since) as f64 / 1000.0,
-                outage.attempts,
+                super::count(u64::from(outage.attempts), "failed attempt"),
                 outage.last_reason
             );
         }

@@ -26,7 +26,7 @@ use crate::rtmp::chunk::Part;
 use crate::source::Input;
 
 use super::core::{Core, LinkEvent, LinkState, SourceEvent, SourceKind};
-use super::Progress;
+use super::{count, Progress};
 
 /// Frames processed before the loop looks at the socket and signals again.
 const FRAME_BUDGET: u32 = 64;
@@ -180,12 +180,12 @@ impl Flow {
             _ => "reconnecting",
         };
         format!(
-            "{state} {video} ~{kbps} kbit/s to {}; up {}h{:02}m; {} reconnects, {} frames dropped",
+            "{state} {video} ~{kbps} kbit/s to {}; up {}h{:02}m; {}, {} dropped",
             core.target(),
             uptime_s / 3600,
             uptime_s / 60 % 60,
-            progress.connections.saturating_sub(1),
-            progress.frames_dropped
+            count(progress.connections.saturating_sub(1), "reconnect"),
+            count(progress.frames_dropped, "frame")
         )
     }
 

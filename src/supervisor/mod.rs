@@ -46,3 +46,12 @@ pub struct Progress {
 
 /// Reads the configuration again (SIGHUP).
 pub type Reload<'a> = &'a dyn Fn() -> Result<Config>;
+
+/// `1 frame`, `2 frames`: a count with its noun, for log lines.
+pub(crate) fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}

@@ -20,7 +20,7 @@ use crate::url::Scheme;
 use super::core::{Action, Core, CoreOptions, Ending, LinkEvent, SourceEvent};
 use super::flow::Flow;
 use super::waits::{input_ended, link_wait, read_input, sleep_until_monotonic, Signals};
-use super::{Progress, Reload};
+use super::{count, Progress, Reload};
 
 /// The longest gap between a paced file's frames slept without watching anything else.
 const PACE_SLEEP_MAX_MS: u64 = 100;
@@ -163,13 +163,13 @@ pub async fn run(
                     // us within a second.
                     tokio::join!(close, input.shutdown());
                     info!(
-                        "sent {} frames, {} bytes in {:.1} s; {} connections, {} failures, {} frames dropped",
-                        progress.frames_sent,
+                        "sent {}, {} bytes in {:.1} s; {}, {}, {} dropped",
+                        count(progress.frames_sent, "frame"),
                         progress.bytes_sent,
                         clock.now_ms() as f64 / 1000.0,
-                        progress.connections,
-                        progress.failures,
-                        progress.frames_dropped
+                        count(progress.connections, "connection"),
+                        count(progress.failures, "failure"),
+                        count(progress.frames_dropped, "frame"),
                     );
                     return Ok((ending, progress));
                 }
