@@ -274,9 +274,10 @@ impl FrameQueue {
 
     fn skip_to_keyframe(&mut self, now_ms: Option<u64>) -> u32 {
         self.front_pinned = false;
-        // Retained copies are replayed too: they start the current GOP.
-        self.retained = 0;
+        // Retained copies are replayed too, when they start the current GOP.
+        let sent = std::mem::take(&mut self.retained);
         let Some(newest_key) = self.entries.iter().rposition(|e| e.keyframe) else {
+            self.entries.drain(..sent);
             let dropped = self.entries.len() as u32;
             self.drop_range(0, self.entries.len());
             // Only a dropped frame breaks the chain of references: an empty queue waits for
@@ -286,16 +287,20 @@ impl FrameQueue {
             }
             return dropped;
         };
+        // The oldest unsent keyframe that is not late; else the newest keyframe, which may be a
+        // retained one (the current GOP, already sent on the last connection).
         let start = now_ms
             .and_then(|now| {
-                self.entries.iter().position(|e| {
+                self.entries.iter().skip(sent).position(|e| {
                     e.keyframe && now.saturating_sub(e.arrival_ms) <= self.max_duration_ms
                 })
             })
-            .unwrap_or(newest_key)
+            .map_or(newest_key, |i| i + sent)
             .min(newest_key);
-        self.drop_range(0, start);
-        start as u32
+        // Copies of frames that were sent are not drops.
+        let copies = sent.min(start);
+        self.entries.drain(..copies);
+        self.drop_range(0, start - copies)
     }
 
     /// Drops everything not pinned and waits for a keyframe (the parameter sets changed, say).
@@ -864,6 +869,21 @@ mod tests {
         queue.set_now(80);
         assert_eq!(queue.skip_late_gops(), 0);
         assert_eq!(queue.front().unwrap().timestamp_ms, 0);
+    }
+
+    /// A switch: the retained copies of the current GOP were sent on the old connection; the
+    /// new one starts at the keyframe queued for it, and the copies are not counted as drops.
+    #[test]
+    fn skipped_copies_of_sent_frames_are_not_drops() {
+        let mut queue = FrameQueue::new(10_000, 100, 2000);
+        queue.set_retention(true);
+        for ts in 0..6u64 {
+            queue.retain_sent(ts * 33, ts == 0, 100, |_| {});
+        }
+        push(&mut queue, 6 * 33, true, 100);
+        assert_eq!(queue.skip_late_gops(), 0);
+        assert_eq!(queue.front().unwrap().timestamp_ms, 6 * 33);
+        assert_eq!(queue.stats().frames_dropped, 0);
     }
 
     /// After an outage, the GOPs that waited longer than the time bound go; the first keyframe
