@@ -1356,4 +1356,6 @@ fn merge_gap(gap: Option<CursorSet>, had_it: CursorSet) -> CursorSet {
 }
 
 #[cfg(test)]
+pub(crate) mod receiver;
+#[cfg(test)]
 mod tests;

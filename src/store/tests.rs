@@ -534,48 +534,7 @@ fn camera_frames_are_copied_only_when_someone_needs_them() {
 
 // ---- A model of the uplinks, checked at the receiving end ----
 
-/// What one destination receives: each connection starts at a keyframe and every later frame is
-/// a keyframe or the direct successor of the frame before it on that connection (as in
-/// `crate::queue`'s model).
-#[derive(Debug, Default)]
-struct Receiver {
-    connections: u32,
-    connected: bool,
-    last: Option<u64>,
-    frames: u64,
-}
-
-impl Receiver {
-    fn connect(&mut self) {
-        self.connections += 1;
-        self.connected = true;
-        self.last = None;
-    }
-
-    fn receive(&mut self, seq: u64, keyframe: bool) -> Result<(), String> {
-        if !self.connected {
-            return Err(format!("frame {seq} sent with no connection"));
-        }
-        match self.last {
-            None if !keyframe => {
-                return Err(format!(
-                    "connection {} starts with inter frame {seq}",
-                    self.connections
-                ))
-            }
-            Some(last) if !keyframe && seq != last + 1 => {
-                return Err(format!(
-                    "connection {}: inter frame {seq} after frame {last}",
-                    self.connections
-                ))
-            }
-            _ => {}
-        }
-        self.last = Some(seq);
-        self.frames += 1;
-        Ok(())
-    }
-}
+use super::receiver::Receiver;
 
 /// One destination: its cursor, its connection and its receiver.
 #[derive(Debug)]
@@ -672,7 +631,7 @@ impl Model {
                 if u.connected {
                     u.connected = false;
                     u.busy = false;
-                    u.receiver.connected = false;
+                    u.receiver.disconnect();
                     if let Some(token) = u.token.take() {
                         self.store.abandon(token);
                     }
