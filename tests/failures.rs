@@ -438,3 +438,42 @@ fn subcommands_do_not_ask_for_a_url() {
         );
     }
 }
+
+#[test]
+fn random_bytes_with_start_codes_are_refused_before_connecting() {
+    // 5 MB of seeded random bytes with a 4-byte start code every 900..1100 bytes: about 5000
+    // "NAL units" of random types, ~160 of them "SPS" and "PPS". Decoders reject every such
+    // parameter set, so nothing is a frame: the input is refused (exit 65) without a connection
+    // to the URL ever being attempted (nothing listens on port 1 anyway).
+    let mut state = 0x2545_F491_4F6C_DD1Du64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut data = Vec::with_capacity(5 << 20);
+    while data.len() < 5 << 20 {
+        data.extend_from_slice(&[0, 0, 0, 1]);
+        let len = 900 + (next() % 201) as usize;
+        data.extend((0..len).map(|_| (next() >> 24) as u8));
+    }
+    let dir = TempDir::new("random-start-codes");
+    let path = dir.path().join("random.h264");
+    std::fs::write(&path, &data).unwrap();
+    let output = run_v4l2rtmp(
+        &[
+            "--input",
+            path.to_str().unwrap(),
+            "rtmp://127.0.0.1:1/live/k",
+        ],
+        None,
+        LIMIT,
+    );
+    assert_clean_failure(&output, 65, "held no H.264 that can be streamed");
+    let stderr = stderr_of(&output).to_lowercase();
+    assert!(
+        !stderr.contains("connecting") && !stderr.contains("publishing"),
+        "nothing may be attempted:\n{stderr}"
+    );
+}

@@ -4,8 +4,9 @@
 //! [`AvcMuxer`] turns access units into FLV video tag bodies described as [`Part`]s: the 5-byte
 //! tag header and each NAL unit's 4-byte length prefix are inline parts (written into header
 //! storage by the chunk writer), and the NAL units themselves are external ranges of the access
-//! unit's own buffer, never copied. It caches SPS and PPS, builds the AVC sequence header (avcC)
-//! when they first appear or change, and holds frames back until it has SPS, PPS and an IDR.
+//! unit's own buffer, never copied. It caches SPS and PPS (both checked: a PPS must
+//! belong to the SPS in force), builds the AVC sequence header (avcC) when they first appear or
+//! change, and holds frames back until it has SPS, PPS and an IDR.
 //!
 //! Invariants: a frame is emitted only after a sequence header for the SPS/PPS in force;
 //! the first emitted frame is an IDR; AUD NAL units are dropped; composition time is 0 (hardware
@@ -16,7 +17,7 @@ use std::fmt;
 
 use crate::media::annexb::AccessUnit;
 use crate::media::avc::{write_avc_decoder_configuration_record, AvcError};
-use crate::media::sps::{Sps, SpsError};
+use crate::media::sps::{Pps, PpsError, Sps, SpsError};
 use crate::rtmp::amf0;
 use crate::rtmp::chunk::Part;
 
@@ -62,6 +63,12 @@ pub enum SkipReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MuxError {
     Sps(SpsError),
+    Pps(PpsError),
+    /// The PPS belongs to another SPS than the one in force: no sequence header can be built.
+    PpsForAnotherSps {
+        pps_sps_id: u32,
+        sps_id: u32,
+    },
     Avc(AvcError),
     /// A NAL unit or frame too large for FLV's 24-bit / 32-bit fields.
     TooLarge(usize),
@@ -71,6 +78,11 @@ impl fmt::Display for MuxError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             MuxError::Sps(e) => write!(f, "invalid SPS: {e}"),
+            MuxError::Pps(e) => write!(f, "invalid PPS: {e}"),
+            MuxError::PpsForAnotherSps { pps_sps_id, sps_id } => write!(
+                f,
+                "the PPS refers to SPS {pps_sps_id}, but the SPS in force has id {sps_id}"
+            ),
             MuxError::Avc(e) => write!(f, "cannot build the AVC configuration record: {e}"),
             MuxError::TooLarge(n) => write!(f, "a NAL unit of {n} bytes is too large for FLV"),
         }
@@ -97,6 +109,7 @@ pub struct AvcMuxer {
     sps: Vec<u8>,
     pps: Vec<u8>,
     sps_info: Option<Sps>,
+    pps_info: Option<Pps>,
     /// The tag body of the AVC sequence header for `sps`/`pps`; empty until both are known.
     sequence_header: Vec<u8>,
     /// The sequence header changed since the last emitted frame and must be sent first.
@@ -119,6 +132,7 @@ impl AvcMuxer {
             sps: Vec::with_capacity(256),
             pps: Vec::with_capacity(256),
             sps_info: None,
+            pps_info: None,
             sequence_header: Vec::with_capacity(512),
             sequence_header_pending: false,
             started: false,
@@ -171,13 +185,23 @@ impl AvcMuxer {
         if let Some(nal) = pps_range {
             let bytes = slice(au.data, nal.start, nal.len);
             if bytes != self.pps.as_slice() {
+                let parsed = Pps::parse(bytes).map_err(MuxError::Pps)?;
+                self.pps_info = Some(parsed);
                 self.pps.clear();
                 self.pps.extend_from_slice(bytes);
                 self.sequence_header.clear();
             }
         }
-        if self.sequence_header.is_empty() && !self.pps.is_empty() {
-            if let Some(info) = &self.sps_info {
+        if self.sequence_header.is_empty() {
+            if let (Some(info), Some(pps)) = (&self.sps_info, &self.pps_info) {
+                // A PPS may come before its SPS (it is kept), but a header is built only from a
+                // pair that belongs together.
+                if pps.seq_parameter_set_id != info.seq_parameter_set_id {
+                    return Err(MuxError::PpsForAnotherSps {
+                        pps_sps_id: pps.seq_parameter_set_id,
+                        sps_id: info.seq_parameter_set_id,
+                    });
+                }
                 self.sequence_header.extend_from_slice(&[
                     (FRAME_TYPE_KEY << 4) | CODEC_ID_AVC,
                     AVC_SEQUENCE_HEADER,
@@ -465,6 +489,81 @@ mod tests {
             }),
             Err(MuxError::Sps(_))
         ));
+    }
+
+    #[test]
+    fn pps_of_another_sps_gives_no_sequence_header() {
+        let idr: &[u8] = &[0x65, 0x88, 0x84];
+        // pic_parameter_set_id 0, seq_parameter_set_id 1 (ue 010), then x264's PPS bits.
+        let pps_of_sps1: &[u8] = &[0x68, 0xa2, 0xe0, 0xf2, 0xc8];
+        let mut muxer = AvcMuxer::new();
+        let stream = annexb(&[SPS, pps_of_sps1, idr]);
+        let mut nals = Vec::new();
+        split_nals(&stream, &mut nals);
+        let au = AccessUnit {
+            data: &stream,
+            nals: &nals,
+        };
+        let error = muxer.push(&au).unwrap_err();
+        assert_eq!(
+            error,
+            MuxError::PpsForAnotherSps {
+                pps_sps_id: 1,
+                sps_id: 0
+            }
+        );
+        assert!(error.to_string().contains("refers to SPS 1"));
+        assert!(muxer.sequence_header().is_empty());
+        // The matching PPS then gives the header and the frame.
+        assert_eq!(
+            push(&mut muxer, &annexb(&[PPS, idr])),
+            Muxed::Frame {
+                keyframe: true,
+                sequence_header_changed: true
+            }
+        );
+        assert!(!muxer.sequence_header().is_empty());
+    }
+
+    #[test]
+    fn pps_before_its_sps_is_kept() {
+        let idr: &[u8] = &[0x65, 0x88, 0x84];
+        let mut muxer = AvcMuxer::new();
+        assert_eq!(
+            push(&mut muxer, &annexb(&[PPS])),
+            Muxed::Skipped(SkipReason::NoPicture)
+        );
+        assert_eq!(
+            push(&mut muxer, &annexb(&[SPS, idr])),
+            Muxed::Frame {
+                keyframe: true,
+                sequence_header_changed: true
+            }
+        );
+    }
+
+    #[test]
+    fn bad_pps_is_an_error_and_leaves_the_pair_in_force() {
+        let idr: &[u8] = &[0x65, 0x88, 0x84];
+        let mut muxer = AvcMuxer::new();
+        push(&mut muxer, &annexb(&[SPS, PPS, idr]));
+        let header = muxer.sequence_header().to_vec();
+        // pic_parameter_set_id 256 (ue with 8 leading zeros: 00000000 1 00000001).
+        let bad: &[u8] = &[0x68, 0x00, 0x80, 0x80];
+        let stream = annexb(&[bad, idr]);
+        let mut nals = Vec::new();
+        split_nals(&stream, &mut nals);
+        let error = muxer
+            .push(&AccessUnit {
+                data: &stream,
+                nals: &nals,
+            })
+            .unwrap_err();
+        assert_eq!(
+            error,
+            MuxError::Pps(PpsError::Invalid("pic_parameter_set_id above 255"))
+        );
+        assert_eq!(muxer.sequence_header(), &header[..]);
     }
 
     #[test]

@@ -9,14 +9,35 @@
 //! - Every value is range-checked against the limits H.264 gives before it is used in arithmetic;
 //!   loops are bounded by those limits, so no input can panic, overflow or loop for long.
 //!   Out-of-range values give [`SpsError::Invalid`], running out of bits [`SpsError::Truncated`].
+//! - Values a decoder refuses are refused here too, so that random bytes that happen to follow a
+//!   start code are not taken for a stream (7.4.2.1.1, and the checks of FFmpeg's
+//!   `ff_h264_decode_seq_parameter_set`): unknown profile_idc or level_idc, out-of-range fields,
+//!   a picture larger than level 6.2 allows, cropping of the whole picture, VUI timing with a
+//!   zero, and anything but `rbsp_trailing_bits` (a stop bit, then zero bits) after the last field.
 //! - One leniency: a truncated `bitstream_restriction` block (a known encoder bug) leaves
 //!   [`Vui::max_num_reorder_frames`] unknown instead of failing the whole SPS.
+//! - [`Pps::parse`] reads only the two ids at the start of a PPS (7.3.2.2), enough to tell which
+//!   SPS it belongs to.
 
 use std::fmt;
 
 /// Largest picture dimension in macroblocks: H.264 A.3.1 limits PicWidthInMbs and FrameHeightInMbs
 /// to Sqrt(MaxFS * 8), and the largest MaxFS of any level (6.2) is 139264 macroblocks.
 const MAX_DIMENSION_IN_MBS: u32 = 1055;
+
+/// Largest frame size in macroblocks, MaxFS of level 6.2 (Table A-1).
+const MAX_FRAME_SIZE_IN_MBS: u32 = 139_264;
+
+/// The profile_idc values H.264 defines (A.2, G.10, H.10; 144 see [`HIGH_PROFILES`]).
+const KNOWN_PROFILES: [u8; 17] = [
+    66, 77, 88, 100, 110, 122, 244, 44, 83, 86, 118, 128, 138, 139, 134, 135, 144,
+];
+
+/// The level_idc values of Table A-1: 9 is level 1b (11 with constraint_set3_flag is 1b too in
+/// Baseline, Main and Extended).
+const KNOWN_LEVELS: [u8; 20] = [
+    9, 10, 11, 12, 13, 20, 21, 22, 30, 31, 32, 40, 41, 42, 50, 51, 52, 60, 61, 62,
+];
 
 /// profile_idc values whose SPS carries chroma_format_idc, bit depths and scaling matrices. 144 is
 /// the High 4:4:4 profile of the 2005 edition (since removed), which FFmpeg also still accepts.
@@ -187,6 +208,29 @@ impl<'a> BitReader<'a> {
         u32::try_from(value).map_err(|_| SpsError::Invalid("Exp-Golomb value exceeds 32 bits"))
     }
 
+    /// rbsp_trailing_bits() (7.3.2.11): a stop bit 1, then zero bits to the end of the NAL unit
+    /// (trailing zero bytes, as cabac_zero_words or stray stuffing, are zero bits too).
+    fn rbsp_trailing_bits(&mut self) -> Result<(), SpsError> {
+        if !self.flag()? {
+            return Err(SpsError::Invalid(
+                "data where rbsp_trailing_bits should be (no stop bit)",
+            ));
+        }
+        let mask = (1u16 << self.bits_left) as u8;
+        if self.current & mask.wrapping_sub(1) != 0 {
+            return Err(SpsError::Invalid(
+                "non-zero bits after the rbsp_stop_one_bit",
+            ));
+        }
+        self.bits_left = 0;
+        while self.pos < self.data.len() {
+            if self.next_byte()? != 0 {
+                return Err(SpsError::Invalid("data after the rbsp_stop_one_bit"));
+            }
+        }
+        Ok(())
+    }
+
     /// ue(v) that must not exceed `max`.
     fn ue_max(&mut self, max: u32, what: &'static str) -> Result<u32, SpsError> {
         let value = self.ue()?;
@@ -222,6 +266,12 @@ impl Sps {
         let profile_idc = bits.u8_bits(8)?;
         let constraint_flags = bits.u8_bits(8)?;
         let level_idc = bits.u8_bits(8)?;
+        if !KNOWN_PROFILES.contains(&profile_idc) {
+            return Err(SpsError::Invalid("unknown profile_idc"));
+        }
+        if !KNOWN_LEVELS.contains(&level_idc) {
+            return Err(SpsError::Invalid("unknown level_idc"));
+        }
         let seq_parameter_set_id = bits.ue_max(31, "seq_parameter_set_id above 31")?;
 
         let mut chroma_format_idc = 1;
@@ -271,12 +321,20 @@ impl Sps {
         if !frame_mbs_only {
             let _mb_adaptive_frame_field = bits.flag()?;
         }
-        let _direct_8x8_inference = bits.flag()?;
+        let direct_8x8_inference = bits.flag()?;
+        if !frame_mbs_only && !direct_8x8_inference {
+            return Err(SpsError::Invalid(
+                "direct_8x8_inference_flag is 0 with frame_mbs_only_flag 0",
+            ));
+        }
 
         // Bounded above, so these products fit easily in u32.
         let height_in_mbs = height_in_map_units * if frame_mbs_only { 1 } else { 2 };
         if height_in_mbs > MAX_DIMENSION_IN_MBS {
             return Err(SpsError::Invalid("picture too tall"));
+        }
+        if width_in_mbs * height_in_mbs > MAX_FRAME_SIZE_IN_MBS {
+            return Err(SpsError::Invalid("picture larger than level 6.2 allows"));
         }
         let coded_width = width_in_mbs * 16;
         let coded_height = height_in_mbs * 16;
@@ -309,11 +367,16 @@ impl Sps {
             height = coded_height - crop_y as u32;
         }
 
-        let vui = if bits.flag()? {
-            Some(parse_vui(&mut bits)?)
+        let (vui, cut_short) = if bits.flag()? {
+            let (vui, cut_short) = parse_vui(&mut bits)?;
+            (Some(vui), cut_short)
         } else {
-            None
+            (None, false)
         };
+        // A VUI cut short inside bitstream_restriction has no trailing bits left to check.
+        if !cut_short {
+            bits.rbsp_trailing_bits()?;
+        }
 
         Ok(Sps {
             profile_idc,
@@ -345,6 +408,67 @@ impl Sps {
         let numerator = u32::try_from(numerator / divisor).ok()?;
         let denominator = u32::try_from(denominator / divisor).ok()?;
         Some((numerator, denominator))
+    }
+}
+
+/// The start of a picture parameter set (7.3.2.2): which SPS it belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pps {
+    /// pic_parameter_set_id, 0..=255; slices refer to it.
+    pub pic_parameter_set_id: u32,
+    /// seq_parameter_set_id, 0..=31: the SPS this PPS goes with.
+    pub seq_parameter_set_id: u32,
+}
+
+/// Why a PPS could not be parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PpsError {
+    /// The NAL unit is empty or its nal_unit_type is not 8.
+    NotAPps,
+    /// The NAL unit ended in the middle of a syntax element.
+    Truncated,
+    /// A syntax element has a value H.264 does not allow; the text names it.
+    Invalid(&'static str),
+}
+
+impl fmt::Display for PpsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PpsError::NotAPps => f.write_str("not an H.264 picture parameter set NAL unit"),
+            PpsError::Truncated => f.write_str("H.264 picture parameter set is truncated"),
+            PpsError::Invalid(what) => write!(f, "invalid H.264 picture parameter set: {what}"),
+        }
+    }
+}
+
+impl std::error::Error for PpsError {}
+
+impl Pps {
+    /// `nal` is the whole PPS NAL unit including its one-byte header (type 8), still escaped.
+    /// Only the two ids are read: the rest depends on the SPS and is the decoder's business.
+    pub fn parse(nal: &[u8]) -> Result<Pps, PpsError> {
+        let (&header, payload) = nal.split_first().ok_or(PpsError::NotAPps)?;
+        if header & 0x1f != 8 {
+            return Err(PpsError::NotAPps);
+        }
+        if header & 0x80 != 0 {
+            return Err(PpsError::Invalid("forbidden_zero_bit is set"));
+        }
+        let convert = |error| match error {
+            SpsError::Invalid(what) => PpsError::Invalid(what),
+            SpsError::Truncated | SpsError::NotAnSps => PpsError::Truncated,
+        };
+        let mut bits = BitReader::new(payload);
+        let pic_parameter_set_id = bits
+            .ue_max(255, "pic_parameter_set_id above 255")
+            .map_err(convert)?;
+        let seq_parameter_set_id = bits
+            .ue_max(31, "seq_parameter_set_id above 31")
+            .map_err(convert)?;
+        Ok(Pps {
+            pic_parameter_set_id,
+            seq_parameter_set_id,
+        })
     }
 }
 
@@ -398,8 +522,8 @@ const ASPECT_RATIOS: [(u16, u16); 16] = [
 /// aspect_ratio_idc value meaning "sar_width and sar_height follow".
 const EXTENDED_SAR: u8 = 255;
 
-/// vui_parameters() (E.1.1).
-fn parse_vui(bits: &mut BitReader<'_>) -> Result<Vui, SpsError> {
+/// vui_parameters() (E.1.1), and whether the NAL unit ended inside bitstream_restriction.
+fn parse_vui(bits: &mut BitReader<'_>) -> Result<(Vui, bool), SpsError> {
     let mut sample_aspect_ratio = None;
     if bits.flag()? {
         let aspect_ratio_idc = bits.u8_bits(8)?;
@@ -432,9 +556,17 @@ fn parse_vui(bits: &mut BitReader<'_>) -> Result<Vui, SpsError> {
     }
     let mut timing = None;
     if bits.flag()? {
+        let num_units_in_tick = bits.bits(32)?;
+        let time_scale = bits.bits(32)?;
+        if num_units_in_tick == 0 {
+            return Err(SpsError::Invalid("num_units_in_tick is 0"));
+        }
+        if time_scale == 0 {
+            return Err(SpsError::Invalid("time_scale is 0"));
+        }
         timing = Some(Timing {
-            num_units_in_tick: bits.bits(32)?,
-            time_scale: bits.bits(32)?,
+            num_units_in_tick,
+            time_scale,
             fixed_frame_rate: bits.flag()?,
         });
     }
@@ -450,21 +582,24 @@ fn parse_vui(bits: &mut BitReader<'_>) -> Result<Vui, SpsError> {
         let _low_delay_hrd = bits.flag()?;
     }
     let _pic_struct_present = bits.flag()?;
-    let max_num_reorder_frames = if bits.flag()? {
+    let (max_num_reorder_frames, cut_short) = if bits.flag()? {
         match parse_bitstream_restriction(bits) {
-            Ok(reorder) => Some(reorder),
+            Ok(reorder) => (Some(reorder), false),
             // Some encoders cut the VUI short here; what came before is still good.
-            Err(SpsError::Truncated) => None,
+            Err(SpsError::Truncated) => (None, true),
             Err(error) => return Err(error),
         }
     } else {
-        None
+        (None, false)
     };
-    Ok(Vui {
-        sample_aspect_ratio,
-        timing,
-        max_num_reorder_frames,
-    })
+    Ok((
+        Vui {
+            sample_aspect_ratio,
+            timing,
+            max_num_reorder_frames,
+        },
+        cut_short,
+    ))
 }
 
 /// The bitstream_restriction fields of the VUI; returns max_num_reorder_frames.
@@ -857,7 +992,13 @@ mod tests {
 
     /// A Baseline SPS NAL (level 3.0) whose payload after level_idc is the given bit string.
     fn nal_from_bits(bits: &str) -> Vec<u8> {
-        let mut out = vec![0x67, 66, 0, 30];
+        nal_with(66, 30, bits)
+    }
+
+    /// An SPS NAL with this profile_idc and level_idc (no constraint flags) whose payload after
+    /// level_idc is the given bit string, zero-padded to a whole byte.
+    fn nal_with(profile_idc: u8, level_idc: u8, bits: &str) -> Vec<u8> {
+        let mut out = vec![0x67, profile_idc, 0, level_idc];
         let bits: Vec<u8> = bits.bytes().filter(|b| *b == b'0' || *b == b'1').collect();
         for chunk in bits.chunks(8) {
             let mut byte = 0u8;
@@ -867,6 +1008,250 @@ mod tests {
             out.push(byte);
         }
         out
+    }
+
+    /// A valid minimal Baseline body: sps_id 0, log2_max_frame_num_minus4 0, poc type 2, 0 refs,
+    /// no gaps, 1x1 MB, frame_mbs_only, direct_8x8, no cropping, no VUI, stop bit.
+    const MINIMAL: &str = "1 1 011 1 0 1 1 1 1 0 0 1";
+
+    fn invalid(nal: &[u8]) -> &'static str {
+        match Sps::parse(nal) {
+            Err(SpsError::Invalid(what)) => what,
+            other => panic!("{nal:02x?} gave {other:?}"),
+        }
+    }
+
+    #[test]
+    fn minimal_sps_is_valid() {
+        let nal = nal_from_bits(MINIMAL);
+        assert_eq!(nal, [0x67, 66, 0, 30, 0xdd, 0xe4]);
+        let sps = Sps::parse(&nal).unwrap();
+        assert_eq!((sps.width, sps.height), (16, 16));
+    }
+
+    #[test]
+    fn unknown_profile_is_invalid() {
+        // The issue's random "SPS" had profile 21.
+        for profile in [0, 21, 65, 67, 101, 255] {
+            assert_eq!(
+                invalid(&nal_with(profile, 30, MINIMAL)),
+                "unknown profile_idc"
+            );
+        }
+        for profile in [66, 77, 88] {
+            Sps::parse(&nal_with(profile, 30, MINIMAL)).unwrap();
+        }
+    }
+
+    #[test]
+    fn unknown_level_is_invalid() {
+        for level in [0, 1, 8, 14, 15, 23, 33, 63, 158, 255] {
+            assert_eq!(invalid(&nal_with(66, level, MINIMAL)), "unknown level_idc");
+        }
+        for level in [9, 10, 11, 13, 20, 31, 42, 52, 62] {
+            Sps::parse(&nal_with(66, level, MINIMAL)).unwrap();
+        }
+    }
+
+    #[test]
+    fn high_profile_fields_out_of_range_are_invalid() {
+        // High: chroma_format_idc 4 (ue 00101).
+        assert_eq!(
+            invalid(&nal_with(100, 40, "1 00101")),
+            "chroma_format_idc above 3"
+        );
+        // chroma_format_idc 1, bit_depth_luma_minus8 7 (ue 0001000): 15 bits.
+        assert_eq!(
+            invalid(&nal_with(100, 40, "1 010 0001000")),
+            "bit_depth_luma_minus8 above 6"
+        );
+        // luma 8, chroma_minus8 7.
+        assert_eq!(
+            invalid(&nal_with(100, 40, "1 010 1 0001000")),
+            "bit_depth_chroma_minus8 above 6"
+        );
+        // The same fields in range, no scaling matrix, then the minimal rest: valid.
+        let sps = Sps::parse(&nal_with(
+            100,
+            40,
+            "1 010 00111 00111 0 0 1 011 1 0 1 1 1 1 0 0 1",
+        ))
+        .unwrap();
+        assert_eq!((sps.bit_depth_luma, sps.bit_depth_chroma), (14, 14));
+    }
+
+    #[test]
+    fn frame_num_and_poc_fields_out_of_range_are_invalid() {
+        // log2_max_frame_num_minus4 13 (ue 0001110).
+        assert_eq!(
+            invalid(&nal_from_bits("1 0001110")),
+            "log2_max_frame_num_minus4 above 12"
+        );
+        // pic_order_cnt_type 3 (ue 00100).
+        assert_eq!(
+            invalid(&nal_from_bits("1 1 00100")),
+            "pic_order_cnt_type above 2"
+        );
+        // pic_order_cnt_type 0, log2_max_pic_order_cnt_lsb_minus4 13.
+        assert_eq!(
+            invalid(&nal_from_bits("1 1 1 0001110")),
+            "log2_max_pic_order_cnt_lsb_minus4 above 12"
+        );
+        // max_num_ref_frames 17 (ue 000010010).
+        assert_eq!(
+            invalid(&nal_from_bits("1 1 011 000010010")),
+            "max_num_ref_frames above 16"
+        );
+    }
+
+    #[test]
+    fn pictures_beyond_level_6_2_are_invalid() {
+        // Width 1056 MBs (minus1 1055: ue 0000000000 10000100000).
+        assert_eq!(
+            invalid(&nal_from_bits("1 1 011 1 0 000000000010000100000")),
+            "picture too wide"
+        );
+        // Height 1056 MBs.
+        assert_eq!(
+            invalid(&nal_from_bits("1 1 011 1 0 1 000000000010000100000")),
+            "picture too tall"
+        );
+        // 528 map units of field pairs (frame_mbs_only 0, mbaff 0, direct_8x8 1): 1056 MBs.
+        assert_eq!(
+            invalid(&nal_from_bits("1 1 011 1 0 1 000000000 1000010000 0 0 1")),
+            "picture too tall"
+        );
+        // 1055 x 133 MBs = 140315 > 139264 (minus1 1054: 0000000000 10000011111; 132: 0000000 10000101).
+        let wide = "1 1 011 1 0 000000000010000011111";
+        assert_eq!(
+            invalid(&nal_from_bits(&format!("{wide} 000000010000101 1 1 0 0 1"))),
+            "picture larger than level 6.2 allows"
+        );
+        // 1055 x 132 = 139260 fits (height minus1 131: 0000000 10000100).
+        let sps = Sps::parse(&nal_with(
+            66,
+            62,
+            &format!("{wide} 000000010000100 1 1 0 0 1"),
+        ))
+        .unwrap();
+        assert_eq!((sps.width, sps.height), (16880, 2112));
+    }
+
+    #[test]
+    fn field_coding_needs_direct_8x8_inference() {
+        // frame_mbs_only 0, mb_adaptive 0, direct_8x8_inference 0.
+        assert_eq!(
+            invalid(&nal_from_bits("1 1 011 1 0 1 1 0 0 0 0 0 1")),
+            "direct_8x8_inference_flag is 0 with frame_mbs_only_flag 0"
+        );
+        Sps::parse(&nal_from_bits("1 1 011 1 0 1 1 0 0 1 0 0 1")).unwrap();
+    }
+
+    #[test]
+    fn vui_timing_with_a_zero_is_invalid() {
+        // VUI: no aspect ratio, overscan, signal type or chroma location; timing present.
+        let vui = |tick: u32, scale: u32| {
+            format!("1 1 011 1 0 1 1 1 1 0 1 0 0 0 0 1 {tick:032b} {scale:032b} 1 0 0 0 0 1")
+        };
+        assert_eq!(
+            invalid(&nal_from_bits(&vui(0, 50))),
+            "num_units_in_tick is 0"
+        );
+        assert_eq!(invalid(&nal_from_bits(&vui(1, 0))), "time_scale is 0");
+        let sps = Sps::parse(&nal_from_bits(&vui(1, 50))).unwrap();
+        assert_eq!(sps.frame_rate(), Some((25, 1)));
+    }
+
+    #[test]
+    fn anything_but_rbsp_trailing_bits_is_invalid() {
+        // No stop bit: a 0 where it should be (and a 1 after it).
+        assert_eq!(
+            invalid(&nal_from_bits("1 1 011 1 0 1 1 1 1 0 0 0 1")),
+            "data where rbsp_trailing_bits should be (no stop bit)"
+        );
+        // A 1 after the stop bit in the same byte.
+        assert_eq!(
+            invalid(&nal_from_bits("1 1 011 1 0 1 1 1 1 0 0 1 01")),
+            "non-zero bits after the rbsp_stop_one_bit"
+        );
+        // A non-zero byte after it.
+        let mut nal = nal_from_bits(MINIMAL);
+        nal.extend_from_slice(&[0x00, 0x01]);
+        assert_eq!(invalid(&nal), "data after the rbsp_stop_one_bit");
+        // Missing entirely.
+        assert_eq!(
+            Sps::parse(&nal_from_bits("1 1 011 1 0 1 1 1 1 0 0")[..5]),
+            Err(SpsError::Truncated)
+        );
+        // Zero bytes after it are zero bits (trailing_zero_8bits, cabac_zero_words with their
+        // emulation prevention).
+        let mut nal = nal_from_bits(MINIMAL);
+        nal.extend_from_slice(&[0x00, 0x00, 0x03, 0x00, 0x00]);
+        Sps::parse(&nal).unwrap();
+    }
+
+    #[test]
+    fn the_issues_random_sps_is_invalid() {
+        // Random bytes after a start code, as the garbage in the issue: with the header byte of
+        // an SPS, 1000 random bytes never pass (profile, level, ranges, trailing bits).
+        let mut state = 0x0123_4567_89ab_cdefu64;
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let mut nal = vec![0x67];
+            for _ in 0..1000 {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                nal.push((state >> 24) as u8);
+            }
+            accepted += usize::from(Sps::parse(&nal).is_ok());
+        }
+        assert_eq!(accepted, 0);
+    }
+
+    fn pps_from_bits(bits: &str) -> Vec<u8> {
+        let mut nal = nal_from_bits(bits);
+        nal.splice(..4, [0x68]);
+        nal
+    }
+
+    #[test]
+    fn pps_ids() {
+        assert_eq!(
+            Pps::parse(&hex(BASELINE_640X480_PPS)),
+            Ok(Pps {
+                pic_parameter_set_id: 0,
+                seq_parameter_set_id: 0
+            })
+        );
+        // pps_id 255 (ue 00000000 100000000), sps_id 31 (ue 00000 100000), stop bit.
+        assert_eq!(
+            Pps::parse(&pps_from_bits("00000000 100000000 00000 100000 1")),
+            Ok(Pps {
+                pic_parameter_set_id: 255,
+                seq_parameter_set_id: 31
+            })
+        );
+        // pps_id 256 (ue 00000000 100000001).
+        assert_eq!(
+            Pps::parse(&pps_from_bits("00000000 100000001")),
+            Err(PpsError::Invalid("pic_parameter_set_id above 255"))
+        );
+        // pps_id 0, sps_id 32 (ue 00000 100001).
+        assert_eq!(
+            Pps::parse(&pps_from_bits("1 00000 100001")),
+            Err(PpsError::Invalid("seq_parameter_set_id above 31"))
+        );
+        assert_eq!(Pps::parse(&[]), Err(PpsError::NotAPps));
+        assert_eq!(Pps::parse(&hex(PI_SPS)), Err(PpsError::NotAPps));
+        assert_eq!(Pps::parse(&[0x68]), Err(PpsError::Truncated));
+        assert_eq!(
+            Pps::parse(&[0xe8, 0xce]),
+            Err(PpsError::Invalid("forbidden_zero_bit is set"))
+        );
+        assert!(PpsError::Truncated
+            .to_string()
+            .contains("picture parameter set"));
     }
 
     #[test]
