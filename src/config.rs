@@ -97,6 +97,9 @@ RELIABILITY:
         --source-timeout <SECONDS>
                               Restart a live input (pipe, FIFO, exec:) that has delivered no
                               frame for this long; 0 never (default 10)
+        --stats-interval <SECONDS>
+                              Log a progress line (frames, fps, current bitrate, drops, queue)
+                              this often; 0 never (default 5 on a terminal, else 300)
         --backoff-max <SECONDS>
                               Longest wait between reconnects; a refused key or app waits
                               this long (default 30)
@@ -208,6 +211,8 @@ pub struct Config {
     pub stall_timeout_ms: u64,
     /// 0: never.
     pub source_timeout_ms: u64,
+    /// How often the progress line is logged; None: 5 s on a terminal, else 5 minutes; 0: never.
+    pub stats_interval_ms: Option<u64>,
     pub backoff_max_ms: u64,
     pub backoff_reset_ms: u64,
     /// None: retry forever.
@@ -319,6 +324,7 @@ impl Config {
             log_level: None,
             stall_timeout_ms: reliability.stall_timeout_ms,
             source_timeout_ms: reliability.source_timeout_ms,
+            stats_interval_ms: None,
             backoff_max_ms: reliability.backoff_max_ms,
             backoff_reset_ms: reliability.backoff_reset_ms,
             max_retries: reliability.max_retries,
@@ -503,6 +509,7 @@ fn parse_token_stream(
     let mut insecure = false;
     let mut tls_fingerprint = None;
     let mut redirect_credentials = false;
+    let mut stats_interval_ms = None;
     let mut device = DeviceOptions::default();
     let mut only_positional = false;
     // The URL may come from the file (`url = ...`) and be overridden by the command line.
@@ -586,6 +593,9 @@ fn parse_token_stream(
             "--source-timeout" => {
                 reliability.source_timeout_ms =
                     parse_number(&name, &value("seconds")?, 0, 3600)? * 1000
+            }
+            "--stats-interval" => {
+                stats_interval_ms = Some(parse_number(&name, &value("seconds")?, 0, 86_400)? * 1000)
             }
             "--backoff-max" => {
                 reliability.backoff_max_ms =
@@ -682,6 +692,7 @@ fn parse_token_stream(
         log_level,
         stall_timeout_ms: reliability.stall_timeout_ms,
         source_timeout_ms: reliability.source_timeout_ms,
+        stats_interval_ms,
         backoff_max_ms: reliability.backoff_max_ms,
         backoff_reset_ms: reliability.backoff_reset_ms,
         max_retries: reliability.max_retries,

@@ -132,7 +132,6 @@ impl FrameQueue {
     }
 
     /// Stream time between the oldest and the newest queued frame.
-    #[cfg(test)]
     pub fn queued_duration_ms(&self) -> u64 {
         match (self.entries.front(), self.entries.back()) {
             (Some(first), Some(last)) => last.timestamp_ms.saturating_sub(first.timestamp_ms),

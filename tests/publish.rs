@@ -268,6 +268,46 @@ fn stdin_and_fifo_inputs() {
     assert_eq!(decode_errors(&fifo_recording), "");
 }
 
+/// The progress line, as FFmpeg's: with `--stats-interval 1`, a paced 4 s clip at 30 fps gives
+/// lines whose frame rate and bitrate are the current ones.
+#[test]
+fn progress_lines_show_the_current_frame_rate_and_bitrate() {
+    let clip = clip_small();
+    let nginx = Nginx::start();
+    let output = run_v4l2rtmp(
+        &[
+            "--input",
+            clip.to_str().unwrap(),
+            "--realtime",
+            "--stats-interval",
+            "1",
+            &nginx.url("live", "stats"),
+        ],
+        None,
+        LIMIT,
+    );
+    assert_success(&output);
+    let stderr = stderr_of(&output);
+    let lines: Vec<&str> = stderr.lines().filter(|l| l.contains("frame=")).collect();
+    assert!(lines.len() >= 2, "{stderr}");
+    let field = |line: &str, name: &str| -> f64 {
+        let rest = &line[line.find(name).unwrap() + name.len()..];
+        rest.trim_start_matches('=')
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect::<String>()
+            .parse()
+            .unwrap()
+    };
+    // The lines after the first cover a whole second of pacing.
+    for line in &lines[1..] {
+        let fps = field(line, "fps");
+        assert!((20.0..=40.0).contains(&fps), "{line}");
+        assert!(field(line, "bitrate") > 100.0, "{line}");
+    }
+    let _ = nginx.stop();
+}
+
 #[test]
 fn realtime_paces_a_file_at_its_frame_rate() {
     let clip = clip_small();

@@ -151,6 +151,8 @@ pub enum Action {
     Watchdog,
     /// Refresh systemd's STATUS=.
     Status,
+    /// Log the progress line (frames, fps, current bitrate, drops, queue).
+    Stats,
     /// Stop: close the connection politely and end the run without error.
     Finish(Ending),
     /// End the run with this error.
@@ -238,6 +240,16 @@ struct Outage {
     reminded_at: u64,
 }
 
+/// An outage, as STATUS tells it.
+#[derive(Clone, Copy, Debug)]
+pub struct OutageView<'a> {
+    pub since: u64,
+    pub attempts: u32,
+    pub reason: &'a str,
+    /// When the next attempt is due (None while one is under way).
+    pub retry_at: Option<u64>,
+}
+
 /// Options of the run that are not in the configuration.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CoreOptions {
@@ -247,6 +259,8 @@ pub struct CoreOptions {
     pub status: bool,
     /// Redirects may carry the URL's user:password to another host.
     pub redirect_credentials: bool,
+    /// How often the progress line is logged (None: never).
+    pub stats: Option<Duration>,
 }
 
 /// The supervisor's policy. See the module documentation.
@@ -275,6 +289,7 @@ pub struct Core {
     watchdog_at: Option<u64>,
     watchdog_frames: u64,
     status_at: Option<u64>,
+    stats_at: Option<u64>,
     /// Frames from the source since it was opened.
     source_frames: u64,
     /// The input gave a keyframe: connections may be made.
@@ -319,6 +334,7 @@ impl Core {
             watchdog_at: options.watchdog.map(|interval| now + ms(half(interval))),
             watchdog_frames: 0,
             status_at: options.status.then_some(now + ms(STATUS_INTERVAL)),
+            stats_at: options.stats.map(|interval| now + ms(interval)),
             source_frames: 0,
             input_ready: false,
             counters: Counters::default(),
@@ -349,6 +365,21 @@ impl Core {
     /// Where the next or current connection goes (key included: never log it, log its Display).
     pub fn target(&self) -> &RtmpUrl {
         self.redirect.as_ref().map_or(&self.config.url, |r| &r.url)
+    }
+
+    /// The outage in progress, for STATUS: since when, how many attempts failed, the last reason,
+    /// and when the next attempt is due.
+    pub fn outage(&self) -> Option<OutageView<'_>> {
+        let outage = self.outage.as_ref()?;
+        Some(OutageView {
+            since: outage.since,
+            attempts: outage.attempts,
+            reason: &outage.last_reason,
+            retry_at: match self.link {
+                LinkState::Down { retry_at } => Some(retry_at),
+                _ => None,
+            },
+        })
     }
 
     /// Whether a switch waits for the next keyframe: the shell reports
@@ -424,6 +455,7 @@ impl Core {
             switch: self.switch.as_ref().map(|s| s.deadline),
             watchdog: self.watchdog_at,
             status: self.status_at,
+            stats: self.stats_at,
         }
     }
 
@@ -487,6 +519,15 @@ impl Core {
         if timers.status.is_some_and(|at| now >= at) {
             self.actions.push_back(Action::Status);
             self.status_at = Some(now + ms(STATUS_INTERVAL));
+        }
+        if let (Some(at), Some(interval)) = (timers.stats, self.options.stats) {
+            if now >= at {
+                // Only while streaming: an outage has lines of its own.
+                if matches!(self.link, LinkState::Up { .. }) {
+                    self.actions.push_back(Action::Stats);
+                }
+                self.stats_at = Some(now + ms(interval));
+            }
         }
         let remind = self
             .outage
@@ -1063,6 +1104,8 @@ struct Timers {
     watchdog: Option<u64>,
     /// STATUS=.
     status: Option<u64>,
+    /// The progress line.
+    stats: Option<u64>,
 }
 
 impl Timers {
@@ -1074,6 +1117,7 @@ impl Timers {
             self.switch,
             self.watchdog,
             self.status,
+            self.stats,
         ]
         .into_iter()
         .flatten()
@@ -1082,7 +1126,7 @@ impl Timers {
 }
 
 /// A wait as a person reads it: `40 ms` below a second, else `2.3 s` (never "0.0 s").
-struct Wait(Duration);
+pub struct Wait(pub Duration);
 
 impl std::fmt::Display for Wait {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -15,6 +15,8 @@
 //! reference it did not get (the pipeline and the queue see to it); a switch the server asked
 //! for happens before a keyframe, which then opens the new connection.
 
+use std::time::Duration;
+
 use log::{debug, info, trace, warn};
 
 use crate::driver::{Clock, Connection};
@@ -25,7 +27,7 @@ use crate::queue::{FrameQueue, Pushed};
 use crate::rtmp::chunk::Part;
 use crate::source::Input;
 
-use super::core::{Core, LinkEvent, LinkState, SourceEvent, SourceKind};
+use super::core::{Core, LinkEvent, LinkState, SourceEvent, SourceKind, Wait};
 use super::{count, Progress};
 
 /// Frames processed before the loop looks at the socket and signals again.
@@ -73,6 +75,9 @@ pub struct Flow {
     frames_sent: u64,
     /// The core heard that the input gave its first keyframe.
     ready_reported: bool,
+    /// Where STATUS= and the progress line measured last, for current rates.
+    status_rate: Rate,
+    stats_rate: Rate,
     drop_log: DropLog,
 }
 
@@ -101,6 +106,8 @@ impl Flow {
             bytes_sent_before: 0,
             frames_sent: 0,
             ready_reported: false,
+            status_rate: Rate::default(),
+            stats_rate: Rate::default(),
             drop_log: DropLog::default(),
         }
     }
@@ -164,28 +171,60 @@ impl Flow {
 
     /// STATUS= for systemd: resolution, fps, bitrate, destination (key redacted), uptime,
     /// reconnects and drops.
-    pub fn status_line(&self, core: &Core, conn: Option<&Connection>, uptime_s: u64) -> String {
+    pub fn status_line(&mut self, core: &Core, conn: Option<&Connection>, now: u64) -> String {
         let progress = self.progress(core, conn);
         let video = match self.pipeline.describe() {
             Some((w, h, Some(fps))) => format!("{w}x{h} {fps:.2} fps"),
             Some((w, h, None)) => format!("{w}x{h}"),
             None => "waiting for H.264".to_string(),
         };
-        let kbps = (progress.bytes_sent * 8 / 1000)
-            .checked_div(uptime_s)
-            .unwrap_or(0);
-        let state = match core.link() {
-            LinkState::Up { .. } => "streaming",
-            LinkState::Connecting { .. } => "connecting",
-            _ => "reconnecting",
+        let uptime_s = now / 1000;
+        let (_, kbps) = self.status_rate.update(now, &progress);
+        let state = match (core.link(), core.outage()) {
+            (LinkState::Up { .. }, _) => {
+                format!("streaming {video} {kbps:.0} kbit/s to {}", core.target())
+            }
+            (_, Some(outage)) => format!(
+                "reconnecting to {} for {} s, {} failed{}: {}",
+                core.target(),
+                now.saturating_sub(outage.since) / 1000,
+                count(u64::from(outage.attempts), "attempt"),
+                match outage.retry_at {
+                    Some(at) => format!(
+                        ", next in {}",
+                        Wait(Duration::from_millis(at.saturating_sub(now)))
+                    ),
+                    None => String::new(),
+                },
+                outage.reason
+            ),
+            (LinkState::Connecting { .. }, None) => format!("connecting to {}", core.target()),
+            (_, None) => format!(
+                "waiting for the input before connecting to {}",
+                core.target()
+            ),
         };
         format!(
-            "{state} {video} ~{kbps} kbit/s to {}; up {}h{:02}m; {}, {} dropped",
-            core.target(),
+            "{state}; up {}h{:02}m; {} sent, {}, {} dropped",
             uptime_s / 3600,
             uptime_s / 60 % 60,
+            count(progress.frames_sent, "frame"),
             count(progress.connections.saturating_sub(1), "reconnect"),
             count(progress.frames_dropped, "frame")
+        )
+    }
+
+    /// The progress line, as FFmpeg's: frames sent, frame rate and bitrate since the last line,
+    /// drops, and what waits in the queue.
+    pub fn stats_line(&mut self, core: &Core, conn: Option<&Connection>, now: u64) -> String {
+        let progress = self.progress(core, conn);
+        let (fps, kbps) = self.stats_rate.update(now, &progress);
+        format!(
+            "frame={} fps={fps:.1} bitrate={kbps:.1}kbits/s dropped={} queue={:.2}s reconnects={}",
+            progress.frames_sent,
+            progress.frames_dropped,
+            self.queue.queued_duration_ms() as f64 / 1000.0,
+            progress.connections.saturating_sub(1)
         )
     }
 
@@ -547,6 +586,33 @@ pub fn write(conn: &mut Connection, external: &[u8], core: &mut Core, now: u64) 
     };
     core.handle_link(event, now);
     Ok(idle)
+}
+
+/// A rate over the time since the last measurement: frames per second and kbit/s now, not
+/// averaged since the start.
+#[derive(Clone, Copy, Debug, Default)]
+struct Rate {
+    at_ms: u64,
+    frames: u64,
+    bytes: u64,
+}
+
+impl Rate {
+    /// The frame rate and bitrate since the last call; remembers this one.
+    fn update(&mut self, now_ms: u64, progress: &Progress) -> (f64, f64) {
+        let seconds = now_ms.saturating_sub(self.at_ms) as f64 / 1000.0;
+        let frames = progress.frames_sent.saturating_sub(self.frames) as f64;
+        let bits = progress.bytes_sent.saturating_sub(self.bytes) as f64 * 8.0;
+        *self = Rate {
+            at_ms: now_ms,
+            frames: progress.frames_sent,
+            bytes: progress.bytes_sent,
+        };
+        if seconds <= 0.0 {
+            return (0.0, 0.0);
+        }
+        (frames / seconds, bits / seconds / 1000.0)
+    }
 }
 
 /// Reports queue drops, rate-limited: the first drop at once, then at most one line per interval

@@ -58,6 +58,20 @@ pub(super) enum Wake {
     More,
 }
 
+/// How often the progress line is logged: as configured, else every 5 s on a terminal (as
+/// FFmpeg's) and every 5 minutes under a service manager or into a file.
+fn stats_interval(config: &Config) -> Option<std::time::Duration> {
+    use std::io::IsTerminal;
+    let ms = config
+        .stats_interval_ms
+        .unwrap_or(if std::io::stderr().is_terminal() {
+            5_000
+        } else {
+            300_000
+        });
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
+}
+
 /// Runs until the input ends, a signal stops it, or an error that retrying cannot fix.
 pub async fn run(
     config: Config,
@@ -73,6 +87,7 @@ pub async fn run(
         watchdog: notifier.watchdog_interval(),
         status: notifier.is_enabled(),
         redirect_credentials: config.redirect_credentials,
+        stats: stats_interval(&config),
     };
     let mut tls = crate::tls::destination_config(&config)?;
     let seed = crate::backoff::Jitter::from_entropy().next_u64();
@@ -148,8 +163,12 @@ pub async fn run(
                 }
                 Action::Watchdog => notifier.watchdog(),
                 Action::Status => {
-                    let uptime_s = clock.now_ms() / 1000;
-                    notifier.status(&flow.status_line(&core, link.conn().map(|c| &*c), uptime_s));
+                    let now = clock.now_ms();
+                    notifier.status(&flow.status_line(&core, link.conn().map(|c| &*c), now));
+                }
+                Action::Stats => {
+                    let now = clock.now_ms();
+                    info!("{}", flow.stats_line(&core, link.conn().map(|c| &*c), now));
                 }
                 Action::Finish(ending) => {
                     notifier.stopping();

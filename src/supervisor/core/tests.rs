@@ -148,6 +148,7 @@ fn describe(action: &Action) -> String {
         Action::OpenSource { anew: true } => "open-new-source".into(),
         Action::Watchdog => "watchdog".into(),
         Action::Status => "status".into(),
+        Action::Stats => "stats".into(),
         Action::Finish(ending) => format!("finish {ending:?}"),
         Action::Exit(err) => format!("exit {:?}", err.fault()),
     }
@@ -793,4 +794,39 @@ fn a_new_connection_asks_for_a_keyframe() {
     let mut sim = Sim::new(config("rtmp://h/live/k"), SourceKind::Device);
     sim.link(LinkEvent::Publishing);
     assert_eq!(sim.actions_since(0)[1].1, "force-keyframe");
+}
+
+#[test]
+fn the_progress_line_comes_at_its_interval_while_streaming_only() {
+    let options = CoreOptions {
+        stats: Some(Duration::from_secs(5)),
+        ..CoreOptions::default()
+    };
+    let mut sim = Sim::with_options(config("rtmp://h/live/k"), SourceKind::File, options);
+    sim.publish_ok();
+    sim.advance_to(12_000);
+    sim.link(LinkEvent::Failed(refused()));
+    sim.advance_to(12_001);
+    let at = |sim: &Sim| -> Vec<u64> {
+        sim.actions_since(0)
+            .into_iter()
+            .filter(|(_, a)| a == "stats")
+            .map(|(t, _)| t)
+            .collect()
+    };
+    assert_eq!(at(&sim), vec![5_000, 10_000]);
+    // Down: no progress line (the outage has lines of its own), and STATUS can tell why.
+    let outage = sim.core.outage().expect("an outage");
+    assert_eq!(outage.attempts, 1);
+    assert!(
+        outage.reason.contains("cannot connect"),
+        "{}",
+        outage.reason
+    );
+    assert!(outage.retry_at.is_some());
+    let retry = outage.retry_at.unwrap();
+    sim.advance_to(retry.max(16_000));
+    sim.link(LinkEvent::Failed(refused()));
+    sim.advance_to(40_000);
+    assert_eq!(at(&sim), vec![5_000, 10_000]);
 }
