@@ -248,7 +248,8 @@ impl<M: Memory> BufferQueue<M> {
                 buf_type.describe(),
                 M::NAME
             )),
-            Errno::EBUSY => Error::config(format!(
+            // Another program holds the camera: it may let go, so this is waited for.
+            Errno::EBUSY => Error::input(format!(
                 "{}: the {} queue's buffers are in use (by another program?)",
                 queue.name,
                 buf_type.describe()

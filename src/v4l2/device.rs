@@ -220,8 +220,10 @@ impl Device {
                     format!("{shown} does not exist (`v4l2rtmp devices` lists the devices)"),
                     e,
                 ),
+                // An input fault: at boot udev may not have set the node's group yet, and a
+                // service that exits on it would not be restarted (exit 64 is final).
                 io::ErrorKind::PermissionDenied => Error::io(
-                    Fault::Config,
+                    Fault::Input,
                     format!("cannot open {shown}: run v4l2rtmp as a user in the device's group (usually video)"),
                     e,
                 ),
