@@ -533,7 +533,7 @@ impl Input {
                 pipe.readable()
                     .await
                     .map_err(|e| Error::io(Fault::Input, format!("cannot poll {name}"), e))?;
-                match read_pipe(pipe, buf) {
+                match pipe.try_read(buf) {
                     Ok(n) => return Ok(n),
                     Err(e)
                         if matches!(
@@ -555,28 +555,6 @@ impl Input {
             // with next_device_frame.
             Input::Exec { child: None, .. } | Input::Device { .. } => std::future::pending().await,
         }
-    }
-}
-
-/// Reads what a pipe holds, without waiting. A read shorter than `buf` took everything the pipe
-/// held, so tokio is told at once that the pipe is drained (tokio learns it otherwise only from a
-/// read that fails with EAGAIN): the next wait goes straight to epoll, one system call less per
-/// frame. A writer that writes after the read wakes epoll again, since tokio registers the pipe
-/// edge-triggered.
-pub fn read_pipe(pipe: &pipe::Receiver, buf: &mut [u8]) -> io::Result<usize> {
-    let want = buf.len();
-    let mut drained = None;
-    let result = pipe.try_io(|| {
-        let n = nix::unistd::read(pipe, buf).map_err(io::Error::from)?;
-        if n > 0 && n < want {
-            drained = Some(n);
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(n)
-    });
-    match drained {
-        Some(n) => Ok(n),
-        None => result,
     }
 }
 

@@ -425,8 +425,9 @@ impl Core {
     }
 
     fn timers(&self) -> Timers {
+        // No attempt is due before the input gave a keyframe ([`SourceEvent::Ready`] connects).
         let retry = match self.link {
-            LinkState::Down { retry_at } => Some(retry_at),
+            LinkState::Down { retry_at } if self.input_ready => Some(retry_at),
             _ => None,
         };
         let stall = match self.link {

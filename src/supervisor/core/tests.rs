@@ -183,7 +183,10 @@ fn no_connection_before_the_input_gave_a_keyframe() {
         7,
         0,
     );
+    // Nothing is due meanwhile but the source watchdog: the shell sleeps, it does not spin.
+    assert_eq!(core.poll_timeout(), Some(10_000));
     core.handle_source(SourceEvent::Frame, 100);
+    assert_eq!(core.poll_timeout(), Some(10_100));
     core.handle_timeout(5_000);
     assert!(core.poll_action().is_none());
     assert_eq!(core.link(), LinkState::Down { retry_at: 0 });
