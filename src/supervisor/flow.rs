@@ -73,8 +73,6 @@ pub struct Flow {
     /// Bytes written on connections that are closed.
     bytes_sent_before: u64,
     frames_sent: u64,
-    /// The core heard that the input gave its first keyframe.
-    ready_reported: bool,
     /// Where STATUS= and the progress line measured last, for current rates.
     status_rate: Rate,
     stats_rate: Rate,
@@ -105,7 +103,6 @@ impl Flow {
             max_frame_size: config.max_frame_size,
             bytes_sent_before: 0,
             frames_sent: 0,
-            ready_reported: false,
             status_rate: Rate::default(),
             stats_rate: Rate::default(),
             drop_log: DropLog::default(),
@@ -372,8 +369,8 @@ impl Flow {
             let Some(frame) = self.pipeline.mux(&au, frame_ms) else {
                 continue;
             };
-            if frame.keyframe && !self.ready_reported {
-                self.ready_reported = true;
+            if frame.keyframe {
+                // The first one lets the core connect; it ignores the rest.
                 core.handle_source(SourceEvent::Ready, now);
             }
             if frame.parameters_changed && !self.queue.is_empty() {

@@ -233,20 +233,7 @@ rtmp {{
             d = dir.path().display(),
             record_unique = if record_unique { "on" } else { "off" },
         );
-        let conf_path = dir.path().join("nginx.conf");
-        fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nginx");
+        let mut child = spawn_nginx(dir.path(), &conf, "nginx");
         wait_listening(port, &mut child, "nginx");
         let listening_at = Instant::now();
         if let Some(tls_port) = tls_port {
@@ -374,20 +361,7 @@ stream {{
             certificate = certificate.display(),
             key = key.display(),
         );
-        let conf_path = dir.path().join("nginx.conf");
-        fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new("nginx")
-            .arg("-p")
-            .arg(dir.path())
-            .arg("-e")
-            .arg(dir.path().join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start nginx (TLS terminator)");
+        let mut child = spawn_nginx(dir.path(), &conf, "nginx (TLS terminator)");
         wait_listening(port, &mut child, "nginx (TLS terminator)");
         TlsTerminator { port, dir, child }
     }
@@ -803,6 +777,24 @@ pub fn log_lines(pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<
         }
     });
     receiver
+}
+
+/// Starts nginx with `conf` written to `dir`/nginx.conf, its prefix and error log in `dir`.
+fn spawn_nginx(dir: &Path, conf: &str, what: &str) -> Child {
+    let conf_path = dir.join("nginx.conf");
+    fs::write(&conf_path, conf).unwrap();
+    Command::new("nginx")
+        .arg("-p")
+        .arg(dir)
+        .arg("-e")
+        .arg(dir.join("error.log"))
+        .arg("-c")
+        .arg(&conf_path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {what}: {e}"))
 }
 
 /// Waits for a line containing `needle`; panics after `limit`.
