@@ -11,8 +11,9 @@
 //! - [`media`]: H.264 and FLV as pure functions and state machines: [`media::annexb`] splits a byte
 //!   stream into access units, [`media::sps`] parses sequence parameter sets, [`media::avc`] builds
 //!   the AVCDecoderConfigurationRecord and [`media::flv`] describes FLV video tags and onMetaData.
-//! - `pipeline` (access units to timed FLV messages), `queue` (the bounded frame queue that drops
-//!   whole GOPs) and `backoff`: sans-IO too, private.
+//! - [`store`]: the frame store, one bounded ring that byte-stream inputs are read into and
+//!   cameras copy into at most once, with a cursor per destination that drops whole GOPs;
+//!   `pipeline` (access units to timed FLV messages) and `backoff`: sans-IO too.
 //! - [`supervisor`]: [`supervisor::core`] holds every policy (reconnects, refusals, redirects,
 //!   watchdogs, source restarts, reloads) as a sans-IO state machine; a tokio shell waits and
 //!   carries out its actions, and a flow moves frames.
@@ -29,7 +30,7 @@
 //!
 //! # Invariants
 //!
-//! - Nothing under `rtmp`, `media`, `pipeline`, `queue` or `supervisor::core` reads a clock,
+//! - Nothing under `rtmp`, `media`, `store`, `pipeline` or `supervisor::core` reads a clock,
 //!   opens a socket or touches tokio.
 //! - In steady state, publishing a frame allocates nothing: headers go into storage that was
 //!   allocated once and the payload is referenced where the source put it.
@@ -45,7 +46,6 @@ pub mod media;
 pub mod net;
 pub mod notify;
 mod pipeline;
-mod queue;
 pub mod rtmp;
 pub mod source;
 pub mod store;

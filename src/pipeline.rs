@@ -14,7 +14,9 @@ use log::{info, warn};
 use crate::config::{Config, FrameRate};
 use crate::error::{Error, Fault, Result};
 use crate::media::annexb::AccessUnit;
-use crate::media::flv::{write_metadata, AvcMuxer, Muxed, SkipReason, VideoInfo};
+use crate::media::flv::{
+    write_metadata, AvcMuxer, MuxError, Muxed, NalPieces, SkipReason, VideoInfo,
+};
 use crate::rtmp::chunk::Part;
 use crate::rtmp::session::PublishSession;
 
@@ -28,6 +30,8 @@ pub struct Frame {
     pub keyframe: bool,
     /// SPS or PPS changed with this frame.
     pub parameters_changed: bool,
+    /// Presentation time minus decode time, in ms (B-frames; else 0).
+    pub composition_ms: i32,
 }
 
 /// What one connection has been sent.
@@ -130,7 +134,22 @@ impl Pipeline {
     /// Muxes one access unit. None when it is not sent (waiting for SPS/PPS/IDR, no picture, or
     /// unusable: each counted and warned about once).
     pub fn mux(&mut self, au: &AccessUnit<'_>, now_ms: u64) -> Option<Frame> {
-        let (keyframe, parameters_changed) = match self.muxer.push(au) {
+        let muxed = self.muxer.push(au);
+        self.muxed(muxed, now_ms)
+    }
+
+    /// [`mux`](Self::mux) for an access unit given as its NAL units' pieces (a frame in the
+    /// frame store's ring).
+    pub fn mux_nals<'a, I>(&mut self, nals: I, now_ms: u64) -> Option<Frame>
+    where
+        I: Iterator<Item = NalPieces<'a>> + Clone,
+    {
+        let muxed = self.muxer.push_nals(nals);
+        self.muxed(muxed, now_ms)
+    }
+
+    fn muxed(&mut self, muxed: Result<Muxed, MuxError>, now_ms: u64) -> Option<Frame> {
+        let (keyframe, parameters_changed) = match muxed {
             Ok(Muxed::Frame {
                 keyframe,
                 sequence_header_changed,
@@ -168,6 +187,7 @@ impl Pipeline {
             timestamp_ms: self.next_timestamp(now_ms),
             keyframe,
             parameters_changed,
+            composition_ms: 0,
         })
     }
 
@@ -186,32 +206,6 @@ impl Pipeline {
                     size.0, size.1
                 );
             }
-        }
-    }
-
-    /// The body of the last muxed frame; external parts refer to its access unit's data.
-    pub fn frame_parts(&self) -> &[Part] {
-        self.muxer.frame_parts()
-    }
-
-    /// The length of the last muxed frame's body.
-    pub fn frame_len(&self) -> usize {
-        self.frame_parts().iter().map(Part::len).sum()
-    }
-
-    /// Copies the last muxed frame's body (whose access unit held `data`) into `out`, which is
-    /// [`frame_len`](Self::frame_len) bytes long.
-    pub fn copy_frame(&self, data: &[u8], out: &mut [u8]) {
-        let mut at = 0;
-        for part in self.frame_parts() {
-            let bytes = match *part {
-                Part::Inline { ref bytes, len } => &bytes[..usize::from(len)],
-                Part::External { start, len } => data.get(start..start + len).unwrap_or(&[]),
-            };
-            if let Some(slot) = out.get_mut(at..at + bytes.len()) {
-                slot.copy_from_slice(bytes);
-            }
-            at += bytes.len();
         }
     }
 
@@ -374,6 +368,9 @@ impl Pipeline {
     pub fn nothing_sent_error(&self, name: &str, bytes_read: u64, skipped_bytes: u64) -> Error {
         let detail = match &self.last_error {
             Some(e) => format!(": {e}"),
+            None if self.muxer.sps().is_none() && bytes_read > 0 => {
+                ": no SPS was found (is the input an Annex-B H.264 stream?)".to_string()
+            }
             None if self.muxer.sps().is_none() => ": no SPS was found".to_string(),
             None if self.muxer.sequence_header().is_empty() => ": no PPS was found".to_string(),
             None => ": no keyframe (IDR) was found".to_string(),
@@ -506,21 +503,6 @@ mod tests {
             mux(&mut pipeline, &idr, 0).unwrap().timestamp_ms,
             16_777_033
         );
-    }
-
-    #[test]
-    fn copy_frame_flattens_the_body() {
-        let mut pipeline = Pipeline::new(&config(Some("30")), true);
-        let bytes = au_bytes(&[SPS, PPS, &[0x65, 0x88, 0x99]]);
-        mux(&mut pipeline, &bytes, 0).unwrap();
-        let mut body = vec![0; pipeline.frame_len()];
-        pipeline.copy_frame(&bytes, &mut body);
-        let mut expected = vec![0x17, 1, 0, 0, 0];
-        for nal in [SPS, PPS, &[0x65, 0x88, 0x99][..]] {
-            expected.extend_from_slice(&(nal.len() as u32).to_be_bytes());
-            expected.extend_from_slice(nal);
-        }
-        assert_eq!(body, expected);
     }
 
     #[test]

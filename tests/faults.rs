@@ -1411,17 +1411,28 @@ fn memory_after_100_reconnects() {
         "rss",
         source.path(),
         &proxy.url("live", KEY),
-        &["--backoff-reset", "1", "--backoff-max", "2"],
+        // The frame store's ring: 384 KiB, about 3 s of this video (see the warm-up below).
+        &[
+            "--backoff-reset",
+            "1",
+            "--backoff-max",
+            "2",
+            "--queue-size",
+            "393216",
+            "--max-frame-size",
+            "262144",
+        ],
     );
     let (first_line, _, _) = client
         .log
         .wait_for("publishing to", 0, Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(1100));
     let rss_start = client.rss_kb();
-    // Warm-up: the frame queue's pages become resident up to its high-water mark, at most
-    // --queue-time (2 s) of video, about 250 KB here or 6% of the client's RSS. One outage longer
-    // than that (the server unreachable for 2.6 s) makes it the steady state before the first
-    // measurement, so what remains is what reconnecting costs.
+    // Warm-up: the frame store's ring becomes resident as the input is written round it (its
+    // whole size, here 384 KiB, about 3 s of video; 8 MiB by default, whatever the bitrate). The
+    // 1.1 s above, one outage longer than --queue-time (the server unreachable for 2.6 s, which
+    // also fills the ring to its high-water mark) and the 0.3 s below write more than that
+    // before the first measurement, so what remains is what reconnecting costs.
     proxy.set_upstream(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
     proxy.reset_all();
     std::thread::sleep(Duration::from_millis(2600));

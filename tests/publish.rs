@@ -322,3 +322,40 @@ fn realtime_paces_a_file_at_its_frame_rate() {
     );
     let _ = nginx.stop();
 }
+
+/// A pipe that gives the whole clip at once, far faster than real time (a transcoder that outruns
+/// it, or `cat clip.h264 |`), with the default --queue-time: the input is held back while the
+/// store is full and nothing in it is late, so every frame is sent and none dropped. The store is
+/// made smaller than the clip (1 MB) so that it fills up: the old queue dropped most of the clip.
+#[test]
+fn a_pipe_faster_than_real_time_loses_nothing() {
+    let clip = clip_small();
+    let bytes = std::fs::read(&clip).unwrap();
+    let keyframes = source_keyframes(&clip);
+    let nginx = Nginx::start();
+    let output = run_v4l2rtmp(
+        &[
+            "--input",
+            "-",
+            "--fps",
+            "30",
+            "--queue-size",
+            "300000",
+            "--max-frame-size",
+            "200000",
+            &nginx.url("live", "burst"),
+        ],
+        Some(&bytes),
+        LIMIT,
+    );
+    assert_success(&output);
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains(&format!("sent {} frames", keyframes.len()))
+            && stderr.contains(" 0 frames dropped"),
+        "{stderr}"
+    );
+    let recording = nginx.recording("burst");
+    let _dir = nginx.stop();
+    assert_matches_source(&ffprobe(&recording, &[]), &keyframes, 640, 360, 30.0);
+}

@@ -95,7 +95,7 @@ impl<'a> AccessUnit<'a> {
     }
 
     /// Every NAL unit with its bytes, in stream order.
-    pub fn nal_bytes(&self) -> impl Iterator<Item = (NalRef, &'a [u8])> + 'a {
+    pub fn nal_bytes(&self) -> impl Iterator<Item = (NalRef, &'a [u8])> + Clone + 'a {
         let data = self.data;
         self.nals
             .iter()

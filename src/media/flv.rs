@@ -59,6 +59,60 @@ pub enum SkipReason {
     NoPicture,
 }
 
+/// One NAL unit as the muxer takes it: its bytes in one piece, or two when it wraps around the
+/// end of the buffer it lies in, each with its offset in that buffer (for the external parts).
+#[derive(Clone, Copy, Debug)]
+pub struct NalPieces<'a> {
+    pub nal_type: u8,
+    pub first: &'a [u8],
+    pub first_at: usize,
+    /// Empty unless the unit wraps.
+    pub second: &'a [u8],
+    pub second_at: usize,
+}
+
+impl NalPieces<'_> {
+    pub fn len(&self) -> usize {
+        self.first.len() + self.second.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether its bytes are `bytes`, compared piece by piece.
+    fn equals(&self, bytes: &[u8]) -> bool {
+        bytes.len() == self.len()
+            && bytes[..self.first.len()] == *self.first
+            && bytes[self.first.len()..] == *self.second
+    }
+
+    /// Its bytes, contiguous, in `out` (cleared first).
+    fn copy_to(&self, out: &mut Vec<u8>) {
+        out.clear();
+        out.extend_from_slice(self.first);
+        out.extend_from_slice(self.second);
+    }
+}
+
+/// The 5-byte header of an FLV AVC video tag carrying a frame (FLV 10.1 §E.4.3.1): frame type
+/// and codec, AVCPacketType 1 (NALUs), and the composition time offset in ms (SI24).
+pub fn avc_frame_header(keyframe: bool, composition_ms: i32) -> [u8; 5] {
+    let frame_type = if keyframe {
+        FRAME_TYPE_KEY
+    } else {
+        FRAME_TYPE_INTER
+    };
+    let cts = composition_ms.clamp(-0x80_0000, 0x7f_ffff).to_be_bytes();
+    [
+        (frame_type << 4) | CODEC_ID_AVC,
+        AVC_NALU,
+        cts[1],
+        cts[2],
+        cts[3],
+    ]
+}
+
 /// Input that cannot be muxed: the source's fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MuxError {
@@ -118,6 +172,8 @@ pub struct AvcMuxer {
     started: bool,
     /// The parts of the last frame: reused, never shrunk.
     parts: Vec<Part>,
+    /// A new parameter set, made contiguous to be parsed (it may wrap around the ring's end).
+    scratch: Vec<u8>,
 }
 
 impl Default for AvcMuxer {
@@ -137,6 +193,7 @@ impl AvcMuxer {
             sequence_header_pending: false,
             started: false,
             parts: Vec::with_capacity(64),
+            scratch: Vec::with_capacity(256),
         }
     }
 
@@ -156,14 +213,32 @@ impl AvcMuxer {
     /// Takes one access unit. On `Muxed::Frame`, [`frame_parts`](Self::frame_parts) describes the
     /// tag body, with external ranges relative to `au.data`.
     pub fn push(&mut self, au: &AccessUnit<'_>) -> Result<Muxed, MuxError> {
-        let mut sps_range = None;
-        let mut pps_range = None;
+        let data = au.data;
+        self.push_nals(au.nals.iter().map(move |nal| NalPieces {
+            nal_type: nal.nal_type,
+            first: slice(data, nal.start, nal.len),
+            first_at: nal.start,
+            second: &[],
+            second_at: 0,
+        }))
+    }
+
+    /// Takes one access unit given as its NAL units, each in one or two pieces of an external
+    /// buffer (the frame store's ring, where a NAL unit may wrap around its end). On
+    /// `Muxed::Frame`, [`frame_parts`](Self::frame_parts) describes the tag body, with external
+    /// ranges at the pieces' offsets.
+    pub fn push_nals<'a, I>(&mut self, nals: I) -> Result<Muxed, MuxError>
+    where
+        I: Iterator<Item = NalPieces<'a>> + Clone,
+    {
+        let mut sps = None;
+        let mut pps = None;
         let mut has_picture = false;
         let mut is_idr = false;
-        for nal in au.nals {
+        for nal in nals.clone() {
             match nal.nal_type {
-                NAL_SPS => sps_range = Some(*nal),
-                NAL_PPS => pps_range = Some(*nal),
+                NAL_SPS => sps = Some(nal),
+                NAL_PPS => pps = Some(nal),
                 NAL_IDR => {
                     is_idr = true;
                     has_picture = true;
@@ -172,23 +247,21 @@ impl AvcMuxer {
                 _ => {}
             }
         }
-        if let Some(nal) = sps_range {
-            let bytes = slice(au.data, nal.start, nal.len);
-            if bytes != self.sps.as_slice() {
-                let parsed = Sps::parse(bytes).map_err(MuxError::Sps)?;
-                self.sps.clear();
-                self.sps.extend_from_slice(bytes);
+        if let Some(nal) = sps {
+            if !nal.equals(&self.sps) {
+                nal.copy_to(&mut self.scratch);
+                let parsed = Sps::parse(&self.scratch).map_err(MuxError::Sps)?;
+                std::mem::swap(&mut self.sps, &mut self.scratch);
                 self.sps_info = Some(parsed);
                 self.sequence_header.clear();
             }
         }
-        if let Some(nal) = pps_range {
-            let bytes = slice(au.data, nal.start, nal.len);
-            if bytes != self.pps.as_slice() {
-                let parsed = Pps::parse(bytes).map_err(MuxError::Pps)?;
+        if let Some(nal) = pps {
+            if !nal.equals(&self.pps) {
+                nal.copy_to(&mut self.scratch);
+                let parsed = Pps::parse(&self.scratch).map_err(MuxError::Pps)?;
+                std::mem::swap(&mut self.pps, &mut self.scratch);
                 self.pps_info = Some(parsed);
-                self.pps.clear();
-                self.pps.extend_from_slice(bytes);
                 self.sequence_header.clear();
             }
         }
@@ -233,29 +306,23 @@ impl AvcMuxer {
         }
         self.started = true;
 
-        let frame_type = if is_idr {
-            FRAME_TYPE_KEY
-        } else {
-            FRAME_TYPE_INTER
-        };
         self.parts.clear();
-        self.parts.push(Part::inline(&[
-            (frame_type << 4) | CODEC_ID_AVC,
-            AVC_NALU,
-            0,
-            0,
-            0,
-        ]));
-        for nal in au.nals {
-            if nal.nal_type == NAL_AUD || nal.len == 0 {
+        self.parts.push(Part::inline(&avc_frame_header(is_idr, 0)));
+        for nal in nals {
+            let len = nal.len();
+            if nal.nal_type == NAL_AUD || len == 0 {
                 continue;
             }
-            let len = u32::try_from(nal.len).map_err(|_| MuxError::TooLarge(nal.len))?;
-            self.parts.push(Part::inline(&len.to_be_bytes()));
-            self.parts.push(Part::External {
-                start: nal.start,
-                len: nal.len,
-            });
+            let len32 = u32::try_from(len).map_err(|_| MuxError::TooLarge(len))?;
+            self.parts.push(Part::inline(&len32.to_be_bytes()));
+            for (bytes, at) in [(nal.first, nal.first_at), (nal.second, nal.second_at)] {
+                if !bytes.is_empty() {
+                    self.parts.push(Part::External {
+                        start: at,
+                        len: bytes.len(),
+                    });
+                }
+            }
         }
         let changed = std::mem::take(&mut self.sequence_header_pending);
         Ok(Muxed::Frame {

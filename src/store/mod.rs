@@ -78,11 +78,13 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
-    /// The ring's size: the queue, one maximal frame being read, and a read's slack.
+    /// The ring's size: the queue, which holds the frame being read too, and at least one
+    /// maximal frame and a read's slack. A ring's pages all become resident as writes go round
+    /// it, so it is no larger than the queue bound asks: a maximal frame read while the queue is
+    /// full makes room by the drop policy (or waits, for a file).
     pub fn ring_bytes(&self) -> usize {
         self.queue_bytes
-            .saturating_add(self.max_frame_bytes)
-            .saturating_add(READ_SLACK)
+            .max(self.max_frame_bytes.saturating_add(READ_SLACK))
             .max(1)
     }
 
@@ -186,8 +188,8 @@ pub enum Room {
     /// Backpressure mode: the ring is full until the slowest cursor advances.
     Backpressure,
     /// The oldest frame is in flight (or not yet admitted): room comes when it is written, or
-    /// when its connection is given up. In live mode the access unit being read was dropped to
-    /// make some room.
+    /// when its connection is given up. For a live input that cannot wait, the access unit
+    /// being read was dropped to make some room.
     Stalled,
 }
 
@@ -240,6 +242,8 @@ struct Record {
     seq: u64,
     track: Track,
     timestamp_ms: u64,
+    /// Presentation time minus decode time (B-frames), for the FLV tag header.
+    composition_ms: i32,
     arrival_ms: u64,
     keyframe: bool,
     /// Logical byte range: first NAL header byte to last NAL byte.
@@ -309,6 +313,9 @@ pub struct FrameStore {
     /// Frames were lost; the next stored video frame gets this gap.
     pending_gap: Option<CursorSet>,
     backpressure: bool,
+    /// The input can wait (a pipe's writer blocks): a full ring holds it rather than dropping
+    /// frames that are not late. A camera cannot wait: its frames would be lost instead.
+    input_can_wait: bool,
     room: Room,
     stats: StoreStats,
 }
@@ -373,6 +380,18 @@ impl<'a> Nal<'a> {
         [self.first, self.second].into_iter().filter(|r| r.len > 0)
     }
 
+    /// The muxer's view of it: its bytes with their offsets in the ring.
+    pub fn pieces(&self) -> crate::media::flv::NalPieces<'a> {
+        let (first, second) = self.bytes();
+        crate::media::flv::NalPieces {
+            nal_type: self.nal_type,
+            first,
+            first_at: self.first.start,
+            second,
+            second_at: self.second.start,
+        }
+    }
+
     /// Its bytes: the part before the ring's end, and the part after (empty unless it wraps).
     pub fn bytes(&self) -> (&'a [u8], &'a [u8]) {
         let get = |r: RingRange| self.ring.get(r.start..r.start + r.len).unwrap_or(&[]);
@@ -391,6 +410,11 @@ impl<'a> FrameRef<'a> {
 
     pub fn timestamp_ms(&self) -> u64 {
         self.record.timestamp_ms
+    }
+
+    /// Presentation time minus decode time, in ms (non-zero only with B-frames).
+    pub fn composition_ms(&self) -> i32 {
+        self.record.composition_ms
     }
 
     /// When it was stored (the `now_ms` of the commit that completed it, or of `push_copy`).
@@ -417,7 +441,7 @@ impl<'a> FrameRef<'a> {
     }
 
     /// Its NAL units in stream order.
-    pub fn nals(&self) -> impl Iterator<Item = Nal<'a>> + 'a {
+    pub fn nals(&self) -> impl Iterator<Item = Nal<'a>> + Clone + 'a {
         let store = self.store;
         let first = self.record.nal_first;
         (0..u64::from(self.record.nal_count)).map(move |i| store.nal(first + i))
@@ -463,6 +487,7 @@ impl FrameStore {
             retain_from: None,
             pending_gap: None,
             backpressure: false,
+            input_can_wait: true,
             room: Room::Free,
             stats: StoreStats::default(),
         }
@@ -492,6 +517,22 @@ impl FrameStore {
     /// ever drops a frame (neither for room nor for its bounds).
     pub fn set_backpressure(&mut self, backpressure: bool) {
         self.backpressure = backpressure;
+    }
+
+    /// Whether the input can be held back ([`Room::Hold`]); if not (a camera, whose buffers go
+    /// back to the driver), a full ring drops whole GOPs of the cursors that hold it instead.
+    pub fn set_input_can_wait(&mut self, can_wait: bool) {
+        self.input_can_wait = can_wait;
+    }
+
+    /// Whether frames are kept for new cursors ([`set_retention`](Self::set_retention)).
+    pub fn retention(&self) -> bool {
+        self.retention
+    }
+
+    /// The sequence number the next stored frame will have.
+    pub fn next_seq(&self) -> u64 {
+        self.next_seq
     }
 
     pub fn stats(&self) -> StoreStats {
@@ -529,9 +570,15 @@ impl FrameStore {
         let want = (READ_SLACK as u64).min(capacity);
         let have_room = self.make_room(want, 2, now_ms);
         let mut free = capacity - (self.head - self.tail());
-        if free == 0 && !have_room && !self.backpressure && self.pending_region().is_some() {
-            // Live input with the ring held by frames in flight: the access unit being read is
-            // lost rather than the input stalled.
+        if free == 0
+            && self.room == Room::Stalled
+            && !self.backpressure
+            && !self.input_can_wait
+            && self.pending_region().is_some()
+        {
+            // Live input that cannot wait, with the ring held by frames in flight: the access
+            // unit being read is lost rather than the input stalled. (An input that can wait,
+            // a pipe, waits: its writer blocks.)
             self.lose_pending();
             free = capacity - (self.head - self.tail());
         }
@@ -602,6 +649,17 @@ impl FrameStore {
         self.note_loss(CursorSet::EMPTY);
     }
 
+    /// The byte stream is replaced by a new one (the input was opened again). An access unit the
+    /// old stream left unfinished is dropped, as lost input; its complete frames stay and are
+    /// sent (the new stream's first frame must be a keyframe anyway: the pipeline sees to it).
+    pub fn new_stream(&mut self) {
+        if self.pending_region().is_some() {
+            self.lose_pending();
+        }
+        self.scanner = Scanner::new_after(&self.scanner);
+        self.pending = None;
+    }
+
     /// A frame refused by [`push_copy`](Self::push_copy) (held back) is given up; the cursors in
     /// `had_it` sent it from the driver's buffer. The others wait for a keyframe.
     pub fn frame_lost(&mut self, had_it: CursorSet) {
@@ -621,6 +679,12 @@ impl FrameStore {
     /// Admits [`next_unadmitted`](Self::next_unadmitted) with its timestamp and keyframe flag
     /// (the pipeline's): cursors see it from now on.
     pub fn admit(&mut self, timestamp_ms: u64, keyframe: bool) {
+        self.admit_composed(timestamp_ms, 0, keyframe);
+    }
+
+    /// [`admit`](Self::admit), for a frame whose presentation time is `composition_ms` after its
+    /// decode time (B-frames).
+    pub fn admit_composed(&mut self, timestamp_ms: u64, composition_ms: i32, keyframe: bool) {
         let Some(record) = self.record_mut(self.admitted) else {
             return;
         };
@@ -629,6 +693,7 @@ impl FrameStore {
         }
         record.state = State::Admitted;
         record.timestamp_ms = timestamp_ms;
+        record.composition_ms = composition_ms;
         record.keyframe = keyframe;
         let seq = record.seq;
         if record.is_video_keyframe() && self.retention {
@@ -674,6 +739,30 @@ impl FrameStore {
         now_ms: u64,
         sent: CursorSet,
     ) -> Result<u64, NotStored> {
+        self.push_copy_nals(
+            track,
+            timestamp_ms,
+            keyframe,
+            nals.iter().copied(),
+            now_ms,
+            sent,
+        )
+    }
+
+    /// [`push_copy`](Self::push_copy), with the NAL units given by an iterator (a camera frame's,
+    /// found in its buffer), so that nothing is collected.
+    pub fn push_copy_nals<'n, I>(
+        &mut self,
+        track: Track,
+        timestamp_ms: u64,
+        keyframe: bool,
+        nals: I,
+        now_ms: u64,
+        sent: CursorSet,
+    ) -> Result<u64, NotStored>
+    where
+        I: Iterator<Item = &'n [u8]> + Clone,
+    {
         let video_key = track == Track::Video && keyframe;
         // A cursor with frames to send first waits for nothing once it reaches them.
         for index in 0..MAX_CURSORS {
@@ -703,12 +792,13 @@ impl FrameStore {
             self.room = Room::Stalled;
             return Err(NotStored::StreamOpen);
         }
-        let total: usize = nals.iter().map(|nal| nal.len()).sum();
-        if total > self.max_frame_bytes || nals.len() > self.max_nals_per_frame {
+        let total: usize = nals.clone().map(|nal| nal.len()).sum();
+        let count = nals.clone().filter(|nal| !nal.is_empty()).count();
+        if total > self.max_frame_bytes || count > self.max_nals_per_frame {
             self.lose_input(total, sent);
             return Err(NotStored::TooLarge);
         }
-        if !self.make_room(total as u64, nals.len() + 1, now_ms) {
+        if !self.make_room(total as u64, count + 1, now_ms) {
             // Held back (backpressure, or nothing late yet): the caller may offer it again, or
             // give it up with `input_gap`. Stalled: it is lost.
             if self.room == Room::Stalled {
@@ -719,7 +809,7 @@ impl FrameStore {
         let capacity = self.ring.len() as u64;
         let start = self.head;
         let nal_first = self.nal_head;
-        for nal in nals.iter().filter(|nal| !nal.is_empty()) {
+        for nal in nals.filter(|nal| !nal.is_empty()) {
             let at = (self.head % capacity) as usize;
             let first = nal.len().min(self.ring.len() - at);
             self.ring[at..at + first].copy_from_slice(&nal[..first]);
@@ -743,6 +833,7 @@ impl FrameStore {
             seq,
             track,
             timestamp_ms,
+            composition_ms: 0,
             arrival_ms: now_ms,
             keyframe,
             start,
@@ -808,9 +899,10 @@ impl FrameStore {
             .unwrap_or_default()
     }
 
-    /// A new connection for this cursor: it starts at the newest keyframe it can decode from
-    /// (the retained GOP, or the newest keyframe among the frames it still had), else it waits
-    /// for the next keyframe. Whatever was in flight is forgotten (call
+    /// A new connection for this cursor: it starts at the oldest keyframe it can decode from (in
+    /// the retained GOP, or among the frames it still had) that is not late by its time bound
+    /// (else the newest), so no frame worth sending is skipped; with none, it waits for the next
+    /// keyframe. Whatever was in flight is forgotten (call
     /// [`abandon`](Self::abandon) first).
     pub fn cursor_restart(&mut self, cursor: CursorId, now_ms: u64) {
         let Some(c) = self.cursors.get(cursor.index()).copied() else {
@@ -830,14 +922,26 @@ impl FrameStore {
             .take_while(|r| r.seq >= floor)
             .find(|r| r.gap.is_some() && r.seq < self.admitted)
             .map(|r| r.seq);
-        let start = self
-            .records
-            .iter()
-            .rev()
-            .filter(|r| r.seq >= floor && r.seq < self.admitted)
-            .find(|r| r.state == State::Admitted && r.is_video_keyframe())
+        let floor = floor.max(after_gap.unwrap_or(0));
+        let usable = |r: &&Record| {
+            r.seq >= floor
+                && r.seq < self.admitted
+                && r.state == State::Admitted
+                && r.is_video_keyframe()
+        };
+        // The oldest keyframe that has not waited longer than the cursor's time bound, so that
+        // nothing still worth sending is skipped; else the newest.
+        let fresh = |r: &&Record| {
+            c.bounds
+                .max_wait_ms
+                .is_none_or(|max| now_ms.saturating_sub(r.arrival_ms) <= max)
+        };
+        let oldest_fresh = self.records.iter().filter(usable).find(fresh);
+        let newest = self.records.iter().rev().find(usable);
+        let start = oldest_fresh
+            .or(newest)
             .map(|r| r.seq)
-            .filter(|&k| after_gap.is_none_or(|g| k >= g) && self.pending_gap.is_none());
+            .filter(|_| self.pending_gap.is_none());
         let c = &mut self.cursors[cursor.index()];
         c.in_flight = None;
         c.since_ms = now_ms;
@@ -904,6 +1008,69 @@ impl FrameStore {
             store: self,
             record: &self.records[index],
         }
+    }
+
+    /// Runs the cursor's drop policy now, as [`take`](Self::take) would, so that
+    /// [`peek`](Self::peek) shows what `take` would hand out.
+    pub fn apply_policy(&mut self, cursor: CursorId, now_ms: u64) {
+        if self.cursors.get(cursor.index()).is_some_and(|c| c.active) {
+            self.enforce(cursor, now_ms);
+        }
+    }
+
+    /// The frames before `seq` are no use to this cursor any more (they belong to parameter
+    /// sets that changed): they are dropped, and if frame `seq` is not a keyframe the cursor
+    /// waits for one.
+    pub fn skip_to(&mut self, cursor: CursorId, seq: u64) {
+        let Some(c) = self.cursors.get(cursor.index()).copied() else {
+            return;
+        };
+        if !c.active || c.pos >= seq {
+            return;
+        }
+        self.drop_to(cursor, seq);
+        if !self.record(seq).is_some_and(|r| r.is_video_keyframe()) {
+            self.cursors[cursor.index()].waiting = true;
+        }
+    }
+
+    /// What waits for this cursor: admitted frames from its position on (the one in flight
+    /// excluded), their ring bytes, and the stream time they span.
+    pub fn backlog(&self, cursor: CursorId) -> Depth {
+        let Some(c) = self.cursors.get(cursor.index()).filter(|c| c.active) else {
+            return Depth::default();
+        };
+        let skip = c.pos.saturating_sub(self.front_seq()) as usize;
+        let mut depth = Depth::default();
+        let mut first = None;
+        let mut last = 0;
+        for record in self
+            .records
+            .iter()
+            .skip(skip)
+            .take_while(|r| r.seq < self.admitted)
+            .filter(|r| r.state == State::Admitted)
+        {
+            depth.frames += 1;
+            depth.bytes += record.end - record.start;
+            first.get_or_insert(record.timestamp_ms);
+            last = record.timestamp_ms;
+        }
+        depth.ms = first.map_or(0, |first| last.saturating_sub(first));
+        depth
+    }
+
+    /// Whether an admitted frame waits for this cursor (the one in flight excluded).
+    pub fn has_backlog(&self, cursor: CursorId) -> bool {
+        let Some(c) = self.cursors.get(cursor.index()).filter(|c| c.active) else {
+            return false;
+        };
+        let skip = c.pos.saturating_sub(self.front_seq()) as usize;
+        self.records
+            .iter()
+            .skip(skip)
+            .take_while(|r| r.seq < self.admitted)
+            .any(|r| r.state == State::Admitted)
     }
 
     /// A frame not taken: what [`take`](Self::take) would hand out next, without the policy.
@@ -1053,6 +1220,7 @@ impl FrameStore {
                     seq,
                     track: Track::Video,
                     timestamp_ms: now_ms,
+                    composition_ms: 0,
                     arrival_ms: now_ms,
                     keyframe,
                     start,
@@ -1319,7 +1487,7 @@ impl FrameStore {
                 self.room = Room::Backpressure;
                 return false;
             }
-            if !late && all_hold && !unbounded {
+            if !late && all_hold && !unbounded && self.input_can_wait {
                 self.room = Room::Hold {
                     until_ms: until.unwrap_or(now_ms),
                 };

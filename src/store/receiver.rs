@@ -1,10 +1,10 @@
-//! A test helper shared by the frame queue's and the frame store's model tests: the receiving
-//! end of one destination, which checks that what it gets decodes. It knows nothing of either.
+//! A test helper for the frame store's model tests: the receiving end of one destination, which
+//! checks that what it gets decodes. It knows nothing of the store.
 
 /// The receiving end of one destination, as a decoder sees it: frames come over a series of
 /// connections; each connection must start at a keyframe, and every later frame on it must be
 /// a keyframe or the direct successor (by sequence number) of the frame before it on that
-/// connection. It knows nothing of the queue, so a frame store with per-destination cursors
+/// connection. It knows nothing of the store, so a frame store with per-destination cursors
 /// can drive one of these per destination.
 #[derive(Debug, Default)]
 pub(crate) struct Receiver {
@@ -27,11 +27,6 @@ impl Receiver {
     /// The connection failed (whatever it was sending is lost with it).
     pub fn disconnect(&mut self) {
         self.connected = false;
-    }
-
-    /// The frame received last on the current connection, if it is up.
-    pub fn last_on_connection(&self) -> Option<u64> {
-        self.last.filter(|_| self.connected)
     }
 
     /// Frame `seq` was handed to the connection for sending.

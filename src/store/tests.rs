@@ -832,3 +832,179 @@ fn a_slow_cursor_does_not_slow_a_fast_one() {
     );
     assert_eq!(model.uplinks[0].receiver.frames, 330);
 }
+
+/// Reads `stream` into the store in reads of `chunk` bytes; returns where each byte of the stream
+/// was read to in the ring.
+fn read_in(store: &mut FrameStore, stream: &[u8], chunk: usize, now: u64) -> Vec<usize> {
+    let mut placed = Vec::with_capacity(stream.len());
+    let mut offset = 0;
+    while offset < stream.len() {
+        let base = store.ring().as_ptr() as usize;
+        let buf = store.write_buf(now);
+        assert!(!buf.is_empty(), "room to read");
+        let at = buf.as_ptr() as usize - base;
+        let n = buf.len().min(chunk).min(stream.len() - offset);
+        buf[..n].copy_from_slice(&stream[offset..offset + n]);
+        placed.extend(at..at + n);
+        store.commit(n, now);
+        offset += n;
+    }
+    placed
+}
+
+#[test]
+fn a_pipe_frame_is_sent_from_where_it_was_read_retained_gop_included() {
+    // Ten GOPs of a keyframe and three inter frames, read in odd-sized pieces into a ring that
+    // they go round, so that frames wrap around its end.
+    const GOPS: u64 = 10;
+    let slice = |first: u8, seq: u8| -> Vec<u8> {
+        // first_mb_in_slice 0 (a leading 1 bit): each slice starts an access unit.
+        [first, 0x88]
+            .into_iter()
+            .chain((0..150u32).map(|i| (i as u8).wrapping_add(seq) | 1))
+            .collect()
+    };
+    let mut stream = Vec::new();
+    for seq in 0..(4 * GOPS) as u8 {
+        let nal = slice(if seq % 4 == 0 { 0x65 } else { 0x41 }, seq);
+        if seq % 4 == 0 {
+            stream.extend(annexb(&[SPS, PPS, &nal], true));
+        } else {
+            stream.extend(annexb(&[&nal], false));
+        }
+    }
+    let mut store = FrameStore::new(config(1200, 400, 64));
+    store.set_retention(true);
+    let cursor = store.add_cursor(unbounded(), 0).unwrap();
+    // Where each NAL unit of each frame is in the stream, and so where it was read to.
+    let mut nal_starts = Vec::new();
+    for i in 0..stream.len().saturating_sub(3) {
+        if stream[i..i + 3] == [0, 0, 1] {
+            nal_starts.push(i + 3);
+        }
+    }
+    let mut sent: Vec<Vec<(usize, usize)>> = Vec::new();
+    let mut placed = Vec::new();
+    let mut next_nal = 0;
+    // The ring ranges a frame is sent from, checked to be where its NAL units were read to.
+    let check = |store: &FrameStore, token: &InFlight, placed: &[usize], next_nal: &mut usize| {
+        let frame = store.frame(token);
+        let mut parts = Vec::new();
+        frame.push_avc_parts(&mut parts);
+        let mut ranges = Vec::new();
+        for part in &parts {
+            match *part {
+                // Only the 4-byte length prefixes are made here; every payload byte is external.
+                Part::Inline { len, .. } => assert_eq!(len, 4),
+                Part::External { start, len } => ranges.push((start, len)),
+            }
+        }
+        let sent_from: Vec<usize> = ranges.iter().flat_map(|&(s, l)| s..s + l).collect();
+        let mut read_to = Vec::new();
+        for nal in frame.nals() {
+            let start = nal_starts[*next_nal];
+            read_to.extend_from_slice(&placed[start..start + nal.len()]);
+            *next_nal += 1;
+        }
+        assert_eq!(sent_from, read_to, "sent from where it was read to");
+        ranges
+    };
+    for gop in 0..GOPS {
+        let from = placed.len();
+        let to = if gop == GOPS - 1 {
+            stream.len()
+        } else {
+            // Up to the next keyframe's SPS start code (4 bytes).
+            *nal_starts
+                .iter()
+                .find(|&&s| s > from + 4 && stream[s] == SPS[0])
+                .unwrap()
+                - 4
+        };
+        let more = read_in(&mut store, &stream[from..to], 37, gop);
+        placed.extend(more);
+        if gop == GOPS - 1 {
+            store.finish(gop);
+        }
+        while let Some(frame) = store.next_unadmitted() {
+            let key = frame.is_idr();
+            store.admit(gop, key);
+        }
+        while let Some(token) = store.take(cursor, gop) {
+            sent.push(check(&store, &token, &placed, &mut next_nal));
+            store.advance(token);
+        }
+    }
+    assert_eq!(sent.len(), 4 * GOPS as usize);
+    assert!(
+        sent.iter().any(|ranges| ranges.len() > 3),
+        "some frame wraps around the ring's end: {sent:?}"
+    );
+    // A reconnect replays the retained GOP from the very same ring bytes: no copy was made.
+    store.cursor_restart(cursor, 100);
+    let mut replayed = Vec::new();
+    let mut replay_nal = nal_starts.len() - 6;
+    while let Some(token) = store.take(cursor, 100) {
+        replayed.push(check(&store, &token, &placed, &mut replay_nal));
+        store.advance(token);
+    }
+    assert_eq!(replayed, sent[sent.len() - 4..].to_vec());
+}
+
+#[test]
+fn a_new_stream_drops_only_an_unfinished_access_unit() {
+    let mut store = FrameStore::new(config(1 << 12, 1 << 10, 64));
+    let cursor = store.add_cursor(unbounded(), 0).unwrap();
+    // Two whole frames and half of a third.
+    let mut stream = annexb(&[SPS, PPS, IDR], true);
+    stream.extend(annexb(&[P], true));
+    stream.extend(annexb(&[P], true));
+    let cut = stream.len() - 1;
+    read_in(&mut store, &stream[..cut], 1 << 10, 0);
+    let mut got = Vec::new();
+    drain(&mut store, cursor, 0, &mut got);
+    assert_eq!(got.len(), 2, "the second frame ended where the third began");
+    store.new_stream();
+    // The third is lost, and counted.
+    drain(&mut store, cursor, 0, &mut got);
+    assert_eq!(got.len(), 2);
+    assert_eq!(store.stats().input_frames_dropped, 1);
+    // The new stream starts with a keyframe; the cursor takes it.
+    read_in(&mut store, &annexb(&[SPS, PPS, IDR, P], true), 1 << 10, 1);
+    store.finish(1);
+    drain(&mut store, cursor, 1, &mut got);
+    let types: Vec<Vec<u8>> = got
+        .iter()
+        .map(|au| au.iter().map(|(t, _)| *t).collect())
+        .collect();
+    assert_eq!(types, vec![vec![7, 8, 5], vec![1], vec![7, 8, 5], vec![1]]);
+}
+
+#[test]
+fn a_restarted_cursor_starts_at_the_oldest_keyframe_that_is_not_late() {
+    let bounds = Bounds {
+        max_wait_ms: Some(2_000),
+        max_bytes: None,
+    };
+    let mut store = FrameStore::new(config(1 << 16, 1000, 256));
+    let cursor = store.add_cursor(bounds, 0).unwrap();
+    // Frames 0..12 arrive 250 ms apart (keyframes 0, 4, 8) while the link is down.
+    for seq in 0..12 {
+        push(&mut store, seq, 4, 100, seq * 250).unwrap();
+    }
+    // At 2.5 s, keyframe 0 waited 2.5 s (late) and keyframe 4 waited 1.5 s (not late).
+    store.cursor_restart(cursor, 2_500);
+    assert_eq!(
+        send_all(&mut store, cursor, 2_500),
+        (4..12).collect::<Vec<_>>()
+    );
+    // When every keyframe is late, the newest one is the start.
+    for seq in 12..20 {
+        push(&mut store, seq, 4, 100, 3_000 + seq).unwrap();
+    }
+    store.cursor_restart(cursor, 10_000);
+    assert_eq!(
+        send_all(&mut store, cursor, 10_000),
+        (16..20).collect::<Vec<_>>()
+    );
+}

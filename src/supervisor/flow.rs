@@ -1,18 +1,25 @@
-//! Moving frames: from the input through the [`Pipeline`] straight to the socket, or into the
-//! [`FrameQueue`] when the socket is busy, and from the queue to the socket. Mechanism only:
-//! what happens is reported to the [`Core`], which decides; the queue applies the drop policy.
+//! Moving frames: from the input into the [`FrameStore`], and from the store through the
+//! connection's cursor to the socket. Mechanism only: what happens is reported to the [`Core`],
+//! which decides; the store applies the drop policy.
 //!
-//! - A frame goes straight from the input's buffer to the socket (zero-copy) when the link is
-//!   idle and the queue allows it ([`FrameQueue::may_send_directly`]: not after a dropped frame
-//!   whose GOP is not over). If the socket does not take all of it, the rest is copied out of
-//!   the input buffer so the input can move on.
-//! - A live input is read at its own pace: frames the link cannot take wait in the queue, which
-//!   drops whole GOPs when full. A file is read only as fast as the link takes it.
-//! - A frame at the front of the queue is pinned while the socket takes it; [`Pending`] says
-//!   which buffer the connection's queued external pieces refer to.
+//! - A byte stream (file, pipe, FIFO, `exec:`) is read straight into the store's ring (by the
+//!   shell, [`Flow::read_buf`]); here each access unit found there is muxed (checked, stamped)
+//!   and admitted, or discarded. Its bytes are never copied: the socket writes them from the
+//!   ring, retained GOP included.
+//! - A camera frame lives in the driver's buffer. It goes straight to the socket when the link
+//!   is idle, nothing waits in the store and no GOP is retained (a V4L2 encoder, which is asked
+//!   for a keyframe instead); if the socket does not take all of it, the rest is copied into
+//!   the session. Otherwise it is copied into the ring, once, and sent from there.
+//! - A live input is read at its own pace: frames the link cannot take wait in the store, which
+//!   drops whole GOPs that are late by the wall clock, and holds a pipe back while nothing is
+//!   late. A file is admitted only as fast as the link takes it, paced with `--realtime`.
+//! - One frame is in flight at a time: its [`InFlight`] token pins its ring bytes while the
+//!   session's queued pieces refer to them. Those pieces only ever refer to the ring (a camera
+//!   frame sent from its buffer is detached before the pass goes on), so the buffer they name is
+//!   known by type, not checked at run time.
 //!
 //! Invariants: nothing here allocates per frame; a connection never gets a frame whose
-//! reference it did not get (the pipeline and the queue see to it); a switch the server asked
+//! reference it did not get (the pipeline and the store see to it); a switch the server asked
 //! for happens before a keyframe, which then opens the new connection.
 
 use std::time::Duration;
@@ -21,35 +28,36 @@ use log::{debug, info, trace, warn};
 
 use crate::driver::{Clock, Connection};
 use crate::error::{Error, Fault, Result};
-use crate::media::annexb::{AnnexBReader, NalRef};
+use crate::media::annexb::NalRef;
+use crate::media::flv::avc_frame_header;
 use crate::pipeline::{Frame, Pipeline};
-use crate::queue::{FrameQueue, Pushed};
 use crate::rtmp::chunk::Part;
 use crate::source::Input;
+use crate::store::{
+    Bounds, CursorId, CursorSet, FrameStore, InFlight, NotStored, Room, StoreConfig, Track,
+};
 
 use super::core::{Core, LinkEvent, LinkState, SourceEvent, SourceKind, Wait};
 use super::{count, Progress};
 
 /// Frames processed before the loop looks at the socket and signals again.
 const FRAME_BUDGET: u32 = 64;
-/// Most frames the queue holds (its byte and time bounds usually bind first).
-const QUEUE_FRAMES: usize = 4096;
+/// The highest frame rate the store is sized for: it holds `--queue-time` of frames at this rate,
+/// and [`STORE_SPARE_FRAMES`] more.
+const STORE_MAX_FPS: u64 = 120;
+const STORE_SPARE_FRAMES: u64 = 128;
+/// Most frames the store holds at most, whatever `--queue-time` says (bytes bind first).
+const STORE_MAX_FRAMES: u64 = 16_384;
+/// Most NAL units in one access unit (encoders that cut a picture into one slice per macroblock
+/// row make 68 for 1080p); an access unit with more is dropped.
+const MAX_NALS_PER_FRAME: usize = 256;
 /// How often dropped frames are reported at most.
 const DROP_LOG_INTERVAL_MS: u64 = 10_000;
-
-/// Which buffer the connection's queued external pieces refer to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Pending {
-    /// None (anything queued is in the session's own storage).
-    Nothing,
-    /// The frame at the front of the queue.
-    QueueFront,
-}
 
 /// What a pass over the input left to wait for.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Pass {
-    /// The reader (or the camera) has no complete frame: wait for the input.
+    /// No complete frame is waiting (or the camera has none): wait for the input.
     pub needs_input: bool,
     /// A paced file's next frame is due then.
     pub pacing_due: Option<u64>,
@@ -57,12 +65,28 @@ pub struct Pass {
     pub more: bool,
 }
 
+/// Whether the input may be read now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputRoom {
+    /// There is room to read into (or the input is a camera).
+    Read,
+    /// A full store holds the input back until a frame is sent, or until then (when its oldest
+    /// frame becomes late and may be dropped).
+    Hold(u64),
+    /// No room until a frame is sent.
+    Full,
+}
+
 /// The frames' way from the input to the connection.
 pub struct Flow {
-    pub reader: AnnexBReader,
-    pub pipeline: Pipeline,
-    pub queue: FrameQueue,
-    pending: Pending,
+    store: FrameStore,
+    /// The connection's position in the store.
+    cursor: CursorId,
+    /// The frame whose bytes the connection is writing from the ring.
+    in_flight: Option<InFlight>,
+    pipeline: Pipeline,
+    /// The body of the frame being sent: reused.
+    parts: Vec<Part>,
     /// The NAL units of the frame a V4L2 device gave last.
     device_nals: Vec<NalRef>,
     /// Whether this opening of the V4L2 source stamps buffers with CLOCK_MONOTONIC: decided at
@@ -85,18 +109,30 @@ impl Flow {
         let live = core.source_kind().is_live();
         let mut pipeline = Pipeline::new(config, live);
         pipeline.use_source_timestamps(core.source_kind() == SourceKind::Device);
-        // Allocated at full size, but the OS maps its pages only when they are written: a file
-        // input uses it only to carry a keyframe across a requested reconnect.
-        let mut queue = FrameQueue::new(config.queue_size, QUEUE_FRAMES, config.queue_time_ms);
-        // A live input that cannot be asked for a keyframe (pipe, FIFO, exec:, an H.264 camera)
-        // keeps copies of the current GOP, so that after a reconnect the server gets a picture
-        // at once, not a GOP later. A V4L2 encoder is asked for a keyframe instead.
-        queue.set_retention(live && !input.can_force_keyframe());
-        Flow {
-            reader: AnnexBReader::new(config.max_frame_size),
+        // Allocated at full size, but the OS maps its pages only when they are written.
+        let mut store = FrameStore::new(StoreConfig {
+            queue_bytes: config.queue_size,
+            max_frame_bytes: config.max_frame_size,
+            // Its record and NAL rings, like the byte ring, become resident as they are written
+            // round: they are no larger than the time bound needs.
+            max_frames: (config.queue_time_ms.saturating_mul(STORE_MAX_FPS) / 1000)
+                .saturating_add(STORE_SPARE_FRAMES)
+                .min(STORE_MAX_FRAMES) as usize,
+            max_nals_per_frame: MAX_NALS_PER_FRAME,
+        });
+        let bounds = Bounds {
+            max_wait_ms: Some(config.queue_time_ms),
+            max_bytes: None,
+        };
+        let cursor = store
+            .add_cursor(bounds, 0)
+            .expect("a new store has a free cursor");
+        let mut flow = Flow {
+            store,
+            cursor,
+            in_flight: None,
             pipeline,
-            queue,
-            pending: Pending::Nothing,
+            parts: Vec::with_capacity(4 * MAX_NALS_PER_FRAME),
             device_nals: Vec::with_capacity(64),
             device_clock: None,
             realtime: config.realtime,
@@ -106,52 +142,96 @@ impl Flow {
             status_rate: Rate::default(),
             stats_rate: Rate::default(),
             drop_log: DropLog::default(),
+        };
+        flow.set_source(input, core.source_kind());
+        flow
+    }
+
+    /// The store's modes for a kind of input.
+    fn set_source(&mut self, input: &Input, kind: SourceKind) {
+        let live = kind.is_live();
+        // A live input that cannot be asked for a keyframe (pipe, FIFO, exec:, an H.264 camera)
+        // keeps the current GOP, so that after a reconnect the server gets a picture at once,
+        // not a GOP later. A V4L2 encoder is asked for a keyframe instead.
+        self.store
+            .set_retention(live && !input.can_force_keyframe());
+        // A file is read only as fast as the link takes it, and nothing of it is dropped.
+        self.store.set_backpressure(!live);
+        self.store.set_input_can_wait(kind != SourceKind::Device);
+    }
+
+    /// The buffer the connection's queued external pieces refer to: the ring.
+    pub fn external(&self) -> &[u8] {
+        self.store.ring()
+    }
+
+    /// Whether the input may be read now; makes room by the drop policy if it must.
+    pub fn input_room(&mut self, input: &Input, now: u64) -> InputRoom {
+        if input.kind() == SourceKind::Device || !self.store.write_buf(now).is_empty() {
+            return InputRoom::Read;
+        }
+        match self.store.room() {
+            Room::Hold { until_ms } => InputRoom::Hold(until_ms),
+            _ => InputRoom::Full,
         }
     }
 
-    /// The buffer the connection's queued external pieces refer to.
-    pub fn external(&self) -> &[u8] {
-        match self.pending {
-            Pending::Nothing => &[],
-            Pending::QueueFront => self.queue.storage(),
-        }
+    /// Where a byte stream is read into (empty when there is no room).
+    pub fn read_buf(&mut self, now: u64) -> &mut [u8] {
+        self.store.write_buf(now)
+    }
+
+    /// `n` bytes were read into [`read_buf`](Self::read_buf).
+    pub fn read_done(&mut self, n: usize, now: u64) {
+        self.store.commit(n, now);
+    }
+
+    /// The byte stream ended: its last access unit is complete.
+    pub fn read_ended(&mut self, now: u64) {
+        self.store.finish(now);
     }
 
     /// A connection is publishing: it starts, after onMetaData and the sequence header, at the
-    /// oldest queued keyframe that is not late by the wall clock (else the newest).
+    /// oldest stored keyframe that is not late by the wall clock (else the newest).
     pub fn connected(&mut self, now: u64) {
         self.pipeline.new_connection();
-        self.queue.set_now(now);
-        let dropped = self.queue.skip_late_gops();
-        if dropped > 0 {
-            debug!(
-                "starting the new connection at a queued keyframe ({dropped} late frames dropped)"
-            );
+        if let Some(token) = self.in_flight.take() {
+            self.store.abandon(token);
         }
-        self.pending = Pending::Nothing;
+        self.store.cursor_restart(self.cursor, now);
     }
 
     /// The connection is gone: the frame in flight went partly to it; the next starts afresh.
     pub fn disconnected(&mut self, bytes_sent: u64) {
         self.bytes_sent_before += bytes_sent;
-        self.pending = Pending::Nothing;
-        self.queue.unpin_front();
+        if let Some(token) = self.in_flight.take() {
+            self.store.abandon(token);
+        }
     }
 
     /// The input was opened again: a fresh byte stream, a new timeline for the pipeline.
     pub fn source_reopened(&mut self, input: &Input, kind: SourceKind) {
-        self.reader = AnnexBReader::new(self.max_frame_size);
+        self.store.new_stream();
         self.pipeline.source_restarted();
         self.pipeline
             .use_source_timestamps(kind == SourceKind::Device);
-        self.queue
-            .set_retention(kind.is_live() && !input.can_force_keyframe());
+        self.set_source(input, kind);
         self.device_clock = None;
     }
 
-    /// Whether everything read was sent: nothing queued and nothing waiting in the socket.
+    /// Whether everything read was sent: nothing waits in the store or in the socket.
     fn drained(&self, conn: Option<&Connection>) -> bool {
-        self.queue.is_empty() && conn.is_some_and(|c| c.is_idle())
+        self.in_flight.is_none()
+            && !self.store.has_backlog(self.cursor)
+            && self.store.next_unadmitted().is_none()
+            && conn.is_some_and(|c| c.is_idle())
+    }
+
+    /// Frames dropped: by the drop policy, at the input, and waiting for a keyframe.
+    fn frames_dropped(&self) -> u64 {
+        self.store.cursor_stats(self.cursor).frames_dropped
+            + self.store.stats().input_frames_dropped
+            + self.pipeline.stats().dropped_waiting_for_keyframe
     }
 
     /// The counters, with `conn`'s bytes.
@@ -159,8 +239,8 @@ impl Flow {
         progress(
             self.frames_sent,
             self.bytes_sent_before,
+            self.frames_dropped(),
             &self.pipeline,
-            &self.queue,
             core,
             conn,
         )
@@ -212,7 +292,7 @@ impl Flow {
     }
 
     /// The progress line, as FFmpeg's: frames sent, frame rate and bitrate since the last line,
-    /// drops, and what waits in the queue.
+    /// drops, and what waits in the store.
     pub fn stats_line(&mut self, core: &Core, conn: Option<&Connection>, now: u64) -> String {
         let progress = self.progress(core, conn);
         let (fps, kbps) = self.stats_rate.update(now, &progress);
@@ -220,7 +300,7 @@ impl Flow {
             "frame={} fps={fps:.1} bitrate={kbps:.1}kbits/s dropped={} queue={:.2}s reconnects={}",
             progress.frames_sent,
             progress.frames_dropped,
-            self.queue.queued_duration_ms() as f64 / 1000.0,
+            self.store.backlog(self.cursor).ms as f64 / 1000.0,
             progress.connections.saturating_sub(1)
         )
     }
@@ -253,36 +333,126 @@ impl Flow {
 
     /// The input gave nothing usable: the error that says so.
     fn nothing_sent_error(&self, input: &Input) -> Error {
-        self.pipeline.nothing_sent_error(
-            input.name(),
-            self.reader.bytes_read(),
-            self.reader.skipped_bytes(),
-        )
+        let stats = self.store.stats();
+        self.pipeline
+            .nothing_sent_error(input.name(), stats.bytes_read, stats.skipped_bytes)
     }
 
     /// Whether so much was read without a usable frame that the input cannot be H.264.
     fn hopeless(&self) -> bool {
-        !self.pipeline.started() && self.reader.bytes_read() > 2 * self.max_frame_size as u64
+        !self.pipeline.started() && self.store.stats().bytes_read > 2 * self.max_frame_size as u64
     }
 
-    /// Takes the access units that are ready, as far as the link allows, and sends what is
-    /// queued. On a write error the core hears of it and the pass ends.
+    /// Takes the frames that are ready, as far as the link allows, and sends what the store
+    /// holds for the connection. On a write error the core hears of it and the pass ends.
     pub fn pass(
         &mut self,
         input: &mut Input,
-        conn: Option<&mut Connection>,
+        mut conn: Option<&mut Connection>,
         core: &mut Core,
         clock: &Clock,
         on_frame: &mut dyn FnMut(&Progress),
     ) -> Pass {
-        // A camera's frame borrows this list while the rest of the flow is used.
-        let mut nals = std::mem::take(&mut self.device_nals);
-        let pass = self.take_frames(input, &mut nals, conn, core, clock, on_frame);
-        self.device_nals = nals;
+        let now = clock.now_ms();
+        // What is stored goes first: a file is admitted only once the link is idle.
+        if let Some(c) = conn.as_deref_mut() {
+            if let Err(e) = self.pump(c, core, now, on_frame) {
+                core.handle_link(LinkEvent::Failed(e), now);
+                return Pass::default();
+            }
+        }
+        let pass = if input.kind() == SourceKind::Device {
+            // A camera's frame borrows this list while the rest of the flow is used.
+            let mut nals = std::mem::take(&mut self.device_nals);
+            let pass = self.take_device_frames(input, &mut nals, conn, core, clock, on_frame);
+            self.device_nals = nals;
+            pass
+        } else {
+            self.admit_stream_frames(conn, core, now, on_frame)
+        };
+        self.drop_log.note(&self.store, self.cursor, now);
         pass
     }
 
-    fn take_frames(
+    /// Muxes and admits the access units read into the store; a file's only as fast as the link
+    /// sends them.
+    fn admit_stream_frames(
+        &mut self,
+        mut conn: Option<&mut Connection>,
+        core: &mut Core,
+        now: u64,
+        on_frame: &mut dyn FnMut(&Progress),
+    ) -> Pass {
+        let live = core.source_kind().is_live();
+        let mut pass = Pass::default();
+        let mut budget = FRAME_BUDGET;
+        loop {
+            if budget == 0 {
+                pass.more = true;
+                break;
+            }
+            if !live {
+                // A file's first keyframe is looked for before any connection is made; after
+                // that, a frame is admitted when the one before it is sent.
+                let link_idle = conn.as_ref().is_some_and(|c| c.is_idle())
+                    && self.in_flight.is_none()
+                    && !self.store.has_backlog(self.cursor);
+                if !link_idle && (conn.is_some() || self.pipeline.started()) {
+                    break;
+                }
+                if self.realtime {
+                    if let Some(due) = self.pipeline.next_due_ms().filter(|&due| due > now) {
+                        pass.pacing_due = Some(due);
+                        break;
+                    }
+                }
+            }
+            let Some(frame) = self.store.next_unadmitted() else {
+                pass.needs_input = true;
+                break;
+            };
+            budget -= 1;
+            let seq = frame.seq();
+            // A live stream is stamped by when its frames arrived, a file by its pacing.
+            let at = if live { frame.arrival_ms() } else { now };
+            let muxed = self
+                .pipeline
+                .mux_nals(frame.nals().map(|nal| nal.pieces()), at);
+            core.handle_source(SourceEvent::Frame, now);
+            let Some(muxed) = muxed else {
+                self.store.discard();
+                continue;
+            };
+            self.store
+                .admit_composed(muxed.timestamp_ms, muxed.composition_ms, muxed.keyframe);
+            if muxed.keyframe {
+                // The first one lets the core connect; it ignores the rest.
+                core.handle_source(SourceEvent::Ready, now);
+            }
+            if muxed.parameters_changed {
+                // The frames before it belong to the old sequence header.
+                self.store.skip_to(self.cursor, seq);
+            }
+            if !live {
+                if let Some(c) = conn.as_deref_mut() {
+                    if let Err(e) = self.pump(c, core, now, on_frame) {
+                        core.handle_link(LinkEvent::Failed(e), now);
+                        return pass;
+                    }
+                }
+            }
+        }
+        if let Some(c) = conn {
+            if let Err(e) = self.pump(c, core, now, on_frame) {
+                core.handle_link(LinkEvent::Failed(e), now);
+            }
+        }
+        pass
+    }
+
+    /// Takes the camera's frames: each goes straight from its buffer to an idle link, or is
+    /// copied into the store once.
+    fn take_device_frames(
         &mut self,
         input: &mut Input,
         nals: &mut Vec<NalRef>,
@@ -292,155 +462,122 @@ impl Flow {
         on_frame: &mut dyn FnMut(&Progress),
     ) -> Pass {
         let now = clock.now_ms();
-        let live = core.source_kind().is_live();
         let mut pass = Pass::default();
-        self.queue.set_now(now);
-        // What is queued goes first: a file is read only once the link is idle.
-        if let Some(c) = conn.as_deref_mut() {
-            if let Err(e) = self.pump(c, core, now, on_frame) {
-                core.handle_link(LinkEvent::Failed(e), now);
-                return pass;
-            }
-        }
         let mut budget = FRAME_BUDGET;
-        while budget > 0 {
-            let link_idle = conn.as_ref().is_some_and(|c| c.is_idle()) && self.queue.is_empty();
-            // A file is read as fast as the link takes it, except that its first keyframe is
-            // looked for before any connection is made.
-            if !live && !link_idle && (conn.is_some() || self.pipeline.started()) {
+        loop {
+            if budget == 0 {
+                pass.more = true;
                 break;
             }
-            if !live && self.realtime {
-                if let Some(due) = self.pipeline.next_due_ms().filter(|&due| due > now) {
-                    pass.pacing_due = Some(due);
-                    break;
-                }
-            }
-            let (au, frame_ms) = if input.kind() == SourceKind::Device {
-                match input.next_device_frame(nals) {
-                    Ok(Some(frame)) => {
-                        if frame.skipped > 0 {
-                            // A lost picture may be the reference of the frames that follow:
-                            // they would decode as garbage, so wait for the next keyframe.
-                            debug!(
-                                "the camera dropped {} frame(s): waiting for a keyframe",
-                                frame.skipped
-                            );
-                            self.pipeline.frames_lost();
-                        }
-                        let captured = frame.timestamp.and_then(|t| clock.ms_from_monotonic(t));
-                        let use_capture_time = *self.device_clock.get_or_insert_with(|| {
-                            if captured.is_none() {
-                                info!("the camera's buffers carry no capture time: timestamps from arrival");
-                            }
-                            captured.is_some()
-                        });
-                        let at = if use_capture_time {
-                            captured.unwrap_or(now)
-                        } else {
-                            now
-                        };
-                        trace!(
-                            "device frame: {} bytes, captured {:?}, stream clock {at} ms, now {now} ms",
-                            frame.au.data.len(),
-                            frame.timestamp
-                        );
-                        (frame.au, at)
-                    }
-                    Ok(None) => {
-                        pass.needs_input = true;
-                        break;
-                    }
-                    Err(e) => {
-                        core.handle_source(SourceEvent::Failed(e), now);
-                        pass.needs_input = true;
-                        break;
-                    }
-                }
-            } else {
-                let Some(au) = self.reader.next_access_unit() else {
+            let frame = match input.next_device_frame(nals) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
                     pass.needs_input = true;
                     break;
-                };
-                (au, now)
+                }
+                Err(e) => {
+                    core.handle_source(SourceEvent::Failed(e), now);
+                    pass.needs_input = true;
+                    break;
+                }
             };
             budget -= 1;
+            if frame.skipped > 0 {
+                // A lost picture may be the reference of the frames that follow: they would
+                // decode as garbage, so wait for the next keyframe.
+                debug!(
+                    "the camera dropped {} frame(s): waiting for a keyframe",
+                    frame.skipped
+                );
+                self.pipeline.frames_lost();
+            }
+            let captured = frame.timestamp.and_then(|t| clock.ms_from_monotonic(t));
+            let use_capture_time = *self.device_clock.get_or_insert_with(|| {
+                if captured.is_none() {
+                    info!("the camera's buffers carry no capture time: timestamps from arrival");
+                }
+                captured.is_some()
+            });
+            let at = if use_capture_time {
+                captured.unwrap_or(now)
+            } else {
+                now
+            };
+            trace!(
+                "device frame: {} bytes, captured {:?}, stream clock {at} ms, now {now} ms",
+                frame.au.data.len(),
+                frame.timestamp
+            );
             core.handle_source(SourceEvent::Frame, now);
-            let Some(frame) = self.pipeline.mux(&au, frame_ms) else {
+            let Some(muxed) = self.pipeline.mux(&frame.au, at) else {
                 continue;
             };
-            if frame.keyframe {
-                // The first one lets the core connect; it ignores the rest.
+            if muxed.keyframe {
                 core.handle_source(SourceEvent::Ready, now);
             }
-            if frame.parameters_changed && !self.queue.is_empty() {
-                self.queue.clear_unpinned();
+            if muxed.parameters_changed {
+                self.store.skip_to(self.cursor, self.store.next_seq());
             }
-            if frame.keyframe && core.switch_pending() {
-                // The server asked for a reconnect: this keyframe opens the new connection.
-                let len = self.pipeline.frame_len();
-                let pipeline = &self.pipeline;
-                self.queue.push(frame.timestamp_ms, true, len, |slot| {
-                    pipeline.copy_frame(au.data, slot)
-                });
-                core.handle_link(LinkEvent::KeyframeNext, now);
-                return pass;
-            }
-            let connected = conn.is_some();
-            match conn.as_deref_mut() {
-                Some(c) if link_idle && self.queue.may_send_directly(frame.keyframe) => {
-                    match send_direct(&mut self.pipeline, c, frame, au.data, core, now) {
-                        Ok(true) => {
-                            self.frames_sent += 1;
-                            core.handle_link(
-                                LinkEvent::FrameSent {
-                                    keyframe: frame.keyframe,
-                                },
-                                now,
-                            );
-                            let len = self.pipeline.frame_len();
-                            let pipeline = &self.pipeline;
-                            self.queue.retain_sent(
-                                frame.timestamp_ms,
-                                frame.keyframe,
-                                len,
-                                |slot| pipeline.copy_frame(au.data, slot),
-                            );
-                            on_frame(&progress(
-                                self.frames_sent,
-                                self.bytes_sent_before,
-                                &self.pipeline,
-                                &self.queue,
-                                core,
-                                Some(c),
-                            ));
+            let switch = muxed.keyframe && core.switch_pending();
+            let mut sent = CursorSet::EMPTY;
+            if let Some(c) = conn.as_deref_mut() {
+                let direct = !switch
+                    && !self.store.retention()
+                    && self.in_flight.is_none()
+                    && c.is_idle()
+                    && self.store.may_send_directly(self.cursor, muxed.keyframe);
+                if direct {
+                    match send_direct(&mut self.pipeline, c, muxed, frame.au.data, core, now) {
+                        Ok(delivered) => {
+                            sent.insert(self.cursor);
+                            if delivered {
+                                self.frames_sent += 1;
+                                core.handle_link(
+                                    LinkEvent::FrameSent {
+                                        keyframe: muxed.keyframe,
+                                    },
+                                    now,
+                                );
+                                on_frame(&progress(
+                                    self.frames_sent,
+                                    self.bytes_sent_before,
+                                    self.frames_dropped(),
+                                    &self.pipeline,
+                                    core,
+                                    Some(c),
+                                ));
+                            }
                         }
-                        Ok(false) => {}
                         Err(e) => {
                             core.handle_link(LinkEvent::Failed(e), now);
                             return pass;
                         }
                     }
                 }
-                _ if live || !connected => {
-                    let len = self.pipeline.frame_len();
-                    let pipeline = &self.pipeline;
-                    let pushed = self
-                        .queue
-                        .push(frame.timestamp_ms, frame.keyframe, len, |slot| {
-                            pipeline.copy_frame(au.data, slot)
-                        });
-                    if pushed != (Pushed::Queued { dropped: 0 }) {
-                        self.drop_log.note(&self.queue, now);
-                    }
-                }
-                _ => {}
             }
-        }
-        pass.more = budget == 0;
-        if let Some(c) = conn {
-            if let Err(e) = self.pump(c, core, now, on_frame) {
-                core.handle_link(LinkEvent::Failed(e), now);
+            // Copied only if the connection did not take it, or the retained GOP needs it.
+            let stored = self.store.push_copy_nals(
+                Track::Video,
+                muxed.timestamp_ms,
+                muxed.keyframe,
+                frame.au.nal_bytes().map(|(_, bytes)| bytes),
+                now,
+                sent,
+            );
+            if stored == Err(NotStored::NoRoom) && self.store.room() != Room::Stalled {
+                // A camera's buffer goes back to the driver: the frame cannot wait.
+                self.store.frame_lost(sent);
+            }
+            if switch {
+                // The server asked for a reconnect: this keyframe opens the new connection.
+                core.handle_link(LinkEvent::KeyframeNext, now);
+                return pass;
+            }
+            if let Some(c) = conn.as_deref_mut() {
+                if let Err(e) = self.pump(c, core, now, on_frame) {
+                    core.handle_link(LinkEvent::Failed(e), now);
+                    return pass;
+                }
             }
         }
         pass
@@ -461,11 +598,11 @@ impl Flow {
                 core.handle_link(LinkEvent::ReconnectRequest { tc_url }, now);
             }
         }
-        write(conn, self.external(), core, now).map(|_| ())
+        write(conn, self.store.ring(), core, now).map(|_| ())
     }
 
-    /// Writes what is queued on the connection and, while the socket takes it, the queued
-    /// frames. Stops before a keyframe when the server asked for a reconnect.
+    /// Writes what is queued on the connection and, while the socket takes it, the frames the
+    /// store holds for it. Stops before a keyframe when the server asked for a reconnect.
     pub fn pump(
         &mut self,
         conn: &mut Connection,
@@ -474,50 +611,59 @@ impl Flow {
         on_frame: &mut dyn FnMut(&Progress),
     ) -> Result<()> {
         loop {
-            if !conn.is_idle() && !write(conn, self.external(), core, now)? {
+            if !conn.is_idle() && !write(conn, self.store.ring(), core, now)? {
                 return Ok(());
             }
-            if self.pending == Pending::QueueFront {
-                self.queue.pop_sent();
-                self.pending = Pending::Nothing;
+            if let Some(token) = self.in_flight.take() {
+                self.store.advance(token);
             }
-            let Some(entry) = self.queue.front() else {
+            if core.switch_pending() {
+                self.store.apply_policy(self.cursor, now);
+                if self.store.peek(self.cursor).is_some_and(|f| f.keyframe()) {
+                    core.handle_link(LinkEvent::KeyframeNext, now);
+                    return Ok(());
+                }
+            }
+            let Some(token) = self.store.take(self.cursor, now) else {
                 return Ok(());
             };
-            if entry.keyframe && core.switch_pending() {
-                core.handle_link(LinkEvent::KeyframeNext, now);
-                return Ok(());
-            }
-            let frame = Frame {
-                timestamp_ms: entry.timestamp_ms,
-                keyframe: entry.keyframe,
+            let frame = self.store.frame(&token);
+            let muxed = Frame {
+                timestamp_ms: frame.timestamp_ms(),
+                keyframe: frame.keyframe(),
                 parameters_changed: false,
+                composition_ms: frame.composition_ms(),
             };
-            let parts = [Part::External {
-                start: entry.start,
-                len: entry.len,
-            }];
-            match self.pipeline.send_stored(conn.session(), frame, &parts) {
+            self.parts.clear();
+            self.parts.push(Part::inline(&avc_frame_header(
+                muxed.keyframe,
+                muxed.composition_ms,
+            )));
+            frame.push_avc_parts(&mut self.parts);
+            match self
+                .pipeline
+                .send_stored(conn.session(), muxed, &self.parts)
+            {
                 Ok(true) => {
-                    self.queue.pin_front();
-                    self.pending = Pending::QueueFront;
+                    self.in_flight = Some(token);
                     self.frames_sent += 1;
                     core.handle_link(
                         LinkEvent::FrameSent {
-                            keyframe: entry.keyframe,
+                            keyframe: muxed.keyframe,
                         },
                         now,
                     );
                     on_frame(&self.progress(core, Some(conn)));
                 }
-                Ok(false) => {
-                    self.queue.pop_front();
-                }
+                Ok(false) => self.store.advance(token),
                 Err(e) if e.fault() == Fault::Input => {
-                    warn!("dropping a queued frame: {e}");
-                    self.queue.pop_front();
+                    warn!("dropping a stored frame: {e}");
+                    self.store.advance(token);
                 }
-                Err(e) => return Err(e),
+                Err(e) => {
+                    self.store.abandon(token);
+                    return Err(e);
+                }
             }
         }
     }
@@ -527,8 +673,8 @@ impl Flow {
 fn progress(
     frames_sent: u64,
     bytes_sent_before: u64,
+    frames_dropped: u64,
     pipeline: &Pipeline,
-    queue: &FrameQueue,
     core: &Core,
     conn: Option<&Connection>,
 ) -> Progress {
@@ -537,8 +683,7 @@ fn progress(
         frames_sent,
         bytes_sent: bytes_sent_before + conn.map_or(0, |c| c.bytes_sent()),
         frames_skipped: pipeline.stats().skipped,
-        frames_dropped: queue.stats().frames_dropped
-            + pipeline.stats().dropped_waiting_for_keyframe,
+        frames_dropped,
         connections: counters.connections,
         failures: counters.failures,
         source_restarts: counters.source_restarts,
@@ -612,7 +757,7 @@ impl Rate {
     }
 }
 
-/// Reports queue drops, rate-limited: the first drop at once, then at most one line per interval
+/// Reports the drop policy's drops, rate-limited: the first drop at once, then at most one line per interval
 /// with what was dropped since the last line.
 #[derive(Default)]
 struct DropLog {
@@ -621,8 +766,8 @@ struct DropLog {
 }
 
 impl DropLog {
-    fn note(&mut self, queue: &FrameQueue, now_ms: u64) {
-        let stats = queue.stats();
+    fn note(&mut self, store: &FrameStore, cursor: CursorId, now_ms: u64) {
+        let stats = store.cursor_stats(cursor);
         let (since_ms, reported) = self.last.unwrap_or((0, 0));
         if self.last.is_some() && now_ms.saturating_sub(since_ms) < DROP_LOG_INTERVAL_MS {
             return;

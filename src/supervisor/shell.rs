@@ -18,7 +18,7 @@ use crate::source::Input;
 use crate::url::Scheme;
 
 use super::core::{Action, Core, CoreOptions, Ending, LinkEvent, SourceEvent};
-use super::flow::Flow;
+use super::flow::{Flow, InputRoom};
 use super::waits::{input_ended, link_wait, read_input, sleep_until_monotonic, Signals};
 use super::{count, Progress, Reload};
 
@@ -206,16 +206,32 @@ pub async fn run(
             continue;
         }
 
-        let want_input = pass.needs_input && core.wants_input() && !input.is_down();
+        let mut want_input = pass.needs_input && core.wants_input() && !input.is_down();
+        let mut held_until = None;
+        if want_input {
+            match flow.input_room(&input, now) {
+                InputRoom::Read => {}
+                InputRoom::Hold(until) => {
+                    want_input = false;
+                    held_until = Some(until);
+                }
+                InputRoom::Full => want_input = false,
+            }
+        }
         let session_due = match &link {
             Link::Up(conn) => conn.session_timeout_ms(),
             _ => None,
         };
-        let deadline = [core.poll_timeout(), pass.pacing_due, session_due]
-            .into_iter()
-            .flatten()
-            .min()
-            .map(|ms| clock.instant(ms));
+        let deadline = [
+            core.poll_timeout(),
+            pass.pacing_due,
+            session_due,
+            held_until,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .map(|ms| clock.instant(ms));
         // A paced file's next frame, due within a frame or so, with the link idle and nothing
         // else due before it: one absolute sleep, as the one-write floor does. A tokio timer
         // re-armed per frame costs an eventfd write, a second epoll_wait and, every 64 ms, a
@@ -239,7 +255,7 @@ pub async fn run(
             biased;
             signal = signals.next() => signal,
             wake = link_wait(&mut link) => wake,
-            read = read_input(&mut input, &mut flow), if want_input => Wake::Input(read),
+            read = read_input(&mut input, &mut flow, now), if want_input => Wake::Input(read),
             _ = sleep_until_option(deadline), if !paced => Wake::Deadline,
             _ = std::future::ready(()), if pass.more || paced => Wake::More,
         };
@@ -282,11 +298,11 @@ pub async fn run(
             Wake::Input(read) => match read {
                 Ok(None) => {}
                 Ok(Some(0)) => {
-                    flow.reader.finish();
+                    flow.read_ended(now);
                     let event = input_ended(&mut input).await;
                     core.handle_source(event, now);
                 }
-                Ok(Some(n)) => flow.reader.commit(n),
+                Ok(Some(n)) => flow.read_done(n, now),
                 Err(e) => core.handle_source(SourceEvent::Failed(e), now),
             },
             Wake::Deadline => {

@@ -25,16 +25,21 @@ pub(super) async fn link_wait(link: &mut Link) -> Wake {
     }
 }
 
-/// Reads the input: a byte stream into the reader's buffer (`Some(bytes)`, 0 at its end), or
-/// waits for a camera's next frame (`None`).
-pub(super) async fn read_input(input: &mut Input, flow: &mut Flow) -> Result<Option<usize>> {
+/// Reads the input: a byte stream straight into the frame store's ring (`Some(bytes)`, 0 at its
+/// end), or waits for a camera's next frame (`None`). Called only when
+/// [`Flow::input_room`] said there is room.
+pub(super) async fn read_input(
+    input: &mut Input,
+    flow: &mut Flow,
+    now: u64,
+) -> Result<Option<usize>> {
     if input.kind() == SourceKind::Device {
         return input.device_wait().await.map(|()| None);
     }
-    let buf = match flow.reader.read_buf() {
-        Ok(buf) => buf,
-        Err(e) => return Err(Error::input(format!("{}: {e}", input.name()))),
-    };
+    let buf = flow.read_buf(now);
+    if buf.is_empty() {
+        return std::future::pending().await;
+    }
     input.read(buf).await.map(Some)
 }
 
