@@ -7,7 +7,8 @@
 //! - [`slice`]: reads a slice header as far as picture order counts need (7.3.3).
 //! - [`poc`]: picture order counts (8.2.1), and from them each frame's composition offset.
 //! - [`avc`]: the AVCDecoderConfigurationRecord (avcC) that FLV's sequence header carries.
-//! - [`flv`]: FLV video tag bodies and onMetaData, as parts for the zero-copy chunk writer.
+//! - [`flv`]: FLV video tag bodies (with composition times) and onMetaData, as parts for the
+//!   zero-copy chunk writer.
 
 pub mod annexb;
 pub mod avc;
