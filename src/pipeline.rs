@@ -2,7 +2,9 @@
 //! must receive before frames (onMetaData, the AVC sequence header, a keyframe).
 //!
 //! Timestamps come from a constant frame rate (`--fps`, else the SPS timing) counted in frames, so
-//! rounding never accumulates; or, for live input without timing, from arrival time. Each new
+//! rounding never accumulates; or, for live input without timing, from arrival time. They are
+//! decoding timestamps; the muxer adds each frame's composition time (B-frames), given the frame
+//! duration from here. Each new
 //! connection starts at a keyframe, preceded by onMetaData and the sequence header; when SPS or
 //! PPS change mid-stream the sequence header goes again before the next frame.
 //!
@@ -15,7 +17,7 @@ use crate::config::{Config, FrameRate};
 use crate::error::{Error, Fault, Result};
 use crate::media::annexb::AccessUnit;
 use crate::media::flv::{
-    write_metadata, AvcMuxer, MuxError, Muxed, NalPieces, SkipReason, VideoInfo,
+    write_metadata, AvcMuxer, FrameDuration, MuxError, Muxed, NalPieces, SkipReason, VideoInfo,
 };
 use crate::rtmp::chunk::Part;
 use crate::rtmp::session::PublishSession;
@@ -183,12 +185,23 @@ impl Pipeline {
             self.header_version = self.header_version.wrapping_add(1);
             self.note_size();
         }
+        let timestamp_ms = self.next_timestamp(now_ms);
+        self.muxer.set_frame_duration(self.frame_duration());
         Some(Frame {
-            timestamp_ms: self.next_timestamp(now_ms),
+            timestamp_ms,
             keyframe,
             parameters_changed,
-            composition_ms: 0,
+            composition_ms: self.muxer.composition_time_ms() as i32,
         })
+    }
+
+    /// A frame's duration, for composition times: from the frame rate in use, else the SPS's,
+    /// else the mean interval of the frames so far (arrival or capture times).
+    fn frame_duration(&self) -> FrameDuration {
+        let rate = self.rate.or_else(|| self.muxer.sps()?.frame_rate());
+        rate.and_then(|(frames, seconds)| FrameDuration::from_rate(frames, seconds))
+            .or_else(|| FrameDuration::from_ms(self.last_offset_ms?, self.frame_index - 1))
+            .unwrap_or_default()
     }
 
     /// Logs a change of picture size (each connection then gets the new sequence header and

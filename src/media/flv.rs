@@ -8,15 +8,25 @@
 //! belong to the SPS in force), builds the AVC sequence header (avcC) when they first appear or
 //! change, and holds frames back until it has SPS, PPS and an IDR.
 //!
+//! Each frame's tag header carries its composition time (CTS = PTS - DTS, a signed 24-bit count
+//! of milliseconds, FLV 10.1 §E.4.3.1). The muxer reads the first slice header of each access
+//! unit, computes its picture order count and places the frame in display order
+//! ([`crate::media::poc`]): CTS is its composition offset in frames times the frame duration the
+//! caller gives ([`AvcMuxer::set_frame_duration`]). A stream that does not reorder frames (every
+//! hardware encoder: pic_order_cnt_type 2, or counts that only grow) gets CTS 0, as it always did.
+//!
 //! Invariants: a frame is emitted only after a sequence header for the SPS/PPS in force;
-//! the first emitted frame is an IDR; AUD NAL units are dropped; composition time is 0 (hardware
-//! encoders do not reorder frames); after warm-up, [`AvcMuxer::push`] allocates nothing unless the
-//! SPS or PPS changed.
+//! the first emitted frame is an IDR; AUD NAL units are dropped; composition time is never
+//! negative, and 0 for a stream without reordering; a slice header that cannot be read leaves its
+//! frame in decoding order (CTS = the reorder delay), never fails the frame; after warm-up,
+//! [`AvcMuxer::push`] allocates nothing unless the SPS or PPS changed.
 
 use std::fmt;
 
 use crate::media::annexb::AccessUnit;
 use crate::media::avc::{write_avc_decoder_configuration_record, AvcError};
+use crate::media::poc::{DisplayOrder, PocState};
+use crate::media::slice::{SliceError, SliceHeader};
 use crate::media::sps::{Pps, PpsError, Sps, SpsError};
 use crate::rtmp::amf0;
 use crate::rtmp::chunk::Part;
@@ -30,6 +40,7 @@ const FRAME_TYPE_INTER: u8 = 2;
 const AVC_SEQUENCE_HEADER: u8 = 0;
 const AVC_NALU: u8 = 1;
 
+const NAL_SLICE: u8 = 1;
 const NAL_IDR: u8 = 5;
 const NAL_SPS: u8 = 7;
 const NAL_PPS: u8 = 8;
@@ -156,6 +167,58 @@ pub struct VideoInfo {
     pub data_rate_kbps: Option<f64>,
 }
 
+/// Bytes of a slice that wraps around the ring's end made contiguous to read its header: enough
+/// for any header but one with long reference list changes and weight tables, which then reads
+/// as truncated (its frame goes out in decoding order).
+const SLICE_PREFIX: usize = 512;
+
+/// Largest composition time FLV's signed 24-bit field holds, in milliseconds.
+const MAX_COMPOSITION_TIME_MS: u64 = 0x7f_ffff;
+
+/// The duration of one frame, `numerator_ms / denominator` milliseconds, which turns composition
+/// offsets counted in frames into milliseconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FrameDuration {
+    numerator_ms: u64,
+    denominator: u64,
+}
+
+impl FrameDuration {
+    /// At a frame rate of `frames` per `seconds` (`30000, 1001` for 29.97 fps); None with a 0.
+    pub fn from_rate(frames: u32, seconds: u32) -> Option<FrameDuration> {
+        (frames > 0 && seconds > 0).then(|| FrameDuration {
+            numerator_ms: 1000 * u64::from(seconds),
+            denominator: u64::from(frames),
+        })
+    }
+
+    /// `total_ms` spread over `frames` frames (a measured mean); None with a 0.
+    pub fn from_ms(total_ms: u64, frames: u64) -> Option<FrameDuration> {
+        (total_ms > 0 && frames > 0).then_some(FrameDuration {
+            numerator_ms: total_ms,
+            denominator: frames,
+        })
+    }
+
+    /// `frames` frames, in milliseconds rounded to the nearest, at most what FLV can carry.
+    pub fn times(self, frames: u32) -> u32 {
+        let scaled = u128::from(frames) * u128::from(self.numerator_ms);
+        let denominator = u128::from(self.denominator.max(1));
+        let ms = (scaled + denominator / 2) / denominator;
+        ms.min(u128::from(MAX_COMPOSITION_TIME_MS)) as u32
+    }
+}
+
+impl Default for FrameDuration {
+    /// 40 ms: 25 fps, what FFmpeg assumes for raw H.264 without timing.
+    fn default() -> Self {
+        FrameDuration {
+            numerator_ms: 40,
+            denominator: 1,
+        }
+    }
+}
+
 /// Turns access units into FLV AVC video tag bodies, by reference.
 pub struct AvcMuxer {
     /// The SPS and PPS in force (whole NAL units), compared byte for byte with new ones so a
@@ -174,6 +237,18 @@ pub struct AvcMuxer {
     parts: Vec<Part>,
     /// A new parameter set, made contiguous to be parsed (it may wrap around the ring's end).
     scratch: Vec<u8>,
+    /// The start of a slice that wraps around the ring's end, made contiguous for its header.
+    slice_prefix: [u8; SLICE_PREFIX],
+    /// Picture order count state of the stream (8.2.1); starts again with each new SPS.
+    poc: PocState,
+    /// Where frames go in display order, and the reorder delay learnt so far.
+    display_order: DisplayOrder,
+    /// For composition times: set by the caller, who knows the frame rate in use.
+    frame_duration: FrameDuration,
+    /// The last frame's composition offset, in frames.
+    composition_frames: u32,
+    /// Why the last frame's slice header could not be read, if it could not.
+    slice_error: Option<SliceError>,
 }
 
 impl Default for AvcMuxer {
@@ -194,6 +269,12 @@ impl AvcMuxer {
             started: false,
             parts: Vec::with_capacity(64),
             scratch: Vec::with_capacity(256),
+            slice_prefix: [0; SLICE_PREFIX],
+            poc: PocState::new(),
+            display_order: DisplayOrder::new(None, true),
+            frame_duration: FrameDuration::default(),
+            composition_frames: 0,
+            slice_error: None,
         }
     }
 
@@ -235,7 +316,11 @@ impl AvcMuxer {
         let mut pps = None;
         let mut has_picture = false;
         let mut is_idr = false;
+        let mut first_slice = None;
         for nal in nals.clone() {
+            if matches!(nal.nal_type, NAL_SLICE | NAL_IDR) && first_slice.is_none() {
+                first_slice = Some(nal);
+            }
             match nal.nal_type {
                 NAL_SPS => sps = Some(nal),
                 NAL_PPS => pps = Some(nal),
@@ -252,6 +337,9 @@ impl AvcMuxer {
                 nal.copy_to(&mut self.scratch);
                 let parsed = Sps::parse(&self.scratch).map_err(MuxError::Sps)?;
                 std::mem::swap(&mut self.sps, &mut self.scratch);
+                // A new sequence: its pictures are counted, and its reordering learnt, afresh.
+                self.poc = PocState::new();
+                self.display_order = DisplayOrder::for_sps(&parsed);
                 self.sps_info = Some(parsed);
                 self.sequence_header.clear();
             }
@@ -324,11 +412,78 @@ impl AvcMuxer {
                 }
             }
         }
+        self.composition_frames = self.place(first_slice, is_idr);
+        self.write_composition_time();
         let changed = std::mem::take(&mut self.sequence_header_pending);
         Ok(Muxed::Frame {
             keyframe: is_idr,
             sequence_header_changed: changed,
         })
+    }
+
+    /// The composition offset, in frames, of the frame whose first slice is `first_slice`: from
+    /// its header's picture order count, or its decoding position when that cannot be read.
+    fn place(&mut self, first_slice: Option<NalPieces<'_>>, is_idr: bool) -> u32 {
+        let picture = match (&self.sps_info, &self.pps_info, first_slice) {
+            (Some(sps), Some(pps), Some(nal)) => {
+                let header = if nal.second.is_empty() {
+                    nal.first
+                } else {
+                    // It wraps around the ring's end: its start, made contiguous, holds the
+                    // header (one longer than that reads as truncated).
+                    let len = nal.len().min(SLICE_PREFIX);
+                    let first = nal.first.len().min(len);
+                    self.slice_prefix[..first].copy_from_slice(&nal.first[..first]);
+                    self.slice_prefix[first..len].copy_from_slice(&nal.second[..len - first]);
+                    &self.slice_prefix[..len]
+                };
+                SliceHeader::parse(header, sps, pps).map(|header| self.poc.picture(sps, &header))
+            }
+            (Some(_), Some(_), None) => Err(SliceError::NotASlice),
+            _ => Err(SliceError::PpsIncomplete),
+        };
+        match picture {
+            Ok(picture) => {
+                self.slice_error = None;
+                self.display_order.next(picture)
+            }
+            Err(error) => {
+                self.slice_error = Some(error);
+                self.display_order.unknown(is_idr)
+            }
+        }
+    }
+
+    /// Writes the last frame's composition time into its tag header (SI24, big-endian).
+    fn write_composition_time(&mut self) {
+        let ms = self.frame_duration.times(self.composition_frames);
+        if let Some(Part::Inline { bytes, .. }) = self.parts.first_mut() {
+            bytes[2..5].copy_from_slice(&ms.to_be_bytes()[1..]);
+        }
+    }
+
+    /// The duration of a frame, for composition times: it applies to the frame just pushed (its
+    /// tag header is rewritten) and to every later one. Until it is set, 40 ms (25 fps).
+    pub fn set_frame_duration(&mut self, duration: FrameDuration) {
+        self.frame_duration = duration;
+        self.write_composition_time();
+    }
+
+    /// The last frame's composition time in milliseconds, as its tag header carries it.
+    pub fn composition_time_ms(&self) -> u32 {
+        self.frame_duration.times(self.composition_frames)
+    }
+
+    /// The reorder delay learnt so far, in frames: the composition offset of a frame shown in
+    /// its decoding position.
+    pub fn reorder_delay(&self) -> u32 {
+        self.display_order.delay()
+    }
+
+    /// Why the last frame's slice header could not be read (its frame was then placed in
+    /// decoding order), or None.
+    pub fn slice_error(&self) -> Option<&SliceError> {
+        self.slice_error.as_ref()
     }
 
     /// The longest video tag body [`push`](Self::push) makes from an access unit of at most
@@ -672,5 +827,126 @@ mod tests {
         let bound = AvcMuxer::max_body_len(stream.len());
         assert!(body <= bound, "body {body} above the bound {bound}");
         assert!(bound - body < 32, "the bound {bound} is loose for {body}");
+    }
+
+    /// x264 `-bf 3` at 160x96 and 25 fps (pic_order_cnt_type 0, B-pyramid,
+    /// max_num_reorder_frames 2): SPS, PPS and its first five slices, cut after the header, in
+    /// decoding order (I0 P4 B2 b1 b3); as in `media::poc`'s tests.
+    const X264_SPS: &str = "6764000bacd9428db011000003000100000300320f142996";
+    const X264_PPS: &str = "68ebe3cb22c0";
+    const X264_SLICES: [&str; 5] = [
+        "658884017f",
+        "419a246c57b3",
+        "419e427885bf",
+        "019e617442df",
+        "019e636a42df",
+    ];
+
+    fn hex(text: &str) -> Vec<u8> {
+        (0..text.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
+            .collect()
+    }
+
+    /// The 5-byte tag header of each frame of the stream, muxed at `duration`.
+    fn headers(muxer: &mut AvcMuxer, duration: FrameDuration, slices: &[&str]) -> Vec<[u8; 5]> {
+        let (sps, pps) = (hex(X264_SPS), hex(X264_PPS));
+        slices
+            .iter()
+            .enumerate()
+            .map(|(index, slice)| {
+                let slice = hex(slice);
+                let stream = if index == 0 {
+                    annexb(&[&sps, &pps, &slice])
+                } else {
+                    annexb(&[&slice])
+                };
+                assert!(matches!(push(muxer, &stream), Muxed::Frame { .. }));
+                muxer.set_frame_duration(duration);
+                let body = flatten(&muxer.frame_parts()[..1], &stream);
+                body.try_into().unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn b_frames_carry_their_composition_time() {
+        let mut muxer = AvcMuxer::new();
+        let at_25 = FrameDuration::from_rate(25, 1).unwrap();
+        // Shown in order I0 b1 B2 b3 P4, two frames late (the VUI's reorder depth): CTS =
+        // (display - decode + 2) x 40 ms = 80, 200, 80, 0, 40 ms.
+        assert_eq!(
+            headers(&mut muxer, at_25, &X264_SLICES),
+            [
+                [0x17, 1, 0, 0, 80],
+                [0x27, 1, 0, 0, 200],
+                [0x27, 1, 0, 0, 80],
+                [0x27, 1, 0, 0, 0],
+                [0x27, 1, 0, 0, 40],
+            ]
+        );
+        assert_eq!(muxer.reorder_delay(), 2);
+        assert_eq!(muxer.slice_error(), None);
+        // At 29.97 fps a frame is 33.367 ms: 5 frames are 166.83, rounded to 167.
+        let mut muxer = AvcMuxer::new();
+        let ntsc = FrameDuration::from_rate(30000, 1001).unwrap();
+        let ctss: Vec<u32> = headers(&mut muxer, ntsc, &X264_SLICES)
+            .iter()
+            .map(|h| u32::from_be_bytes([0, h[2], h[3], h[4]]))
+            .collect();
+        assert_eq!(ctss, [67, 167, 67, 0, 33]);
+    }
+
+    #[test]
+    fn the_frame_duration_given_after_the_push_rewrites_the_header() {
+        let mut muxer = AvcMuxer::new();
+        let stream = annexb(&[&hex(X264_SPS), &hex(X264_PPS), &hex(X264_SLICES[0])]);
+        push(&mut muxer, &stream);
+        // Until told, a frame lasts 40 ms.
+        assert_eq!(muxer.composition_time_ms(), 80);
+        muxer.set_frame_duration(FrameDuration::from_ms(1000, 60).unwrap());
+        assert_eq!(muxer.composition_time_ms(), 33);
+        assert_eq!(
+            flatten(&muxer.frame_parts()[..1], &stream),
+            [0x17, 1, 0, 0, 33]
+        );
+        // A composition time beyond FLV's 24 bits is clamped to the largest positive one.
+        muxer.set_frame_duration(FrameDuration::from_ms(u64::MAX / 4, 1).unwrap());
+        assert_eq!(
+            flatten(&muxer.frame_parts()[..1], &stream),
+            [0x17, 1, 0x7f, 0xff, 0xff]
+        );
+        assert_eq!(FrameDuration::from_rate(0, 1), None);
+        assert_eq!(FrameDuration::from_ms(10, 0), None);
+    }
+
+    #[test]
+    fn unreadable_slices_are_sent_in_decoding_order() {
+        let mut muxer = AvcMuxer::new();
+        let at_25 = FrameDuration::from_rate(25, 1).unwrap();
+        // A P slice cut inside its header: the frame goes out, at the reorder delay (80 ms).
+        let slices = [X264_SLICES[0], X264_SLICES[1], "419a"];
+        let got = headers(&mut muxer, at_25, &slices);
+        assert_eq!(got[2], [0x27, 1, 0, 0, 80]);
+        assert_eq!(muxer.slice_error(), Some(&SliceError::Truncated));
+    }
+
+    #[test]
+    fn a_new_sps_starts_the_reordering_afresh() {
+        let mut muxer = AvcMuxer::new();
+        let at_25 = FrameDuration::from_rate(25, 1).unwrap();
+        headers(&mut muxer, at_25, &X264_SLICES);
+        assert_eq!(muxer.reorder_delay(), 2);
+        // The Baseline SPS (pic_order_cnt_type 2) of the other tests: CTS 0 from its IDR on.
+        let idr: &[u8] = &[0x65, 0x88, 0x84, 0x00];
+        let stream = annexb(&[SPS, PPS, idr]);
+        push(&mut muxer, &stream);
+        muxer.set_frame_duration(at_25);
+        assert_eq!(muxer.reorder_delay(), 0);
+        assert_eq!(
+            flatten(&muxer.frame_parts()[..1], &stream),
+            [0x17, 1, 0, 0, 0]
+        );
     }
 }

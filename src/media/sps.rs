@@ -16,8 +16,13 @@
 //!   zero, and anything but `rbsp_trailing_bits` (a stop bit, then zero bits) after the last field.
 //! - One leniency: a truncated `bitstream_restriction` block (a known encoder bug) leaves
 //!   [`Vui::max_num_reorder_frames`] unknown instead of failing the whole SPS.
-//! - [`Pps::parse`] reads only the two ids at the start of a PPS (7.3.2.2), enough to tell which
-//!   SPS it belongs to.
+//! - [`Pps::parse`] refuses a PPS only for its two ids (7.3.2.2), which tell the SPS it belongs to.
+//!   It then reads on to `redundant_pic_cnt_present_flag`, the fields a slice header's layout
+//!   depends on ([`PpsSliceFields`]); a PPS that ends or goes out of range there is still accepted,
+//!   without them (composition times are then 0, as before they were computed).
+//! - What picture order counts need (8.2.1: `log2_max_frame_num`, the `pic_order_cnt_type` and its
+//!   parameters, `frame_mbs_only_flag`, `separate_colour_plane_flag`) is kept in [`Sps`], in fixed
+//!   storage: even a 255-entry `offset_for_ref_frame` cycle is not allocated.
 
 use std::fmt;
 
@@ -63,8 +68,16 @@ pub struct Sps {
     pub bit_depth_luma: u8,
     /// Chroma sample bit depth, 8..=14.
     pub bit_depth_chroma: u8,
-    /// false for streams that may code fields (interlaced); doubles the height of a map unit.
+    /// 4:4:4 coded as three separate colour planes: slice headers then carry colour_plane_id, and
+    /// ChromaArrayType is 0.
+    pub separate_colour_plane: bool,
+    /// false for streams that may code fields (interlaced); doubles the height of a map unit, and
+    /// slice headers then carry field_pic_flag.
     pub frame_mbs_only: bool,
+    /// log2_max_frame_num_minus4 + 4, 4..=16: the width of frame_num in slice headers.
+    pub log2_max_frame_num: u8,
+    /// pic_order_cnt_type and its parameters: how slices give their picture order count.
+    pub pic_order_cnt: PicOrderCntType,
     /// max_num_ref_frames, 0..=16.
     pub max_num_ref_frames: u32,
     /// Width in luma samples from the macroblock count, before cropping.
@@ -89,6 +102,92 @@ pub struct Vui {
     /// Frames the decoder may have to hold back for reordering (0 means no B-frame delay), from
     /// bitstream_restriction, when signalled.
     pub max_num_reorder_frames: Option<u32>,
+    /// The decoded picture buffer size the stream needs, in frames, from bitstream_restriction,
+    /// when signalled (with [`max_num_reorder_frames`](Self::max_num_reorder_frames)).
+    pub max_dec_frame_buffering: Option<u32>,
+}
+
+/// How slices signal their picture order count (7.4.2.1.1, 8.2.1).
+// Type 1's cycle is about 1 KiB held inline, so that parsing allocates nothing; an SPS is parsed
+// only when it changes, and the muxer keeps one.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PicOrderCntType {
+    /// Type 0: each slice carries pic_order_cnt_lsb (and maybe delta_pic_order_cnt_bottom); the
+    /// decoder tracks the most significant bits. What x264 and most B-frame encoders use.
+    Lsb {
+        /// log2_max_pic_order_cnt_lsb_minus4 + 4, 4..=16.
+        log2_max_lsb: u8,
+    },
+    /// Type 1: expected from frame_num through a cycle of offsets, plus deltas in the slice.
+    Cycle(PocCycle),
+    /// Type 2: from frame_num alone; output order is decoding order (no B-frame reordering).
+    FrameNum,
+}
+
+/// The parameters of pic_order_cnt_type 1.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PocCycle {
+    /// Slices carry no delta_pic_order_cnt.
+    pub delta_pic_order_always_zero: bool,
+    pub offset_for_non_ref_pic: i32,
+    pub offset_for_top_to_bottom_field: i32,
+    /// offset_for_ref_frame[0..num_ref_frames_in_pic_order_cnt_cycle].
+    pub offsets_for_ref_frame: RefFrameOffsets,
+}
+
+/// offset_for_ref_frame[], at most 255 entries, in fixed storage.
+#[derive(Clone, Copy)]
+pub struct RefFrameOffsets {
+    len: u8,
+    values: [i32; 255],
+}
+
+impl RefFrameOffsets {
+    /// The offsets, num_ref_frames_in_pic_order_cnt_cycle of them.
+    pub fn as_slice(&self) -> &[i32] {
+        &self.values[..usize::from(self.len)]
+    }
+
+    /// An empty cycle; [`push`](Self::push) adds to it.
+    pub fn new() -> Self {
+        RefFrameOffsets {
+            len: 0,
+            values: [0; 255],
+        }
+    }
+
+    /// Appends an offset; false (and nothing kept) when 255 are already there.
+    pub fn push(&mut self, offset: i32) -> bool {
+        match self.values.get_mut(usize::from(self.len)) {
+            Some(slot) => {
+                *slot = offset;
+                self.len += 1;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Default for RefFrameOffsets {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl PartialEq for RefFrameOffsets {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for RefFrameOffsets {}
+
+impl fmt::Debug for RefFrameOffsets {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
 }
 
 /// VUI timing: one clock tick is `num_units_in_tick / time_scale` seconds, a frame two ticks.
@@ -126,8 +225,8 @@ impl fmt::Display for SpsError {
 impl std::error::Error for SpsError {}
 
 /// Reads the RBSP bits of an escaped NAL unit payload, most significant bit first, skipping
-/// emulation-prevention bytes on the fly.
-struct BitReader<'a> {
+/// emulation-prevention bytes on the fly. Shared with the slice header parser.
+pub(crate) struct BitReader<'a> {
     /// The escaped bytes (without the NAL header).
     data: &'a [u8],
     /// Index of the next byte to load.
@@ -141,7 +240,7 @@ struct BitReader<'a> {
 }
 
 impl<'a> BitReader<'a> {
-    fn new(data: &'a [u8]) -> Self {
+    pub(crate) fn new(data: &'a [u8]) -> Self {
         BitReader {
             data,
             pos: 0,
@@ -167,7 +266,7 @@ impl<'a> BitReader<'a> {
         Ok(byte)
     }
 
-    fn flag(&mut self) -> Result<bool, SpsError> {
+    pub(crate) fn flag(&mut self) -> Result<bool, SpsError> {
         if self.bits_left == 0 {
             self.current = self.next_byte()?;
             self.bits_left = 8;
@@ -177,7 +276,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// u(n) for n <= 32.
-    fn bits(&mut self, count: u32) -> Result<u32, SpsError> {
+    pub(crate) fn bits(&mut self, count: u32) -> Result<u32, SpsError> {
         debug_assert!(count <= 32);
         let mut value = 0u32;
         for _ in 0..count.min(32) {
@@ -192,7 +291,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// ue(v): Exp-Golomb, at most 32 leading zeros, value at most u32::MAX.
-    fn ue(&mut self) -> Result<u32, SpsError> {
+    pub(crate) fn ue(&mut self) -> Result<u32, SpsError> {
         let mut leading_zeros = 0u32;
         while !self.flag()? {
             leading_zeros += 1;
@@ -232,7 +331,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// ue(v) that must not exceed `max`.
-    fn ue_max(&mut self, max: u32, what: &'static str) -> Result<u32, SpsError> {
+    pub(crate) fn ue_max(&mut self, max: u32, what: &'static str) -> Result<u32, SpsError> {
         let value = self.ue()?;
         if value > max {
             return Err(SpsError::Invalid(what));
@@ -241,7 +340,7 @@ impl<'a> BitReader<'a> {
     }
 
     /// se(v), range -(2^31 - 1)..=2^31 - 1 as H.264 allows for every se(v) in an SPS.
-    fn se(&mut self) -> Result<i32, SpsError> {
+    pub(crate) fn se(&mut self) -> Result<i32, SpsError> {
         let code = i64::from(self.ue()?);
         let value = if code % 2 == 1 {
             (code + 1) / 2
@@ -296,23 +395,32 @@ impl Sps {
             }
         }
 
-        let _log2_max_frame_num_minus4 = bits.ue_max(12, "log2_max_frame_num_minus4 above 12")?;
-        match bits.ue_max(2, "pic_order_cnt_type above 2")? {
-            0 => {
-                bits.ue_max(12, "log2_max_pic_order_cnt_lsb_minus4 above 12")?;
-            }
+        let log2_max_frame_num = 4 + bits.ue_max(12, "log2_max_frame_num_minus4 above 12")? as u8;
+        let pic_order_cnt = match bits.ue_max(2, "pic_order_cnt_type above 2")? {
+            0 => PicOrderCntType::Lsb {
+                log2_max_lsb: 4 + bits.ue_max(12, "log2_max_pic_order_cnt_lsb_minus4 above 12")?
+                    as u8,
+            },
             1 => {
-                let _delta_pic_order_always_zero = bits.flag()?;
-                let _offset_for_non_ref_pic = bits.se()?;
-                let _offset_for_top_to_bottom_field = bits.se()?;
+                let delta_pic_order_always_zero = bits.flag()?;
+                let offset_for_non_ref_pic = bits.se()?;
+                let offset_for_top_to_bottom_field = bits.se()?;
                 let cycle_length =
                     bits.ue_max(255, "num_ref_frames_in_pic_order_cnt_cycle above 255")?;
+                let mut offsets_for_ref_frame = RefFrameOffsets::new();
                 for _ in 0..cycle_length {
-                    let _offset_for_ref_frame = bits.se()?;
+                    // At most 255 by the check above, so every push fits.
+                    offsets_for_ref_frame.push(bits.se()?);
                 }
+                PicOrderCntType::Cycle(PocCycle {
+                    delta_pic_order_always_zero,
+                    offset_for_non_ref_pic,
+                    offset_for_top_to_bottom_field,
+                    offsets_for_ref_frame,
+                })
             }
-            _ => {}
-        }
+            _ => PicOrderCntType::FrameNum,
+        };
         let max_num_ref_frames = bits.ue_max(16, "max_num_ref_frames above 16")?;
         let _gaps_in_frame_num_value_allowed = bits.flag()?;
         let width_in_mbs = bits.ue_max(MAX_DIMENSION_IN_MBS - 1, "picture too wide")? + 1;
@@ -386,7 +494,10 @@ impl Sps {
             chroma_format_idc,
             bit_depth_luma,
             bit_depth_chroma,
+            separate_colour_plane,
             frame_mbs_only,
+            log2_max_frame_num,
+            pic_order_cnt,
             max_num_ref_frames,
             coded_width,
             coded_height,
@@ -411,13 +522,34 @@ impl Sps {
     }
 }
 
-/// The start of a picture parameter set (7.3.2.2): which SPS it belongs to.
+/// A picture parameter set (7.3.2.2): which SPS it belongs to, and the fields that shape slice
+/// headers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Pps {
     /// pic_parameter_set_id, 0..=255; slices refer to it.
     pub pic_parameter_set_id: u32,
     /// seq_parameter_set_id, 0..=31: the SPS this PPS goes with.
     pub seq_parameter_set_id: u32,
+    /// What a slice header parser needs, when the PPS held it in range. None leaves the PPS
+    /// usable for the sequence header (the ids are all that needs), not for picture order counts.
+    pub slice_fields: Option<PpsSliceFields>,
+}
+
+/// The PPS fields that decide which syntax elements a slice header carries, up to
+/// `dec_ref_pic_marking()` (7.3.3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PpsSliceFields {
+    /// bottom_field_pic_order_in_frame_present_flag: frame slices carry
+    /// delta_pic_order_cnt_bottom (type 0) or delta_pic_order_cnt[1] (type 1).
+    pub bottom_field_pic_order_in_frame_present: bool,
+    /// num_ref_idx_l0_default_active_minus1 and num_ref_idx_l1_default_active_minus1, 0..=31.
+    pub num_ref_idx_default_active_minus1: [u8; 2],
+    /// weighted_pred_flag: P and SP slices carry pred_weight_table().
+    pub weighted_pred: bool,
+    /// weighted_bipred_idc, 0..=2: 1 means B slices carry pred_weight_table().
+    pub weighted_bipred_idc: u8,
+    /// redundant_pic_cnt_present_flag: slices carry redundant_pic_cnt.
+    pub redundant_pic_cnt_present: bool,
 }
 
 /// Why a PPS could not be parsed.
@@ -443,9 +575,14 @@ impl fmt::Display for PpsError {
 
 impl std::error::Error for PpsError {}
 
+/// Largest num_slice_groups_minus1 (A.2.1: Baseline and Extended allow 8 slice groups).
+const MAX_SLICE_GROUPS_MINUS1: u32 = 7;
+
 impl Pps {
     /// `nal` is the whole PPS NAL unit including its one-byte header (type 8), still escaped.
-    /// Only the two ids are read: the rest depends on the SPS and is the decoder's business.
+    /// Only the two ids can make it fail; the fields after them are read when they are there and
+    /// in range ([`Pps::slice_fields`]). The rest (quantisation, transform, scaling) is the
+    /// decoder's business.
     pub fn parse(nal: &[u8]) -> Result<Pps, PpsError> {
         let (&header, payload) = nal.split_first().ok_or(PpsError::NotAPps)?;
         if header & 0x1f != 8 {
@@ -468,8 +605,77 @@ impl Pps {
         Ok(Pps {
             pic_parameter_set_id,
             seq_parameter_set_id,
+            slice_fields: parse_pps_slice_fields(&mut bits).ok(),
         })
     }
+}
+
+/// The PPS from entropy_coding_mode_flag to redundant_pic_cnt_present_flag.
+fn parse_pps_slice_fields(bits: &mut BitReader<'_>) -> Result<PpsSliceFields, SpsError> {
+    let _entropy_coding_mode = bits.flag()?;
+    let bottom_field_pic_order_in_frame_present = bits.flag()?;
+    let num_slice_groups_minus1 =
+        bits.ue_max(MAX_SLICE_GROUPS_MINUS1, "num_slice_groups_minus1 above 7")?;
+    if num_slice_groups_minus1 > 0 {
+        skip_slice_group_map(bits, num_slice_groups_minus1)?;
+    }
+    let l0 = bits.ue_max(31, "num_ref_idx_l0_default_active_minus1 above 31")? as u8;
+    let l1 = bits.ue_max(31, "num_ref_idx_l1_default_active_minus1 above 31")? as u8;
+    let weighted_pred = bits.flag()?;
+    let weighted_bipred_idc = bits.bits(2)? as u8;
+    if weighted_bipred_idc > 2 {
+        return Err(SpsError::Invalid("weighted_bipred_idc is 3"));
+    }
+    let _pic_init_qp_minus26 = bits.se()?;
+    let _pic_init_qs_minus26 = bits.se()?;
+    let _chroma_qp_index_offset = bits.se()?;
+    let _deblocking_filter_control_present = bits.flag()?;
+    let _constrained_intra_pred = bits.flag()?;
+    let redundant_pic_cnt_present = bits.flag()?;
+    Ok(PpsSliceFields {
+        bottom_field_pic_order_in_frame_present,
+        num_ref_idx_default_active_minus1: [l0, l1],
+        weighted_pred,
+        weighted_bipred_idc,
+        redundant_pic_cnt_present,
+    })
+}
+
+/// Reads past the slice group map of a PPS with several slice groups (FMO, 7.3.2.2).
+fn skip_slice_group_map(bits: &mut BitReader<'_>, groups_minus1: u32) -> Result<(), SpsError> {
+    match bits.ue_max(6, "slice_group_map_type above 6")? {
+        0 => {
+            for _ in 0..=groups_minus1 {
+                bits.ue_max(MAX_FRAME_SIZE_IN_MBS, "run_length_minus1 too large")?;
+            }
+        }
+        2 => {
+            for _ in 0..groups_minus1 {
+                bits.ue_max(MAX_FRAME_SIZE_IN_MBS, "top_left too large")?;
+                bits.ue_max(MAX_FRAME_SIZE_IN_MBS, "bottom_right too large")?;
+            }
+        }
+        3..=5 => {
+            let _slice_group_change_direction = bits.flag()?;
+            bits.ue_max(
+                MAX_FRAME_SIZE_IN_MBS,
+                "slice_group_change_rate_minus1 too large",
+            )?;
+        }
+        6 => {
+            let map_units = bits.ue_max(
+                MAX_FRAME_SIZE_IN_MBS,
+                "pic_size_in_map_units_minus1 too large",
+            )? + 1;
+            // Ceil(Log2(num_slice_groups_minus1 + 1)) bits per map unit: 1 to 3.
+            let width = 32 - groups_minus1.leading_zeros();
+            for _ in 0..map_units {
+                bits.bits(width)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 fn gcd(mut a: u64, mut b: u64) -> u64 {
@@ -582,28 +788,30 @@ fn parse_vui(bits: &mut BitReader<'_>) -> Result<(Vui, bool), SpsError> {
         let _low_delay_hrd = bits.flag()?;
     }
     let _pic_struct_present = bits.flag()?;
-    let (max_num_reorder_frames, cut_short) = if bits.flag()? {
+    let ((max_num_reorder_frames, max_dec_frame_buffering), cut_short) = if bits.flag()? {
         match parse_bitstream_restriction(bits) {
-            Ok(reorder) => (Some(reorder), false),
+            Ok((reorder, buffering)) => ((Some(reorder), Some(buffering)), false),
             // Some encoders cut the VUI short here; what came before is still good.
-            Err(SpsError::Truncated) => (None, true),
+            Err(SpsError::Truncated) => ((None, None), true),
             Err(error) => return Err(error),
         }
     } else {
-        (None, false)
+        ((None, None), false)
     };
     Ok((
         Vui {
             sample_aspect_ratio,
             timing,
             max_num_reorder_frames,
+            max_dec_frame_buffering,
         },
         cut_short,
     ))
 }
 
-/// The bitstream_restriction fields of the VUI; returns max_num_reorder_frames.
-fn parse_bitstream_restriction(bits: &mut BitReader<'_>) -> Result<u32, SpsError> {
+/// The bitstream_restriction fields of the VUI; returns max_num_reorder_frames and
+/// max_dec_frame_buffering.
+fn parse_bitstream_restriction(bits: &mut BitReader<'_>) -> Result<(u32, u32), SpsError> {
     let _motion_vectors_over_pic_boundaries = bits.flag()?;
     bits.ue_max(16, "max_bytes_per_pic_denom above 16")?;
     bits.ue_max(16, "max_bits_per_mb_denom above 16")?;
@@ -612,8 +820,8 @@ fn parse_bitstream_restriction(bits: &mut BitReader<'_>) -> Result<u32, SpsError
     let max_num_reorder_frames = bits.ue_max(16, "max_num_reorder_frames above 16")?;
     // Not cross-checked against max_num_reorder_frames: an inconsistent VUI is no reason to
     // refuse a stream that decoders play.
-    let _max_dec_frame_buffering = bits.ue_max(16, "max_dec_frame_buffering above 16")?;
-    Ok(max_num_reorder_frames)
+    let max_dec_frame_buffering = bits.ue_max(16, "max_dec_frame_buffering above 16")?;
+    Ok((max_num_reorder_frames, max_dec_frame_buffering))
 }
 
 /// Reads past hrd_parameters() (E.1.2).
@@ -666,7 +874,10 @@ mod tests {
                 chroma_format_idc: 1,
                 bit_depth_luma: 8,
                 bit_depth_chroma: 8,
+                separate_colour_plane: false,
                 frame_mbs_only: true,
+                log2_max_frame_num: 8,
+                pic_order_cnt: PicOrderCntType::FrameNum,
                 max_num_ref_frames: 1,
                 coded_width: 1920,
                 coded_height: 1088,
@@ -680,6 +891,7 @@ mod tests {
                         fixed_frame_rate: true
                     }),
                     max_num_reorder_frames: Some(0),
+                    max_dec_frame_buffering: Some(1),
                 }),
             }
         );
@@ -722,7 +934,10 @@ mod tests {
                 chroma_format_idc: 1,
                 bit_depth_luma: 8,
                 bit_depth_chroma: 8,
+                separate_colour_plane: false,
                 frame_mbs_only: true,
+                log2_max_frame_num: 4,
+                pic_order_cnt: PicOrderCntType::FrameNum,
                 max_num_ref_frames: 3,
                 coded_width: 640,
                 coded_height: 480,
@@ -736,6 +951,7 @@ mod tests {
                         fixed_frame_rate: false
                     }),
                     max_num_reorder_frames: Some(0),
+                    max_dec_frame_buffering: Some(3),
                 }),
             }
         );
@@ -843,6 +1059,14 @@ mod tests {
         "1b23007d2001389001f44001388c005dc8003a995ef7c601800001da08041160"
     );
 
+    fn offsets(values: &[i32]) -> RefFrameOffsets {
+        let mut offsets = RefFrameOffsets::new();
+        for &value in values {
+            assert!(offsets.push(value));
+        }
+        offsets
+    }
+
     #[test]
     fn crafted_sps_with_every_optional_part() {
         let sps = Sps::parse(&hex(CRAFTED_FULL_SPS)).unwrap();
@@ -856,7 +1080,15 @@ mod tests {
                 chroma_format_idc: 1,
                 bit_depth_luma: 8,
                 bit_depth_chroma: 8,
+                separate_colour_plane: false,
                 frame_mbs_only: false,
+                log2_max_frame_num: 7,
+                pic_order_cnt: PicOrderCntType::Cycle(PocCycle {
+                    delta_pic_order_always_zero: false,
+                    offset_for_non_ref_pic: -3,
+                    offset_for_top_to_bottom_field: 2,
+                    offsets_for_ref_frame: offsets(&[1, -1, 40000]),
+                }),
                 max_num_ref_frames: 4,
                 coded_width: 1280,
                 coded_height: 736,
@@ -870,6 +1102,7 @@ mod tests {
                         fixed_frame_rate: true
                     }),
                     max_num_reorder_frames: Some(1),
+                    max_dec_frame_buffering: Some(4),
                 }),
             }
         );
@@ -897,7 +1130,10 @@ mod tests {
                 chroma_format_idc: 3,
                 bit_depth_luma: 10,
                 bit_depth_chroma: 10,
+                separate_colour_plane: true,
                 frame_mbs_only: true,
+                log2_max_frame_num: 16,
+                pic_order_cnt: PicOrderCntType::Lsb { log2_max_lsb: 16 },
                 max_num_ref_frames: 16,
                 coded_width: 176,
                 coded_height: 144,
@@ -1221,7 +1457,14 @@ mod tests {
             Pps::parse(&hex(BASELINE_640X480_PPS)),
             Ok(Pps {
                 pic_parameter_set_id: 0,
-                seq_parameter_set_id: 0
+                seq_parameter_set_id: 0,
+                slice_fields: Some(PpsSliceFields {
+                    bottom_field_pic_order_in_frame_present: false,
+                    num_ref_idx_default_active_minus1: [2, 0],
+                    weighted_pred: false,
+                    weighted_bipred_idc: 0,
+                    redundant_pic_cnt_present: false,
+                }),
             })
         );
         // pps_id 255 (ue 00000000 100000000), sps_id 31 (ue 00000 100000), stop bit.
@@ -1229,7 +1472,8 @@ mod tests {
             Pps::parse(&pps_from_bits("00000000 100000000 00000 100000 1")),
             Ok(Pps {
                 pic_parameter_set_id: 255,
-                seq_parameter_set_id: 31
+                seq_parameter_set_id: 31,
+                slice_fields: None,
             })
         );
         // pps_id 256 (ue 00000000 100000001).
@@ -1252,6 +1496,42 @@ mod tests {
         assert!(PpsError::Truncated
             .to_string()
             .contains("picture parameter set"));
+    }
+
+    #[test]
+    fn pps_slice_fields() {
+        // x264 High (`-bf 3`), checked with trace_headers: CABAC, 3 and 1 default references,
+        // weighted_pred_flag 1, weighted_bipred_idc 2.
+        let pps = Pps::parse(&hex("68ebe3cb22c0")).unwrap();
+        assert_eq!(
+            pps.slice_fields,
+            Some(PpsSliceFields {
+                bottom_field_pic_order_in_frame_present: false,
+                num_ref_idx_default_active_minus1: [2, 0],
+                weighted_pred: true,
+                weighted_bipred_idc: 2,
+                redundant_pic_cnt_present: false,
+            })
+        );
+        // Four slice groups with map type 6 (2 bits for each of 3 map units), bottom-field
+        // deltas, redundant_pic_cnt.
+        let fmo = "1 1 0 1 00100 00111 011 10 01 00 1 1 0 01 1 1 1 0 0 1";
+        let pps = Pps::parse(&pps_from_bits(fmo)).unwrap();
+        assert_eq!(
+            pps.slice_fields,
+            Some(PpsSliceFields {
+                bottom_field_pic_order_in_frame_present: true,
+                num_ref_idx_default_active_minus1: [0, 0],
+                weighted_pred: false,
+                weighted_bipred_idc: 1,
+                redundant_pic_cnt_present: true,
+            })
+        );
+        // weighted_bipred_idc 3, or a PPS that ends after its ids: accepted for its ids (the
+        // sequence header needs no more), without slice fields.
+        let pps = Pps::parse(&pps_from_bits("1 1 0 0 1 1 1 0 11 1 1 1 1 0 0")).unwrap();
+        assert_eq!((pps.seq_parameter_set_id, pps.slice_fields), (0, None));
+        assert_eq!(Pps::parse(&[0x68, 0xc0]).unwrap().slice_fields, None);
     }
 
     #[test]
@@ -1281,6 +1561,7 @@ mod tests {
                         {
                             if let Some(vui) = expected.vui.as_mut() {
                                 vui.max_num_reorder_frames = None;
+                                vui.max_dec_frame_buffering = None;
                             }
                         }
                         assert_eq!(sps, expected, "{vector} cut at {len}");

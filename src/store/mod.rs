@@ -568,7 +568,7 @@ impl FrameStore {
         self.writable = 0;
         let capacity = self.ring.len() as u64;
         let want = (READ_SLACK as u64).min(capacity);
-        let have_room = self.make_room(want, 2, now_ms);
+        self.make_room(want, 2, now_ms);
         let mut free = capacity - (self.head - self.tail());
         if free == 0
             && self.room == Room::Stalled

@@ -84,6 +84,9 @@ pub struct Flow {
     cursor: CursorId,
     /// The frame whose bytes the connection is writing from the ring.
     in_flight: Option<InFlight>,
+    /// The core was told that a keyframe opens the connection the server asked for: nothing
+    /// more goes to this one.
+    switching: bool,
     pipeline: Pipeline,
     /// The body of the frame being sent: reused.
     parts: Vec<Part>,
@@ -131,6 +134,7 @@ impl Flow {
             store,
             cursor,
             in_flight: None,
+            switching: false,
             pipeline,
             parts: Vec::with_capacity(4 * MAX_NALS_PER_FRAME),
             device_nals: Vec::with_capacity(64),
@@ -195,6 +199,7 @@ impl Flow {
     /// oldest stored keyframe that is not late by the wall clock (else the newest).
     pub fn connected(&mut self, now: u64) {
         self.pipeline.new_connection();
+        self.switching = false;
         if let Some(token) = self.in_flight.take() {
             self.store.abandon(token);
         }
@@ -204,6 +209,7 @@ impl Flow {
     /// The connection is gone: the frame in flight went partly to it; the next starts afresh.
     pub fn disconnected(&mut self, bytes_sent: u64) {
         self.bytes_sent_before += bytes_sent;
+        self.switching = false;
         if let Some(token) = self.in_flight.take() {
             self.store.abandon(token);
         }
@@ -522,6 +528,7 @@ impl Flow {
             let mut sent = CursorSet::EMPTY;
             if let Some(c) = conn.as_deref_mut() {
                 let direct = !switch
+                    && !self.switching
                     && !self.store.retention()
                     && self.in_flight.is_none()
                     && c.is_idle()
@@ -570,6 +577,7 @@ impl Flow {
             }
             if switch {
                 // The server asked for a reconnect: this keyframe opens the new connection.
+                self.switching = true;
                 core.handle_link(LinkEvent::KeyframeNext, now);
                 return pass;
             }
@@ -617,9 +625,13 @@ impl Flow {
             if let Some(token) = self.in_flight.take() {
                 self.store.advance(token);
             }
+            if self.switching {
+                return Ok(());
+            }
             if core.switch_pending() {
                 self.store.apply_policy(self.cursor, now);
                 if self.store.peek(self.cursor).is_some_and(|f| f.keyframe()) {
+                    self.switching = true;
                     core.handle_link(LinkEvent::KeyframeNext, now);
                     return Ok(());
                 }
