@@ -4,8 +4,8 @@
 //! writes and reads for the supervisor's event loop, which decides when to wait for what.
 //!
 //! Invariants: writes come straight from the buffers the session's [`Gather`] refers to (the
-//! input's buffer or the frame queue) and nothing here allocates per frame; `IoSlice` arrays live
-//! on the stack; every error carries the fault the supervisor needs (network, peer, refusal).
+//! frame store's ring, or a camera's buffer) and nothing here allocates per frame; `IoSlice`
+//! arrays live on the stack; every error carries the fault the supervisor needs (network, peer, refusal).
 //!
 //! [`Gather`]: crate::rtmp::chunk::Gather
 
@@ -410,13 +410,14 @@ impl Connection {
 
 /// The scratch storage the session's transmit queue gets up front, so that it never grows while
 /// publishing. A frame is queued only on an idle link (the queue has just been emptied, which
-/// resets its storage), and when the socket does not take all of it, the supervisor copies the
-/// rest in ([`Connection::detach`]): the queue then holds one frame message, what preceded it on
-/// this link (onMetaData, the sequence header) and the control replies queued since, within
-/// [`TRANSMIT_SLACK`]. How much is copied depends on how much the socket took: up to the whole
-/// frame, at any time. A frame body is at most [`AvcMuxer::max_body_len`] of the largest access
-/// unit (`--max-frame-size`; the Annex-B reader may hold [`READ_SLACK`] more) and at most the
-/// 24-bit message length. Reserved, not written: the pages are mapped as frames are copied in.
+/// resets its storage). A frame from the frame store stays there (the queue refers to the ring);
+/// when the socket does not take all of a camera frame sent from the driver's buffer, the
+/// supervisor copies the rest in ([`Connection::detach`]): the queue then holds one frame
+/// message, what preceded it on this link (onMetaData, the sequence header) and the control
+/// replies queued since, within [`TRANSMIT_SLACK`]. How much is copied depends on how much the
+/// socket took: up to the whole frame, at any time. A frame body is at most
+/// [`AvcMuxer::max_body_len`] of the largest access unit (`--max-frame-size`, and [`READ_SLACK`]
+/// more for safety) and at most the 24-bit message length. Reserved, not written: the pages are mapped as frames are copied in.
 ///
 /// [`AvcMuxer::max_body_len`]: crate::media::flv::AvcMuxer::max_body_len
 /// [`READ_SLACK`]: crate::media::annexb::READ_SLACK

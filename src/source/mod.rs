@@ -14,7 +14,7 @@
 //! the FIFO again for the next writer (a camera program restarted), so the stream goes on; the
 //! source watchdog notices silence. Pipes (stdin) end when their writer closes them.
 //!
-//! Invariants: reads go straight into the caller's buffer (the Annex-B reader's), never through an
+//! Invariants: reads go straight into the caller's buffer (the frame store's ring), never through an
 //! intermediate copy; a read of 0 bytes means end of input.
 
 pub mod camera;

@@ -151,7 +151,7 @@ pub enum Action {
     Watchdog,
     /// Refresh systemd's STATUS=.
     Status,
-    /// Log the progress line (frames, fps, current bitrate, drops, queue).
+    /// Log the progress line (frames, fps, current bitrate, drops, what waits in the store).
     Stats,
     /// Stop: close the connection politely and end the run without error.
     Finish(Ending),

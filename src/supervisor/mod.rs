@@ -6,8 +6,8 @@
 //!   where, how long to back off, what a refusal or a redirect means, the stall, source and
 //!   systemd watchdogs, source restarts, reloads, the end of input. Driven by `handle_*(event,
 //!   now)`, read with `poll_action()` and `poll_timeout()`, and tested on a virtual clock.
-//! - `flow`: the frames' way from the input through the pipeline to the socket or the bounded
-//!   frame queue, and from the queue to the socket; it reports what happened to the core.
+//! - `flow`: the frames' way from the input through the pipeline and the frame store
+//!   ([`crate::store`]) to the socket; it reports what happened to the core.
 //! - `shell`: the tokio loop that waits on signals, the input, the socket and one deadline,
 //!   and carries out the core's actions.
 //!
@@ -34,7 +34,8 @@ pub struct Progress {
     pub bytes_sent: u64,
     /// Access units not sent: before the first SPS/PPS/IDR, or unusable.
     pub frames_skipped: u64,
-    /// Frames dropped by the queue or while a connection waited for a keyframe.
+    /// Frames dropped: by the frame store's drop policy, at the input (too large), or while a
+    /// connection waited for a keyframe.
     pub frames_dropped: u64,
     /// Connections that reached publishing.
     pub connections: u64,

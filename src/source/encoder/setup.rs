@@ -115,14 +115,21 @@ fn find_encoder(camera: &Path, codec: FourCC, raw: &[FourCC]) -> Result<Device> 
             device.name()
         ));
     }
-    let seen = if seen.is_empty() {
-        "there is no memory-to-memory device".to_string()
-    } else {
-        format!("memory-to-memory devices: {}", seen.join("; "))
-    };
+    if seen.is_empty() {
+        // At boot an encoder's driver (bcm2835-codec on a Pi) may load after we start: with no
+        // memory-to-memory device at all, the camera is waited for like one that is missing,
+        // rather than the service stopped for a configuration error.
+        return Err(Error::input(format!(
+            "no V4L2 encoder for {} yet: there is no memory-to-memory device (is the encoder's \
+             driver loaded? on a Pi 5, which has none, use exec:rpicam-vid)",
+            camera.display()
+        )));
+    }
     Err(Error::config(format!(
-        "no V4L2 encoder produces {codec} from {} ({seen}); name one with --encoder",
-        camera.display()
+        "no V4L2 encoder produces {codec} from {} (memory-to-memory devices: {}); name one with \
+         --encoder",
+        camera.display(),
+        seen.join("; ")
     )))
 }
 
