@@ -1428,11 +1428,12 @@ fn memory_after_100_reconnects() {
         .wait_for("publishing to", 0, Duration::from_secs(15));
     std::thread::sleep(Duration::from_millis(1100));
     let rss_start = client.rss_kb();
-    // Warm-up: the frame store's ring becomes resident as the input is written round it (its
-    // whole size, here 384 KiB, about 3 s of video; 8 MiB by default, whatever the bitrate). The
-    // 1.1 s above, one outage longer than --queue-time (the server unreachable for 2.6 s, which
-    // also fills the ring to its high-water mark) and the 0.3 s below write more than that
-    // before the first measurement, so what remains is what reconnecting costs.
+    // Warm-up: the frame store's ring becomes resident as the input is written round it (here
+    // all of its 384 KiB, about 3 s of video; by default twice its high-water mark, at least
+    // 1 MiB, which would take 10 s at this bitrate). The 1.1 s above, one outage longer than
+    // --queue-time (the server unreachable for 2.6 s, which also fills the ring to its
+    // high-water mark) and the 0.3 s below write more than that before the first measurement, so
+    // what remains is what reconnecting costs.
     proxy.set_upstream(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
     proxy.reset_all();
     std::thread::sleep(Duration::from_millis(2600));

@@ -31,13 +31,66 @@ const THROTTLE: u64 = 8_000_000;
 /// What the emulated link holds: small, so that backpressure reaches the socket at once.
 const LINK_BUFFER: usize = 64 * 1024;
 
+/// The runs share the process's signals (a live input's run is ended by SIGTERM): one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn steady_state_publishing_allocates_nothing_per_frame() {
     let clip = clip_1080p30_60s();
+    publish_and_count(clip.to_str().unwrap(), false);
+}
+
+/// A FIFO (live: read at its own pace into the frame store, frames held for the socket while
+/// the throttle holds it back), fed by a thread of this process from memory.
+#[test]
+fn a_fifo_input_allocates_nothing_per_frame() {
+    let clip = std::fs::read(clip_1080p30_60s()).unwrap();
+    let dir = TempDir::new("alloc-fifo");
+    let fifo = dir.path().join("camera.fifo");
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let path = fifo.clone();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        // Opening blocks until v4l2rtmp opens the FIFO for reading.
+        let mut file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+        // Twice: the input must outlast the window (its end, and the FIFO opened again for the
+        // next writer, are events that allocate, not frames).
+        for piece in clip.chunks(64 * 1024).chain(clip.chunks(64 * 1024)) {
+            if file.write_all(piece).is_err() {
+                return;
+            }
+        }
+    });
+    publish_and_count(fifo.to_str().unwrap(), true);
+    let _ = writer.join();
+}
+
+/// An `exec:` child's stdout (live, like the FIFO); the clip twice, so that the child outlasts
+/// the window (its exit and restart are events that allocate, not frames).
+#[test]
+fn an_exec_input_allocates_nothing_per_frame() {
+    let clip = clip_1080p30_60s();
+    let clip = clip.to_str().unwrap();
+    publish_and_count(&format!("exec:cat {clip} {clip}"), true);
+}
+
+/// Publishes `input` through the throttled link and asserts that the counted frames allocated
+/// nothing. A live input is stopped with SIGTERM once the window closed.
+fn publish_and_count(input: &str, live: bool) {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let nginx = Nginx::start();
     let proxy = Proxy::to_port_with_link_buffer(nginx.port, LINK_BUFFER);
     let url = RtmpUrl::parse(&proxy.url("live", "alloc")).unwrap();
-    let config = Config::new(clip.to_str().unwrap(), url);
+    let mut config = Config::new(input, url);
+    if live {
+        // Frames come as fast as the input gives them: a full store holds the input back (no
+        // frame is late), so none is dropped and the window is reached.
+        config.frame_rate = v4l2rtmp::config::parse_frame_rate("30").unwrap();
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -54,6 +107,10 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
         if window.on_frame(progress.frames_sent) {
             proxy.set_mode(Mode::Forward);
             throttled_for = throttled_at.map(|at| at.elapsed());
+            if live {
+                // A FIFO or a child does not end by itself: stop as systemd would.
+                let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGTERM);
+            }
         }
     };
     let notifier = Notifier::disabled();
@@ -62,8 +119,14 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
         .block_on(run(config.clone(), &reload, &notifier, &mut on_frame))
         .unwrap();
     window.stop();
-    assert_eq!(ending, Ending::EndOfInput);
-    assert_eq!(progress.frames_sent, 1800);
+    if live {
+        assert_eq!(ending, Ending::Signal);
+        assert!(progress.frames_sent >= WARM_UP_FRAMES + COUNTED_FRAMES);
+    } else {
+        assert_eq!(ending, Ending::EndOfInput);
+        assert_eq!(progress.frames_sent, 1800);
+    }
+    assert_eq!(progress.frames_dropped, 0, "{input}: frames were dropped");
     let Counts {
         allocations,
         allocated: bytes,
@@ -78,7 +141,8 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
     );
     assert_eq!(
         allocations, 0,
-        "{allocations} allocations ({bytes} bytes) in {COUNTED_FRAMES} frames sent under backpressure"
+        "{input}: {allocations} allocations ({bytes} bytes) in {COUNTED_FRAMES} frames sent under \
+         backpressure"
     );
     drop(runtime);
     drop(proxy);

@@ -307,7 +307,7 @@ impl ExecSource {
             // Stderr first if the reactor has seen it readable (no system call if not), bounded so
             // that it cannot starve stdout.
             self.stderr.drain(&self.name, STDERR_BUDGET);
-            match self.stdout.try_read(buf) {
+            match super::read_pipe(&self.stdout, buf) {
                 Ok(0) => {
                     self.stdout_closed = true;
                     return Ok(0);

@@ -533,7 +533,7 @@ impl Input {
                 pipe.readable()
                     .await
                     .map_err(|e| Error::io(Fault::Input, format!("cannot poll {name}"), e))?;
-                match pipe.try_read(buf) {
+                match read_pipe(pipe, buf) {
                     Ok(n) => return Ok(n),
                     Err(e)
                         if matches!(
@@ -555,6 +555,28 @@ impl Input {
             // with next_device_frame.
             Input::Exec { child: None, .. } | Input::Device { .. } => std::future::pending().await,
         }
+    }
+}
+
+/// Reads what a non-blocking pipe holds. A read shorter than `buf` found the pipe empty, so
+/// tokio's readiness is cleared then (as a `WouldBlock` would), and the next wait goes to epoll
+/// rather than to one more read that would only say EAGAIN: one read per frame, not two. Data
+/// written after the read raises a new edge, so no wake-up is lost.
+pub(crate) fn read_pipe(pipe: &pipe::Receiver, buf: &mut [u8]) -> io::Result<usize> {
+    let wanted = buf.len();
+    let mut got = 0;
+    let result = pipe.try_io(|| {
+        let n = nix::unistd::read(pipe.as_fd(), buf).map_err(io::Error::from)?;
+        got = n;
+        if n > 0 && n < wanted {
+            Err(io::ErrorKind::WouldBlock.into())
+        } else {
+            Ok(n)
+        }
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && got > 0 => Ok(got),
+        other => other,
     }
 }
 

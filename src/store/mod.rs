@@ -55,6 +55,14 @@ pub const MAX_CURSORS: usize = 8;
 /// Room above one maximal frame for the read in progress and the start code after a frame.
 pub const READ_SLACK: usize = crate::media::annexb::READ_SLACK;
 
+/// The most bytes one read takes: a file is then read a little ahead of what is sent, not a
+/// ring ahead, and a pipe gives less than this anyway.
+const READ_CHUNK: u64 = 256 * 1024;
+
+/// Byte streams wrap early (to the ring's start) once past twice the high-water mark of what the
+/// ring held, and never before this (or a quarter of the ring, if that is less).
+const MIN_EARLY_WRAP: u64 = 1024 * 1024;
+
 /// The elementary stream a frame belongs to. Records of all tracks are in one sequence, in the
 /// order they were stored (the caller stores them interleaved by time).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -290,6 +298,21 @@ pub struct FrameStore {
     ring: Vec<u8>,
     /// Next byte to write (logical).
     head: u64,
+    /// Bytes before this have been scanned; scanning pauses while no record or NAL slot is free
+    /// (frames are then held, not lost) and goes on when one is.
+    scanned: u64,
+    /// The end of input was reached: once everything is scanned, the last access unit ends.
+    finishing: bool,
+    /// The last early wrap: the head jumped from the first position to the second, the start of
+    /// the next lap, leaving the end of the ring unused. A NAL unit that spans it is two ranges,
+    /// as one that spans the ring's end.
+    jump: Option<(u64, u64)>,
+    /// The most ring bytes ever held (records, the access unit being read, and what a jump left
+    /// unused): byte streams wrap early past twice this, so a lightly used ring keeps to its
+    /// first pages (a ring's pages all become resident as writes go round it).
+    high_water: u64,
+    /// Off only in tests that need the ring's own end.
+    early_wrap: bool,
     /// How many bytes the last `write_buf` offered.
     writable: usize,
     records: VecDeque<Record>,
@@ -471,6 +494,11 @@ impl FrameStore {
         FrameStore {
             ring: vec![0; config.ring_bytes()],
             head: 0,
+            scanned: 0,
+            finishing: false,
+            jump: None,
+            high_water: 0,
+            early_wrap: true,
             writable: 0,
             records: VecDeque::with_capacity(max_frames),
             max_frames,
@@ -525,6 +553,13 @@ impl FrameStore {
         self.input_can_wait = can_wait;
     }
 
+    /// No early wrap: byte streams go round the whole ring (tests of its end).
+    #[cfg(test)]
+    pub(crate) fn without_early_wrap(mut self) -> FrameStore {
+        self.early_wrap = false;
+        self
+    }
+
     /// Whether frames are kept for new cursors ([`set_retention`](Self::set_retention)).
     pub fn retention(&self) -> bool {
         self.retention
@@ -566,6 +601,12 @@ impl FrameStore {
     /// [`room`](Self::room) says why and what to wait for.
     pub fn write_buf(&mut self, now_ms: u64) -> &mut [u8] {
         self.writable = 0;
+        self.scan(now_ms);
+        if self.finishing {
+            // The last stream's end is not scanned yet: a new stream waits for it.
+            self.room = Room::Stalled;
+            return &mut [];
+        }
         let capacity = self.ring.len() as u64;
         let want = (READ_SLACK as u64).min(capacity);
         self.make_room(want, 2, now_ms);
@@ -582,17 +623,15 @@ impl FrameStore {
             self.lose_pending();
             free = capacity - (self.head - self.tail());
         }
-        // Each access unit and NAL unit after the first that a read completes needs 4 bytes at
-        // least (a start code and a header byte): reads are bounded so that every one of them
-        // finds a slot, with one slot left for `finish`.
-        let slots = self.free_slots();
-        let by_slots = if slots >= 2 {
-            (slots as u64 - 2).saturating_mul(4).saturating_add(1)
-        } else {
-            0
-        };
+        self.high_water = self.high_water.max(self.head - self.tail());
+        if self.wrap_early() {
+            free = capacity - (self.head - self.tail());
+        }
+        // Reads are not bounded by the free record and NAL slots: scanning pauses when they run
+        // out, and what was read waits in the ring. They are bounded by READ_CHUNK, so that a
+        // file is not read far ahead of what is sent.
         let at = (self.head % capacity) as usize;
-        let len = free.min(capacity - at as u64).min(by_slots) as usize;
+        let len = free.min(capacity - at as u64).min(READ_CHUNK) as usize;
         self.writable = len;
         &mut self.ring[at..at + len]
     }
@@ -605,42 +644,103 @@ impl FrameStore {
         if n == 0 {
             return;
         }
-        let capacity = self.ring.len() as u64;
-        let base = self.head;
-        let at = (base % capacity) as usize;
         self.head += n as u64;
         self.stats.bytes_read = self.stats.bytes_read.saturating_add(n as u64);
-        let mut offset = 0;
-        while offset < n {
-            let (used, event) = self
-                .scanner
-                .scan(&self.ring[at + offset..at + n], base + offset as u64);
-            offset += used;
-            match event {
-                Some(event) => self.on_event(event, now_ms),
-                None => break,
-            }
+        self.scan(now_ms);
+    }
+
+    /// End of input: the last access unit is complete once everything read is scanned. (A new
+    /// stream may follow: the scanner starts afresh.)
+    pub fn finish(&mut self, now_ms: u64) {
+        self.finishing = true;
+        self.scan(now_ms);
+    }
+
+    /// Scans what was read and not yet scanned, as far as free record and NAL slots allow (each
+    /// event takes at most one): the caller calls it after frames were sent, before looking for
+    /// new ones. [`write_buf`](Self::write_buf) and [`commit`](Self::commit) call it too.
+    pub fn scan(&mut self, now_ms: u64) {
+        if self.scanned_all() {
+            return;
         }
-        if let Some(start) = self.pending_region() {
-            if self.head - start > self.max_frame_bytes as u64 {
-                self.lose_pending();
+        self.reclaim();
+        let capacity = self.ring.len() as u64;
+        while self.free_slots() >= 2 {
+            if self.scanned < self.head {
+                let at = (self.scanned % capacity) as usize;
+                let len = (self.head - self.scanned).min(capacity - at as u64) as usize;
+                let (used, event) = self.scanner.scan(&self.ring[at..at + len], self.scanned);
+                self.scanned += used as u64;
+                if let Some(event) = event {
+                    self.on_event(event, now_ms);
+                }
+                if let Some(start) = self.pending_region() {
+                    if self.span_len(start, self.scanned) > self.max_frame_bytes as u64 {
+                        self.lose_pending();
+                    }
+                }
+                continue;
+            }
+            if !self.finishing {
+                return;
+            }
+            match self.scanner.finish(self.head) {
+                Some(event) => self.on_event(event, now_ms),
+                None => {
+                    self.finishing = false;
+                    self.scanner = Scanner::new_after(&self.scanner);
+                    self.pending = None;
+                    return;
+                }
             }
         }
     }
 
-    /// End of input: the last access unit is complete. (A new stream may follow: the scanner
-    /// starts afresh, and the next frame follows lost input.)
-    pub fn finish(&mut self, now_ms: u64) {
-        while let Some(event) = self.scanner.finish(self.head) {
-            self.on_event(event, now_ms);
+    /// Moves the head to the start of the next lap when the ring is lightly used: the head is
+    /// past twice the high-water mark, everything held lies in this lap, far enough from its
+    /// start to leave room, and no start code is half read (its zeros would straddle the jump).
+    /// Returns whether it jumped.
+    fn wrap_early(&mut self) -> bool {
+        let capacity = self.ring.len() as u64;
+        let at = self.head % capacity;
+        let lap_start = self.head - at;
+        let tail = self.tail();
+        let soft = self
+            .high_water
+            .saturating_mul(2)
+            .max(MIN_EARLY_WRAP.min(capacity / 4))
+            .min(capacity);
+        let room = tail.saturating_sub(lap_start);
+        let min_room = (4 * READ_SLACK as u64).min(capacity / 8).max(1);
+        let quiet = self.scanned == self.head && !self.finishing && self.scanner.zero_run() == 0;
+        if !self.early_wrap || at < soft || tail < lap_start || room < min_room || !quiet {
+            return false;
         }
-        self.scanner = Scanner::new_after(&self.scanner);
-        self.pending = None;
+        let next = lap_start + capacity;
+        self.jump = Some((self.head, next));
+        self.head = next;
+        self.scanned = next;
+        true
+    }
+
+    /// The bytes from logical `start` to `end`, without the part of the ring a jump left unused.
+    fn span_len(&self, start: u64, end: u64) -> u64 {
+        let len = end.saturating_sub(start);
+        match self.jump {
+            Some((from, to)) if start <= from && end >= to => len - (to - from),
+            _ => len,
+        }
+    }
+
+    /// Whether everything read has been scanned (and the end of input, if it came, taken).
+    pub fn scanned_all(&self) -> bool {
+        self.scanned == self.head && !self.finishing
     }
 
     /// The input restarted (or lost frames, say a camera's sequence jumped): what was being read
     /// is dropped, and the next frame follows lost input.
     pub fn input_gap(&mut self) {
+        self.skip_unscanned();
         if self.pending_region().is_some() {
             self.lose_pending();
         }
@@ -651,13 +751,35 @@ impl FrameStore {
 
     /// The byte stream is replaced by a new one (the input was opened again). An access unit the
     /// old stream left unfinished is dropped, as lost input; its complete frames stay and are
-    /// sent (the new stream's first frame must be a keyframe anyway: the pipeline sees to it).
+    /// sent (the new stream's first frame must be a keyframe anyway: the pipeline sees to it),
+    /// also those not scanned yet when it ended ([`finish`](Self::finish)).
     pub fn new_stream(&mut self) {
+        if self.finishing {
+            // The old stream ended cleanly and its end is still being scanned (no free slot):
+            // its frames are kept, and the new stream waits for them (`write_buf`).
+            return;
+        }
+        self.skip_unscanned();
         if self.pending_region().is_some() {
             self.lose_pending();
         }
         self.scanner = Scanner::new_after(&self.scanner);
         self.pending = None;
+    }
+
+    /// What the old stream left unscanned (no slot was free) is skipped: counted as lost input.
+    fn skip_unscanned(&mut self) {
+        if self.scanned < self.head || self.finishing {
+            if self.pending_region().is_some() {
+                self.lose_pending();
+            } else {
+                self.note_loss(CursorSet::EMPTY);
+            }
+            let bytes = self.head - self.scanned;
+            self.stats.skipped_bytes = self.stats.skipped_bytes.saturating_add(bytes);
+            self.scanned = self.head;
+            self.finishing = false;
+        }
     }
 
     /// A frame refused by [`push_copy`](Self::push_copy) (held back) is given up; the cursors in
@@ -788,7 +910,7 @@ impl FrameStore {
             }
             return Err(NotStored::NotNeeded);
         }
-        if self.pending_region().is_some() || self.scanner.has_pending() {
+        if self.pending_region().is_some() || self.scanner.has_pending() || !self.scanned_all() {
             self.room = Room::Stalled;
             return Err(NotStored::StreamOpen);
         }
@@ -823,6 +945,8 @@ impl FrameStore {
             self.nal_head += 1;
             self.head += nal.len() as u64;
         }
+        // Copied in whole: nothing to scan.
+        self.scanned = self.head;
         let seq = self.next_seq;
         let gap = if track == Track::Video {
             self.pending_gap.take()
@@ -1052,7 +1176,7 @@ impl FrameStore {
             .filter(|r| r.state == State::Admitted)
         {
             depth.frames += 1;
-            depth.bytes += record.end - record.start;
+            depth.bytes += self.span_len(record.start, record.end);
             first.get_or_insert(record.timestamp_ms);
             last = record.timestamp_ms;
         }
@@ -1127,7 +1251,26 @@ impl FrameStore {
         let capacity = self.ring.len();
         let at = (span.start % capacity as u64) as usize;
         let len = span.len as usize;
-        let first = len.min(capacity - at);
+        let end = span.start + u64::from(span.len);
+        let first = match self.jump {
+            // Across an early wrap: up to where the lap's data ended, then from the ring's start.
+            Some((from, to)) if span.start <= from && end >= to => {
+                let first = (from - span.start) as usize;
+                return Nal {
+                    nal_type: span.nal_type,
+                    ring: &self.ring,
+                    first: RingRange {
+                        start: at,
+                        len: first,
+                    },
+                    second: RingRange {
+                        start: 0,
+                        len: (end - to) as usize,
+                    },
+                };
+            }
+            _ => len.min(capacity - at),
+        };
         Nal {
             nal_type: span.nal_type,
             ring: &self.ring,
@@ -1156,7 +1299,7 @@ impl FrameStore {
             .front()
             .map(|r| r.start)
             .or(self.pending_region())
-            .unwrap_or(self.head)
+            .unwrap_or(self.scanned)
             .min(self.head)
     }
 
@@ -1207,7 +1350,8 @@ impl FrameStore {
                 if self.records.len() >= self.max_frames {
                     // Cannot happen: reads are bounded by the free slots. Lost, not grown.
                     self.nal_head = nal_first;
-                    self.lose_input((end - start) as usize, CursorSet::EMPTY);
+                    let bytes = self.span_len(start, end);
+                    self.lose_input(bytes as usize, CursorSet::EMPTY);
                     return;
                 }
                 let nal_count = (self.nal_head - nal_first) as u32;
@@ -1245,7 +1389,7 @@ impl FrameStore {
             self.nal_head = nal_first;
         }
         self.scanner.drop_pending();
-        let bytes = self.head - start;
+        let bytes = self.span_len(start, self.scanned.max(start));
         self.stats.skipped_bytes = self.stats.skipped_bytes.saturating_add(bytes);
         self.lose_input(bytes as usize, CursorSet::EMPTY);
     }
@@ -1309,6 +1453,7 @@ impl FrameStore {
             if !(c.waiting || lost && record.track == Track::Video) {
                 return;
             }
+            let bytes = self.span_len(record.start, record.end);
             let c = &mut self.cursors[index];
             if !c.waiting {
                 c.stats.drop_events += 1;
@@ -1316,7 +1461,7 @@ impl FrameStore {
             c.waiting = true;
             c.pos += 1;
             c.stats.frames_dropped += 1;
-            c.stats.bytes_dropped += record.end - record.start;
+            c.stats.bytes_dropped += bytes;
         }
     }
 
@@ -1327,7 +1472,7 @@ impl FrameStore {
         for seq in from..to {
             if let Some(record) = self.record(seq).filter(|r| r.state == State::Admitted) {
                 frames += 1;
-                bytes += record.end - record.start;
+                bytes += self.span_len(record.start, record.end);
             }
         }
         let c = &mut self.cursors[cursor.index()];

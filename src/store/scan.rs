@@ -81,6 +81,11 @@ impl Scanner {
         }
     }
 
+    /// How many zero bytes the last bytes scanned ended with (a start code may be under way).
+    pub fn zero_run(&self) -> u64 {
+        self.zero_run
+    }
+
     /// Whether NAL units have been reported since the last access-unit boundary.
     pub fn has_pending(&self) -> bool {
         self.pending > 0

@@ -228,6 +228,7 @@ impl Flow {
     /// Whether everything read was sent: nothing waits in the store or in the socket.
     fn drained(&self, conn: Option<&Connection>) -> bool {
         self.in_flight.is_none()
+            && self.store.scanned_all()
             && !self.store.has_backlog(self.cursor)
             && self.store.next_unadmitted().is_none()
             && conn.is_some_and(|c| c.is_idle())
@@ -413,6 +414,8 @@ impl Flow {
                     }
                 }
             }
+            // What was read while the store had no free record slot is scanned now.
+            self.store.scan(now);
             let Some(frame) = self.store.next_unadmitted() else {
                 pass.needs_input = true;
                 break;
