@@ -583,7 +583,7 @@ impl FrameStore {
             _ => 0,
         };
         Depth {
-            bytes: self.head - self.tail(),
+            bytes: self.span_len(self.tail(), self.head),
             frames: self.records.len(),
             ms,
         }
@@ -623,7 +623,8 @@ impl FrameStore {
             self.lose_pending();
             free = capacity - (self.head - self.tail());
         }
-        self.high_water = self.high_water.max(self.head - self.tail());
+        // Without what a jump left unused: that is not held.
+        self.high_water = self.high_water.max(self.span_len(self.tail(), self.head));
         if self.wrap_early() {
             free = capacity - (self.head - self.tail());
         }
