@@ -50,3 +50,45 @@ fn publishes_to_a_server_that_opens_chunk_streams_with_type_1_headers() {
     let received = server.join().unwrap();
     assert_eq!(received, source_keyframes(&clip), "every frame, in order");
 }
+
+/// A server that sends a short Abort (2 bytes) and an empty Acknowledgement while we publish.
+/// FFmpeg ignores both whatever their size; v4l2rtmp used to drop the connection as a protocol
+/// error ("malformed control message").
+#[test]
+fn publishes_through_short_abort_and_acknowledgement_messages() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut peer = ScriptedPeer::accept(&listener);
+        let mut keyframes = Vec::new();
+        peer.accept_publish(|peer, message| {
+            if message.header.type_id == 9 && message.payload.get(1) == Some(&1) {
+                keyframes.push(message.payload[0] >> 4 == 1);
+                if keyframes.len() == 10 {
+                    peer.send_type_1(2, 2, &[0, 3]);
+                    peer.send_type_1(2, 3, &[]);
+                }
+            }
+            false
+        });
+        keyframes
+    });
+    let clip = clip_small();
+    let output = run_v4l2rtmp(
+        &[
+            "--input",
+            clip.to_str().unwrap(),
+            "--max-retries",
+            "0",
+            &format!("rtmp://127.0.0.1:{port}/live/quirks"),
+        ],
+        None,
+        Duration::from_secs(60),
+    );
+    let stderr = stderr_of(&output);
+    assert!(!stderr.contains("malformed"), "{stderr}");
+    assert_success(&output);
+    assert!(stderr.contains("1 connection,"), "{stderr}");
+    let received = server.join().unwrap();
+    assert_eq!(received, source_keyframes(&clip), "every frame, in order");
+}

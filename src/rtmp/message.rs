@@ -104,11 +104,16 @@ impl Control {
             type_id::SET_CHUNK_SIZE => {
                 Control::SetChunkSize(be32(payload, 0).ok_or_else(malformed)?)
             }
-            type_id::ABORT => Control::Abort {
-                chunk_stream_id: be32(payload, 0).ok_or_else(malformed)?,
+            // Nothing depends on these (a publisher never has a message to abort, and the
+            // server's acknowledgements only report progress): a short one is ignored, as FFmpeg
+            // ignores them whatever their size.
+            type_id::ABORT => match be32(payload, 0) {
+                Some(chunk_stream_id) => Control::Abort { chunk_stream_id },
+                None => return Ok(None),
             },
-            type_id::ACKNOWLEDGEMENT => Control::Acknowledgement {
-                sequence_number: be32(payload, 0).ok_or_else(malformed)?,
+            type_id::ACKNOWLEDGEMENT => match be32(payload, 0) {
+                Some(sequence_number) => Control::Acknowledgement { sequence_number },
+                None => return Ok(None),
             },
             type_id::WINDOW_ACK_SIZE => {
                 Control::WindowAckSize(be32(payload, 0).ok_or_else(malformed)?)
@@ -194,8 +199,14 @@ mod tests {
 
     #[test]
     fn rejects_short_bodies() {
-        for type_id in [1u8, 2, 3, 5, 6] {
+        for type_id in [1u8, 5, 6] {
             assert!(Control::decode(type_id, &[0, 0, 1]).is_err());
+        }
+        // A short Abort or Acknowledgement is ignored, as FFmpeg ignores them: nothing depends
+        // on either.
+        for type_id in [2u8, 3] {
+            assert_eq!(Control::decode(type_id, &[0, 0, 1]), Ok(None));
+            assert_eq!(Control::decode(type_id, &[]), Ok(None));
         }
         assert!(Control::decode(4, &[0]).is_err());
         assert!(
