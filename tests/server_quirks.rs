@@ -33,18 +33,7 @@ fn publishes_to_a_server_that_opens_chunk_streams_with_type_1_headers() {
         keyframes
     });
     let clip = clip_small();
-    let output = run_v4l2rtmp(
-        &[
-            "--input",
-            clip.to_str().unwrap(),
-            "--max-retries",
-            "0",
-            &format!("rtmp://127.0.0.1:{port}/live/quirks"),
-        ],
-        None,
-        Duration::from_secs(60),
-    );
-    let stderr = stderr_of(&output);
+    let (output, stderr) = publish_once(&clip, port);
     assert!(!stderr.contains("without an earlier type 0"), "{stderr}");
     assert_success(&output);
     let received = server.join().unwrap();
@@ -74,6 +63,16 @@ fn publishes_through_short_abort_and_acknowledgement_messages() {
         keyframes
     });
     let clip = clip_small();
+    let (output, stderr) = publish_once(&clip, port);
+    assert!(!stderr.contains("malformed"), "{stderr}");
+    assert_success(&output);
+    assert!(stderr.contains("1 connection,"), "{stderr}");
+    let received = server.join().unwrap();
+    assert_eq!(received, source_keyframes(&clip), "every frame, in order");
+}
+
+/// Publishes `clip` once to the scripted server on `port` (no retry): its output and stderr.
+fn publish_once(clip: &std::path::Path, port: u16) -> (std::process::Output, String) {
     let output = run_v4l2rtmp(
         &[
             "--input",
@@ -86,9 +85,5 @@ fn publishes_through_short_abort_and_acknowledgement_messages() {
         Duration::from_secs(60),
     );
     let stderr = stderr_of(&output);
-    assert!(!stderr.contains("malformed"), "{stderr}");
-    assert_success(&output);
-    assert!(stderr.contains("1 connection,"), "{stderr}");
-    let received = server.join().unwrap();
-    assert_eq!(received, source_keyframes(&clip), "every frame, in order");
+    (output, stderr)
 }

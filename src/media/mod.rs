@@ -16,3 +16,29 @@ pub mod flv;
 pub mod poc;
 pub mod slice;
 pub mod sps;
+
+/// Helpers for the tests of this module's parsers.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// Escaped NAL unit from a header byte and a bit string (spaces ignored), with a stop bit and
+    /// zero padding, and emulation prevention where the bytes need it.
+    pub(crate) fn escaped_nal(header: u8, bits: &str) -> Vec<u8> {
+        let mut bits: Vec<u8> = bits.bytes().filter(|b| *b == b'0' || *b == b'1').collect();
+        bits.push(b'1');
+        let mut out = vec![header];
+        let mut zeros = 0;
+        for chunk in bits.chunks(8) {
+            let mut byte = 0u8;
+            for (index, bit) in chunk.iter().enumerate() {
+                byte |= (bit - b'0') << (7 - index);
+            }
+            if zeros >= 2 && byte <= 3 {
+                out.push(3);
+                zeros = 0;
+            }
+            zeros = if byte == 0 { zeros + 1 } else { 0 };
+            out.push(byte);
+        }
+        out
+    }
+}

@@ -596,27 +596,7 @@ mod tests {
         assert_eq!(offsets, [0; 10]);
     }
 
-    /// Escaped NAL unit from a header byte and a bit string (spaces ignored), with a stop bit and
-    /// zero padding, and emulation prevention where the bytes need it.
-    fn nal(header: u8, bits: &str) -> Vec<u8> {
-        let mut bits: Vec<u8> = bits.bytes().filter(|b| *b == b'0' || *b == b'1').collect();
-        bits.push(b'1');
-        let mut out = vec![header];
-        let mut zeros = 0;
-        for chunk in bits.chunks(8) {
-            let mut byte = 0u8;
-            for (index, bit) in chunk.iter().enumerate() {
-                byte |= (bit - b'0') << (7 - index);
-            }
-            if zeros >= 2 && byte <= 3 {
-                out.push(3);
-                zeros = 0;
-            }
-            zeros = if byte == 0 { zeros + 1 } else { 0 };
-            out.push(byte);
-        }
-        out
-    }
+    use crate::media::testing::escaped_nal as nal;
 
     /// Main profile, level 3.0, no VUI: sps_id 0, log2_max_frame_num 4, pic_order_cnt_type 1
     /// with offset_for_non_ref_pic -2, offset_for_top_to_bottom_field 0 and a one-entry cycle of

@@ -347,27 +347,7 @@ mod tests {
             .collect()
     }
 
-    /// Escaped NAL unit from a header byte and a bit string (spaces ignored), with a stop bit and
-    /// zero padding, and emulation prevention where the bytes need it.
-    fn nal(header: u8, bits: &str) -> Vec<u8> {
-        let mut bits: Vec<u8> = bits.bytes().filter(|b| *b == b'0' || *b == b'1').collect();
-        bits.push(b'1');
-        let mut out = vec![header];
-        let mut zeros = 0;
-        for chunk in bits.chunks(8) {
-            let mut byte = 0u8;
-            for (index, bit) in chunk.iter().enumerate() {
-                byte |= (bit - b'0') << (7 - index);
-            }
-            if zeros >= 2 && byte <= 3 {
-                out.push(3);
-                zeros = 0;
-            }
-            zeros = if byte == 0 { zeros + 1 } else { 0 };
-            out.push(byte);
-        }
-        out
-    }
+    use crate::media::testing::escaped_nal as nal;
 
     /// x264's High SPS and PPS (pic_order_cnt_type 0, 6-bit lsb; weighted_pred_flag 1,
     /// weighted_bipred_idc 2) of `-bf 3` at 160x96, and its first five slices cut after the

@@ -1253,24 +1253,15 @@ impl FrameStore {
         let at = (span.start % capacity as u64) as usize;
         let len = span.len as usize;
         let end = span.start + u64::from(span.len);
-        let first = match self.jump {
+        let (first, second) = match self.jump {
             // Across an early wrap: up to where the lap's data ended, then from the ring's start.
             Some((from, to)) if span.start <= from && end >= to => {
-                let first = (from - span.start) as usize;
-                return Nal {
-                    nal_type: span.nal_type,
-                    ring: &self.ring,
-                    first: RingRange {
-                        start: at,
-                        len: first,
-                    },
-                    second: RingRange {
-                        start: 0,
-                        len: (end - to) as usize,
-                    },
-                };
+                ((from - span.start) as usize, (end - to) as usize)
             }
-            _ => len.min(capacity - at),
+            _ => {
+                let first = len.min(capacity - at);
+                (first, len - first)
+            }
         };
         Nal {
             nal_type: span.nal_type,
@@ -1281,7 +1272,7 @@ impl FrameStore {
             },
             second: RingRange {
                 start: 0,
-                len: len - first,
+                len: second,
             },
         }
     }
