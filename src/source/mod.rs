@@ -87,6 +87,10 @@ pub struct DeviceSpec {
     pub keyframe_interval_ms: u64,
     /// Encoder options given, which a camera that gives H.264 itself does not use.
     pub encoder_options: Vec<&'static str>,
+    /// It has been opened and set up once: a later failure to set it up is the device's state
+    /// (a v4l2loopback camera whose writer left has no capture queue until one comes back), to
+    /// be waited for, not a configuration error.
+    pub worked: bool,
 }
 
 /// A frame from a V4L2 source, its bytes in the driver's buffer.
@@ -148,6 +152,7 @@ impl DeviceSpec {
             force_encoder: options.encoder.is_some() || options.pixel_format.is_some(),
             keyframe_interval_ms: options.keyframe_interval_ms,
             encoder_options,
+            worked: false,
         }
     }
 
@@ -218,7 +223,7 @@ impl Input {
     /// configuration asks is an error.
     pub async fn open_config(config: &Config) -> Result<Input> {
         if is_device_path(&config.input) {
-            let spec = Box::new(DeviceSpec::from_config(config));
+            let mut spec = Box::new(DeviceSpec::from_config(config));
             let name = config.input.clone();
             if !spec.camera.path.exists() {
                 log::warn!("{name} does not exist (yet): waiting for the camera");
@@ -229,11 +234,14 @@ impl Input {
                 });
             }
             return match spec.open() {
-                Ok(source) => Ok(Input::Device {
-                    name: source.name().to_string(),
-                    source: Some(source),
-                    spec,
-                }),
+                Ok(source) => {
+                    spec.worked = true;
+                    Ok(Input::Device {
+                        name: source.name().to_string(),
+                        source: Some(source),
+                        spec,
+                    })
+                }
                 Err(e) if e.fault() == Fault::Input => {
                     log::warn!("{e}: waiting for the camera");
                     Ok(Input::Device {
@@ -444,7 +452,14 @@ impl Input {
             Input::Device { source, spec, name } => {
                 // Closed before it is opened again: a camera is opened by one user at a time.
                 *source = None;
-                let opened = spec.open()?;
+                let opened = spec.open().map_err(|e| {
+                    if spec.worked && e.fault() == Fault::Config {
+                        Error::input(e.message().to_string())
+                    } else {
+                        e
+                    }
+                })?;
+                spec.worked = true;
                 *name = opened.name().to_string();
                 *source = Some(opened);
             }
