@@ -83,13 +83,7 @@ fn parameter_set_length(nal: &[u8]) -> Result<u16, AvcError> {
 mod tests {
     use super::*;
 
-    fn hex(text: &str) -> Vec<u8> {
-        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
-    }
+    use crate::media::testing::hex;
 
     fn record(sps_hex: &str, pps_hex: &str) -> Vec<u8> {
         let sps_nal = hex(sps_hex);

@@ -842,12 +842,7 @@ mod tests {
         "019e636a42df",
     ];
 
-    fn hex(text: &str) -> Vec<u8> {
-        (0..text.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&text[i..i + 2], 16).unwrap())
-            .collect()
-    }
+    use crate::media::testing::hex;
 
     /// The 5-byte tag header of each frame of the stream, muxed at `duration`.
     fn headers(muxer: &mut AvcMuxer, duration: FrameDuration, slices: &[&str]) -> Vec<[u8; 5]> {

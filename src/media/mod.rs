@@ -20,6 +20,15 @@ pub mod sps;
 /// Helpers for the tests of this module's parsers.
 #[cfg(test)]
 pub(crate) mod testing {
+    /// Bytes from hex digits (anything else, such as spaces, is skipped).
+    pub(crate) fn hex(text: &str) -> Vec<u8> {
+        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+        digits
+            .chunks(2)
+            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
+            .collect()
+    }
+
     /// Escaped NAL unit from a header byte and a bit string (spaces ignored), with a stop bit and
     /// zero padding, and emulation prevention where the bytes need it.
     pub(crate) fn escaped_nal(header: u8, bits: &str) -> Vec<u8> {

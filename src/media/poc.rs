@@ -354,13 +354,7 @@ mod tests {
     use crate::media::slice::{SliceHeader, SliceType};
     use crate::media::sps::{Pps, Sps};
 
-    fn hex(text: &str) -> Vec<u8> {
-        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
-    }
+    use crate::media::testing::hex;
 
     /// `ffmpeg -f lavfi -i testsrc2=size=160x96:rate=25 -frames:v 40 -c:v libx264 -bf 3
     /// -pix_fmt yuv420p -f h264` (libx264 164, FFmpeg 5.1): High, pic_order_cnt_type 0 with a

@@ -845,13 +845,7 @@ fn skip_hrd_parameters(bits: &mut BitReader<'_>) -> Result<(), SpsError> {
 mod tests {
     use super::*;
 
-    fn hex(text: &str) -> Vec<u8> {
-        let digits: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
-        digits
-            .chunks(2)
-            .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).unwrap(), 16).unwrap())
-            .collect()
-    }
+    use crate::media::testing::hex;
 
     /// The SPS of ../shared/clips/pi-hw-1080p-20frames.h264 (Raspberry Pi hardware encoder),
     /// copied from the clip's first NAL unit. Field values cross-checked with

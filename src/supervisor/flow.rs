@@ -362,11 +362,8 @@ impl Flow {
     ) -> Pass {
         let now = clock.now_ms();
         // What is stored goes first: a file is admitted only once the link is idle.
-        if let Some(c) = conn.as_deref_mut() {
-            if let Err(e) = self.pump(c, core, now, on_frame) {
-                core.handle_link(LinkEvent::Failed(e), now);
-                return Pass::default();
-            }
+        if !self.pump_or_fail(conn.as_deref_mut(), core, now, on_frame) {
+            return Pass::default();
         }
         let pass = if input.kind() == SourceKind::Device {
             // A camera's frame borrows this list while the rest of the flow is used.
@@ -442,20 +439,11 @@ impl Flow {
                 // The frames before it belong to the old sequence header.
                 self.store.skip_to(self.cursor, seq);
             }
-            if !live {
-                if let Some(c) = conn.as_deref_mut() {
-                    if let Err(e) = self.pump(c, core, now, on_frame) {
-                        core.handle_link(LinkEvent::Failed(e), now);
-                        return pass;
-                    }
-                }
+            if !live && !self.pump_or_fail(conn.as_deref_mut(), core, now, on_frame) {
+                return pass;
             }
         }
-        if let Some(c) = conn {
-            if let Err(e) = self.pump(c, core, now, on_frame) {
-                core.handle_link(LinkEvent::Failed(e), now);
-            }
-        }
+        self.pump_or_fail(conn, core, now, on_frame);
         pass
     }
 
@@ -584,11 +572,8 @@ impl Flow {
                 core.handle_link(LinkEvent::KeyframeNext, now);
                 return pass;
             }
-            if let Some(c) = conn.as_deref_mut() {
-                if let Err(e) = self.pump(c, core, now, on_frame) {
-                    core.handle_link(LinkEvent::Failed(e), now);
-                    return pass;
-                }
+            if !self.pump_or_fail(conn.as_deref_mut(), core, now, on_frame) {
+                return pass;
             }
         }
         pass
@@ -610,6 +595,27 @@ impl Flow {
             }
         }
         write(conn, self.store.ring(), core, now).map(|_| ())
+    }
+
+    /// [`pump`](Self::pump) when there is a connection; a write error goes to the core. False
+    /// when it failed (the pass ends).
+    fn pump_or_fail(
+        &mut self,
+        conn: Option<&mut Connection>,
+        core: &mut Core,
+        now: u64,
+        on_frame: &mut dyn FnMut(&Progress),
+    ) -> bool {
+        let Some(c) = conn else {
+            return true;
+        };
+        match self.pump(c, core, now, on_frame) {
+            Ok(()) => true,
+            Err(e) => {
+                core.handle_link(LinkEvent::Failed(e), now);
+                false
+            }
+        }
     }
 
     /// Writes what is queued on the connection and, while the socket takes it, the frames the
