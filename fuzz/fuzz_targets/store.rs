@@ -92,6 +92,9 @@ fuzz_target!(|data: &[u8]| {
             store.finish(now);
             finished = true;
         }
+        // As the flow does before looking for frames: scanning paused while slots were short
+        // picks up once sent frames freed them.
+        store.scan(now);
         while let Some(frame) = store.next_unadmitted() {
             let bytes: Vec<Vec<u8>> = frame
                 .nals()
@@ -142,7 +145,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         assert_eq!(store.capacities(), capacities);
-        if finished && conns.iter().all(|c| c.token.is_none()) {
+        if finished && store.scanned_all() && conns.iter().all(|c| c.token.is_none()) {
             break;
         }
         if step > 100 * (stream.len() + 10) {

@@ -665,6 +665,7 @@ impl FrameStore {
             return;
         }
         self.reclaim();
+        self.release_retention_for_slots();
         let capacity = self.ring.len() as u64;
         while self.free_slots() >= 2 {
             if self.scanned < self.head {
@@ -699,7 +700,8 @@ impl FrameStore {
 
     /// Moves the head to the start of the next lap when the ring is lightly used: the head is
     /// past twice the high-water mark, everything held lies in this lap, far enough from its
-    /// start to leave room, and no start code is half read (its zeros would straddle the jump).
+    /// start to leave room, and no start code is half read or just ended (its zeros, or the NAL
+    /// unit it opens, would straddle the jump).
     /// Returns whether it jumped.
     fn wrap_early(&mut self) -> bool {
         let capacity = self.ring.len() as u64;
@@ -713,7 +715,12 @@ impl FrameStore {
             .min(capacity);
         let room = tail.saturating_sub(lap_start);
         let min_room = (4 * READ_SLACK as u64).min(capacity / 8).max(1);
-        let quiet = self.scanned == self.head && !self.finishing && self.scanner.zero_run() == 0;
+        // Not right after a start code either: the NAL unit it opens would begin at the jump's
+        // start and, if empty, span only the unused part (reported as an empty NAL unit).
+        let quiet = self.scanned == self.head
+            && !self.finishing
+            && self.scanner.zero_run() == 0
+            && self.scanner.open_start() != Some(self.head);
         if !self.early_wrap || at < soft || tail < lap_start || room < min_room || !quiet {
             return false;
         }
@@ -1553,6 +1560,24 @@ impl FrameStore {
         }
         if self.retain_from.is_some_and(|from| from < self.front_seq()) {
             self.retain_from = None;
+        }
+    }
+
+    /// Scanning is short of record or NAL slots and the oldest record is held only by the
+    /// retained GOP: the GOP gives way (as it does for bytes in [`make_room`](Self::make_room)),
+    /// so that a long GOP cannot stop the scanner, say at the end of a file with no more reads
+    /// to make room.
+    fn release_retention_for_slots(&mut self) {
+        if self.free_slots() >= 2 || self.retain_from.is_none() {
+            return;
+        }
+        let Some(front) = self.records.front() else {
+            return;
+        };
+        if front.state != State::Unadmitted && !self.needed(front.seq) && self.retained(front.seq) {
+            self.retain_from = None;
+            self.stats.retention_drops += 1;
+            self.reclaim();
         }
     }
 

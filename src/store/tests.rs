@@ -1047,6 +1047,57 @@ fn a_read_larger_than_the_free_slots_waits_in_the_ring_and_loses_nothing() {
 }
 
 #[test]
+fn a_retained_gop_longer_than_the_slots_gives_way_to_scanning() {
+    // Room for 4 records, retention on (a new connection would start at the keyframe): a GOP of
+    // 30 frames read in one piece, then the end of input, with no further read to make room.
+    let mut store = FrameStore::new(config(1 << 12, 1 << 10, 4));
+    store.set_retention(true);
+    let cursor = store.add_cursor(unbounded(), 0).unwrap();
+    let mut stream = annexb(&[SPS, PPS, IDR], true);
+    for _ in 0..29 {
+        stream.extend(annexb(&[P], true));
+    }
+    let buf = store.write_buf(0);
+    buf[..stream.len()].copy_from_slice(&stream);
+    store.commit(stream.len(), 0);
+    store.finish(0);
+    let mut got = Vec::new();
+    for now in 1..100 {
+        store.scan(now);
+        drain(&mut store, cursor, now, &mut got);
+        if store.scanned_all() && store.next_unadmitted().is_none() {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 30, "every frame reached the connection");
+    assert_eq!(store.stats().input_frames_dropped, 0);
+    assert!(store.stats().retention_drops > 0, "the GOP gave way");
+    assert!(store.scanned_all());
+}
+
+#[test]
+fn an_early_wrap_right_after_a_start_code_reports_no_empty_nal_unit() {
+    // Each read ends right after a start code that an empty NAL unit follows (`00 00 01` then
+    // `00 00 00 01`): an early wrap there must not leave the NAL unit's start behind the jump.
+    let slice: Vec<u8> = [0x41, 0x9a].into_iter().chain([0x55; 200]).collect();
+    let mut unit = annexb(&[&slice], true);
+    unit.extend([0, 0, 1]);
+    let mut stream = annexb(&[SPS, PPS, IDR], true);
+    let mut sizes = vec![stream.len()];
+    for _ in 0..200 {
+        let mut piece = vec![0, 0, 0, 1, 0x09, 0xf0];
+        piece.extend(&unit);
+        sizes.push(piece.len());
+        stream.extend(piece);
+    }
+    let (expected, _) = reader_aus(&stream);
+    let mut store = FrameStore::new(config(64, 1024, 64));
+    let got = store_aus(&mut store, &stream, &sizes);
+    assert!(store.jump.is_some(), "the ring wrapped early");
+    assert_eq!(got, expected);
+}
+
+#[test]
 fn a_lightly_used_ring_keeps_to_its_first_pages() {
     // An 8 MiB ring, a stream of 10 KB frames sent as they come: the ring holds a frame or two,
     // so writes wrap early and never reach far into it (its later pages never become resident).
