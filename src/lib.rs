@@ -23,8 +23,8 @@
 //! - `driver`: the only code that owns a socket; [`tls`]: RTMPS over rustls' unbuffered API.
 //! - [`url`] and [`config`]: the command line, the configuration file and the RTMP URL, parsed and
 //!   validated with no side effects.
-//! - [`source`]: where access units come from: a file, FIFO, stdin, an `exec:` child, a V4L2
-//!   camera or a raw camera through a V4L2 encoder; [`v4l2`]: the ioctl layer (the only unsafe
+//! - [`source`]: where access units come from, behind one interface: a file, FIFO, stdin, an
+//!   `exec:` child, a V4L2 camera or a raw camera through a V4L2 encoder; [`v4l2`]: the ioctl layer (the only unsafe
 //!   code); [`notify`]: systemd's notify protocol.
 //! - [`error`]: one error type whose [`error::Fault`] says whose fault a failure is, so the
 //!   supervisor can decide to retry, back off or exit.

@@ -1,21 +1,28 @@
-//! Where the H.264 comes from: a V4L2 camera (see [`camera`]), or an Annex-B byte stream from a
-//! regular file, a FIFO, a pipe, stdin, or the stdout of a supervised child process (`exec:`, see
-//! [`exec`]).
+//! Where the H.264 comes from, behind one interface: a V4L2 camera (see [`camera`]), or an
+//! Annex-B byte stream from a regular file, a FIFO, a pipe, stdin, or the stdout of a supervised
+//! child process (`exec:`, see [`exec`]).
 //!
-//! A camera gives whole access units, one per buffer, which the supervisor takes with
-//! [`Input::next_device_frame`] (zero-copy, straight from the driver's memory) after
-//! [`Input::device_wait`]. A camera that fails or disappears is closed and opened again by the
-//! supervisor after a backoff ([`Input::close`], [`Input::reopen`]).
+//! The supervisor's shell waits on every kind of input the same way, with
+//! [`Input::next_event`], and hears one of three things ([`InputEvent`]): bytes of a stream were
+//! read straight into the buffer it gave (the frame store's ring, where the store finds the access
+//! units in place and stamps them with their arrival time), a camera has a frame (taken with
+//! [`Input::next_frame`]: a whole access unit with its capture time, still in the driver's
+//! memory), or the input ended, in the way particular to its kind (a file or a pipe ended, a
+//! FIFO's writer left, a child exited and how). What is particular to a kind of input lives here:
+//! how it is read, what its end means, how it is closed and opened again ([`Input::close`],
+//! [`Input::open_again`]), whether it can be asked for a keyframe.
 //!
 //! A regular file is read directly (reads from the page cache do not block for long, and epoll
 //! refuses regular files). Pipes and FIFOs are switched to non-blocking mode and read when tokio
 //! reports them readable, so waiting for input never stops the supervisor from answering the
 //! server. When a named FIFO's writer closes it, the supervisor flushes the last frame and opens
 //! the FIFO again for the next writer (a camera program restarted), so the stream goes on; the
-//! source watchdog notices silence. Pipes (stdin) end when their writer closes them.
+//! source watchdog notices silence. Pipes (stdin) end when their writer closes them. A camera that
+//! fails or disappears is closed and opened again by the supervisor after a backoff.
 //!
 //! Invariants: reads go straight into the caller's buffer (the frame store's ring), never through an
-//! intermediate copy; a read of 0 bytes means end of input.
+//! intermediate copy; a camera's frame is borrowed from the driver's buffer until the next one is
+//! taken; the end of a byte stream is reported once, with what it means for its kind.
 
 pub mod camera;
 pub mod encoder;
@@ -33,11 +40,11 @@ use tokio::net::unix::pipe;
 use crate::config::{Config, FrameRate};
 use crate::error::{Error, Fault, Result};
 use crate::media::annexb::{split_nals, AccessUnit, NalRef};
-use crate::supervisor::core::SourceKind;
+use crate::supervisor::core::{SourceEvent, SourceKind};
 use crate::v4l2::{BufType, Device, FourCC, Fraction};
 use camera::{CameraSettings, CameraSource, CaptureKind};
 use encoder::{EncoderSettings, EncoderSource};
-use exec::{ExecSource, ExitReport};
+use exec::ExecSource;
 
 /// How long a child gets to stop after SIGTERM before SIGKILL.
 pub const CHILD_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -93,7 +100,18 @@ pub struct DeviceSpec {
     pub worked: bool,
 }
 
-/// A frame from a V4L2 source, its bytes in the driver's buffer.
+/// What waiting on an input gave ([`Input::next_event`]).
+#[derive(Debug)]
+pub enum InputEvent {
+    /// `n` bytes of a byte stream were read into the buffer given (never 0).
+    Read(usize),
+    /// A camera has a frame ready: take it with [`Input::next_frame`].
+    FrameReady,
+    /// The byte stream ended: [`Input::ended`] says what that means for its kind.
+    Ended,
+}
+
+/// A timed access unit from a V4L2 source, its bytes in the driver's buffer.
 pub struct DeviceFrame<'a> {
     pub au: AccessUnit<'a>,
     /// CLOCK_MONOTONIC time of capture, when the driver gives it.
@@ -336,9 +354,55 @@ impl Input {
         )
     }
 
-    /// The next frame of a V4L2 source, if one is ready; never blocks. `nals` receives the NAL
-    /// units found in it. The frame returned before goes back to the driver first.
-    pub fn next_device_frame<'a>(
+    /// Whether the input gives a byte stream, read into a buffer that [`Input::next_event`] is
+    /// given; a camera gives whole frames in its driver's buffers instead.
+    pub fn reads_bytes(&self) -> bool {
+        !matches!(self, Input::Device { .. })
+    }
+
+    /// Waits until the input has something for the flow: reads a byte stream into `buf` (an
+    /// empty `buf` waits for ever: the store has no room, and the flow frees some first), waits
+    /// for a camera's next frame, or reports the stream's end. Between a child's exit and its
+    /// restart, or a camera's failure and its reopen, it never resolves. Cancel-safe: nothing is
+    /// lost if the future is dropped (the shell waits on signals and the socket beside it).
+    pub async fn next_event(&mut self, buf: &mut [u8]) -> Result<InputEvent> {
+        if !self.reads_bytes() {
+            return self.device_wait().await.map(|()| InputEvent::FrameReady);
+        }
+        if buf.is_empty() {
+            return std::future::pending().await;
+        }
+        match self.read(buf).await? {
+            0 => Ok(InputEvent::Ended),
+            n => Ok(InputEvent::Read(n)),
+        }
+    }
+
+    /// After [`InputEvent::Ended`]: what the end of this byte stream means. A FIFO's writer left
+    /// (another may come), a child exited (waited for, bounded by [`CHILD_GRACE`], to say how), a
+    /// file or a pipe ended. Not cancel-safe: a child's report would be lost, so it is awaited
+    /// on its own, not beside other waits.
+    pub async fn ended(&mut self) -> SourceEvent {
+        match self {
+            Input::Stream { reopen: true, .. } => SourceEvent::WriterGone,
+            Input::Exec { child, .. } => {
+                let report = match child.take() {
+                    Some(child) => Some(child.wait(CHILD_GRACE).await),
+                    None => None,
+                };
+                SourceEvent::Exited {
+                    ran_for: report.as_ref().map(|r| r.ran_for).unwrap_or_default(),
+                    how: report.map(|r| r.to_string()).unwrap_or_default(),
+                }
+            }
+            Input::File { .. } | Input::Stream { .. } | Input::Device { .. } => SourceEvent::Ended,
+        }
+    }
+
+    /// The camera's next frame, if one is ready; never blocks (a byte stream has none: its
+    /// access units are found in the store). `nals` receives the NAL units found in it. The
+    /// frame returned before goes back to the driver first.
+    pub fn next_frame<'a>(
         &'a mut self,
         nals: &'a mut Vec<NalRef>,
     ) -> Result<Option<DeviceFrame<'a>>> {
@@ -375,7 +439,7 @@ impl Input {
     }
 
     /// Waits until the V4L2 source may have a frame; never resolves while it is down.
-    pub async fn device_wait(&mut self) -> Result<()> {
+    async fn device_wait(&mut self) -> Result<()> {
         match self {
             Input::Device {
                 source: Some(source),
@@ -431,14 +495,6 @@ impl Input {
     /// Whether the input is a camera whose device node is missing (unplugged).
     pub fn device_missing(&self) -> bool {
         matches!(self, Input::Device { spec, .. } if !spec.camera.path.exists())
-    }
-
-    /// After a child's stdout ended: waits (bounded) for it to exit and reports how it ended.
-    pub async fn child_exited(&mut self) -> Option<ExitReport> {
-        match self {
-            Input::Exec { child, .. } => Some(child.take()?.wait(CHILD_GRACE).await),
-            _ => None,
-        }
     }
 
     /// Starts the child again after it exited.
@@ -533,7 +589,7 @@ impl Input {
     }
 
     /// Reads into `buf`; 0 means end of input. Waits for a live input to become readable.
-    pub async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
+    async fn read(&mut self, buf: &mut [u8]) -> Result<usize> {
         match self {
             Input::File { file, name } => loop {
                 match file.read(buf) {
@@ -566,8 +622,8 @@ impl Input {
             Input::Exec {
                 child: Some(child), ..
             } => child.read(buf).await,
-            // Between a child's exit and its restart there is nothing to read; a device is read
-            // with next_device_frame.
+            // Between a child's exit and its restart there is nothing to read; a camera's frames
+            // are taken with next_frame.
             Input::Exec { child: None, .. } | Input::Device { .. } => std::future::pending().await,
         }
     }
@@ -604,5 +660,102 @@ pub fn is_device_path(path: &str) -> bool {
     match std::fs::metadata(path) {
         Ok(metadata) => metadata.file_type().is_char_device(),
         Err(_) => path.starts_with("/dev/video") || path.starts_with("/dev/v4l/"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Every byte-stream kind through the one interface: bytes, then the end as its kind means it.
+
+    use super::*;
+
+    fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// Reads everything through `next_event`, then asks what the end meant.
+    async fn drain(input: &mut Input) -> (Vec<u8>, SourceEvent) {
+        assert!(input.reads_bytes());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 7];
+        loop {
+            match input.next_event(&mut buf).await.unwrap() {
+                InputEvent::Read(n) => {
+                    assert!(n > 0 && n <= buf.len());
+                    got.extend_from_slice(&buf[..n]);
+                }
+                InputEvent::Ended => return (got, input.ended().await),
+                InputEvent::FrameReady => panic!("a byte stream has no device frames"),
+            }
+        }
+    }
+
+    fn temp_path(name: &str) -> std::path::PathBuf {
+        let dir = std::env::temp_dir().join(format!("v4l2rtmp-source-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir.join(name)
+    }
+
+    #[test]
+    fn a_file_gives_its_bytes_then_ends() {
+        let path = temp_path("clip.h264");
+        std::fs::write(&path, b"0123456789abcdefghij").unwrap();
+        let (got, end) = runtime().block_on(async {
+            let mut input = Input::open(path.to_str().unwrap()).await.unwrap();
+            assert_eq!(input.kind(), SourceKind::File);
+            drain(&mut input).await
+        });
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(got, b"0123456789abcdefghij");
+        assert!(matches!(end, SourceEvent::Ended), "{end:?}");
+    }
+
+    #[test]
+    fn a_fifo_whose_writer_leaves_says_so() {
+        let path = temp_path("camera.fifo");
+        let _ = std::fs::remove_file(&path);
+        let made = std::process::Command::new("mkfifo")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let (got, end) = runtime().block_on(async {
+            let mut input = Input::open(path.to_str().unwrap()).await.unwrap();
+            assert_eq!(input.kind(), SourceKind::Fifo);
+            let writer_path = path.clone();
+            let writer = std::thread::spawn(move || {
+                std::fs::write(writer_path, b"frames from a camera program").unwrap();
+            });
+            let drained = drain(&mut input).await;
+            writer.join().unwrap();
+            drained
+        });
+        let _ = std::fs::remove_file(&path);
+        assert_eq!(got, b"frames from a camera program");
+        assert!(matches!(end, SourceEvent::WriterGone), "{end:?}");
+    }
+
+    #[test]
+    fn a_child_that_exits_says_how() {
+        let (got, end) = runtime().block_on(async {
+            let mut input = Input::open("exec:sh -c 'printf encoded; exit 3'")
+                .await
+                .unwrap();
+            assert_eq!(input.kind(), SourceKind::Exec);
+            let drained = drain(&mut input).await;
+            assert!(
+                input.is_down(),
+                "the child is gone until it is started again"
+            );
+            drained
+        });
+        assert_eq!(got, b"encoded");
+        match end {
+            SourceEvent::Exited { how, .. } => assert!(how.contains("exited with code 3"), "{how}"),
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -171,7 +171,7 @@ impl Flow {
 
     /// Whether the input may be read now; makes room by the drop policy if it must.
     pub fn input_room(&mut self, input: &Input, now: u64) -> InputRoom {
-        if input.kind() == SourceKind::Device || !self.store.write_buf(now).is_empty() {
+        if !input.reads_bytes() || !self.store.write_buf(now).is_empty() {
             return InputRoom::Read;
         }
         match self.store.room() {
@@ -365,7 +365,7 @@ impl Flow {
         if !self.pump_or_fail(conn.as_deref_mut(), core, now, on_frame) {
             return Pass::default();
         }
-        let pass = if input.kind() == SourceKind::Device {
+        let pass = if !input.reads_bytes() {
             // A camera's frame borrows this list while the rest of the flow is used.
             let mut nals = std::mem::take(&mut self.device_nals);
             let pass = self.take_device_frames(input, &mut nals, conn, core, clock, on_frame);
@@ -466,7 +466,7 @@ impl Flow {
                 pass.more = true;
                 break;
             }
-            let frame = match input.next_device_frame(nals) {
+            let frame = match input.next_frame(nals) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => {
                     pass.needs_input = true;

@@ -14,12 +14,12 @@ use crate::config::Config;
 use crate::driver::{sleep_until_option, Clock, Connection};
 use crate::error::Result;
 use crate::notify::Notifier;
-use crate::source::Input;
+use crate::source::{Input, InputEvent};
 use crate::url::Scheme;
 
 use super::core::{Action, Core, CoreOptions, Ending, LinkEvent, SourceEvent};
 use super::flow::{Flow, InputRoom};
-use super::waits::{input_ended, link_wait, read_input, sleep_until_monotonic, Signals};
+use super::waits::{link_wait, sleep_until_monotonic, wait_input, Signals};
 use super::{count, Progress, Reload};
 
 /// The longest gap between a paced file's frames slept without watching anything else.
@@ -53,7 +53,7 @@ pub(super) enum Wake {
         ready: Result<()>,
         read: bool,
     },
-    Input(Result<Option<usize>>),
+    Input(Result<InputEvent>),
     Deadline,
     More,
 }
@@ -255,7 +255,7 @@ pub async fn run(
             biased;
             signal = signals.next() => signal,
             wake = link_wait(&mut link) => wake,
-            read = read_input(&mut input, &mut flow, now), if want_input => Wake::Input(read),
+            event = wait_input(&mut input, &mut flow, now), if want_input => Wake::Input(event),
             _ = sleep_until_option(deadline), if !paced => Wake::Deadline,
             _ = std::future::ready(()), if pass.more || paced => Wake::More,
         };
@@ -295,14 +295,15 @@ pub async fn run(
                     }
                 }
             }
-            Wake::Input(read) => match read {
-                Ok(None) => {}
-                Ok(Some(0)) => {
+            Wake::Input(event) => match event {
+                Ok(InputEvent::Read(n)) => flow.read_done(n, now),
+                // The next pass takes it.
+                Ok(InputEvent::FrameReady) => {}
+                Ok(InputEvent::Ended) => {
                     flow.read_ended(now);
-                    let event = input_ended(&mut input).await;
+                    let event = input.ended().await;
                     core.handle_source(event, now);
                 }
-                Ok(Some(n)) => flow.read_done(n, now),
                 Err(e) => core.handle_source(SourceEvent::Failed(e), now),
             },
             Wake::Deadline => {

@@ -4,9 +4,8 @@
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 use crate::error::{Error, Fault, Result};
-use crate::source::Input;
+use crate::source::{Input, InputEvent};
 
-use super::core::{SourceEvent, SourceKind};
 use super::flow::Flow;
 use super::shell::{Link, Wake};
 
@@ -25,22 +24,15 @@ pub(super) async fn link_wait(link: &mut Link) -> Wake {
     }
 }
 
-/// Reads the input: a byte stream straight into the frame store's ring (`Some(bytes)`, 0 at its
-/// end), or waits for a camera's next frame (`None`). Called only when
-/// [`Flow::input_room`] said there is room.
-pub(super) async fn read_input(
-    input: &mut Input,
-    flow: &mut Flow,
-    now: u64,
-) -> Result<Option<usize>> {
-    if input.kind() == SourceKind::Device {
-        return input.device_wait().await.map(|()| None);
-    }
-    let buf = flow.read_buf(now);
-    if buf.is_empty() {
-        return std::future::pending().await;
-    }
-    input.read(buf).await.map(Some)
+/// Waits on the input: a byte stream is read straight into the frame store's ring, a camera is
+/// waited on until it has a frame. Called only when [`Flow::input_room`] said there is room.
+pub(super) async fn wait_input(input: &mut Input, flow: &mut Flow, now: u64) -> Result<InputEvent> {
+    let buf = if input.reads_bytes() {
+        flow.read_buf(now)
+    } else {
+        &mut []
+    };
+    input.next_event(buf).await
 }
 
 /// SIGINT/SIGTERM (stop) and SIGHUP (reload).
@@ -89,21 +81,5 @@ pub(super) fn sleep_until_monotonic(deadline: tokio::time::Instant) {
             Err(nix::errno::Errno::EINTR) => continue,
             _ => return,
         }
-    }
-}
-
-/// The input reached its end: what that means for this kind of input (a FIFO's writer left, a
-/// child exited, a file or a pipe ended).
-pub(super) async fn input_ended(input: &mut Input) -> SourceEvent {
-    match input.kind() {
-        SourceKind::Fifo => SourceEvent::WriterGone,
-        SourceKind::Exec => {
-            let report = input.child_exited().await;
-            SourceEvent::Exited {
-                ran_for: report.as_ref().map(|r| r.ran_for).unwrap_or_default(),
-                how: report.map(|r| r.to_string()).unwrap_or_default(),
-            }
-        }
-        _ => SourceEvent::Ended,
     }
 }
