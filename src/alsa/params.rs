@@ -207,9 +207,15 @@ impl HwParams {
         word < bits.len() && bits[word] & (1 << (value % 32)) != 0
     }
 
-    /// The values in the mask of `param`, ascending.
+    /// The values in the mask of `param` that the protocol defines, ascending (the kernel
+    /// leaves the bits past the last format set).
     pub fn mask_values(&self, param: MaskParam) -> impl Iterator<Item = u32> + '_ {
-        (0..sys::SNDRV_MASK_MAX as u32).filter(move |&v| self.mask_has(param, v))
+        let last = match param {
+            MaskParam::Access => sys::SNDRV_PCM_ACCESS_LAST,
+            MaskParam::Format => sys::SNDRV_PCM_FORMAT_LAST,
+            MaskParam::Subformat => sys::SNDRV_PCM_SUBFORMAT_LAST,
+        };
+        (0..=last).filter(move |&v| self.mask_has(param, v))
     }
 
     /// Narrows the mask of `param` to `value` alone.
@@ -793,7 +799,8 @@ mod tests {
     fn masks_set_and_list_values() {
         let mut p = HwParams::any();
         assert!(p.mask_has(MaskParam::Format, sys::SNDRV_PCM_FORMAT_S24_3LE));
-        assert_eq!(p.mask_values(MaskParam::Access).count(), 256);
+        assert_eq!(p.mask_values(MaskParam::Access).count(), 5);
+        assert_eq!(p.mask_values(MaskParam::Format).count(), 53);
         p.set_mask(MaskParam::Format, sys::SNDRV_PCM_FORMAT_S24_3LE);
         assert_eq!(
             p.mask_values(MaskParam::Format).collect::<Vec<_>>(),

@@ -71,6 +71,7 @@ pub const SNDRV_PCM_STREAM_CAPTURE: i32 = 1;
 // snd_pcm_access_t
 pub const SNDRV_PCM_ACCESS_MMAP_INTERLEAVED: u32 = 0;
 pub const SNDRV_PCM_ACCESS_RW_INTERLEAVED: u32 = 3;
+pub const SNDRV_PCM_ACCESS_LAST: u32 = 4;
 
 // snd_pcm_format_t (the ones v4l2rtmp reads or names; see `super::params::format_name`)
 pub const SNDRV_PCM_FORMAT_S8: u32 = 0;
@@ -85,6 +86,8 @@ pub const SNDRV_PCM_FORMAT_LAST: u32 = 52;
 
 // snd_pcm_subformat_t
 pub const SNDRV_PCM_SUBFORMAT_STD: u32 = 0;
+/// `SNDRV_PCM_SUBFORMAT_LAST` of Linux 6.1 (later kernels add MSBITS_* subformats).
+pub const SNDRV_PCM_SUBFORMAT_LAST: u32 = 0;
 
 // snd_pcm_hw_param_t
 pub const SNDRV_PCM_HW_PARAM_ACCESS: usize = 0;
