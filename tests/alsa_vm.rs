@@ -19,12 +19,18 @@
 //! 4. an overrun (no read for 600 ms, the buffer holds 170 ms) is `ReadError::Overrun`, and
 //!    reading goes on (by the node path `/dev/snd/pcmC<card>D1c`);
 //! 5. unbinding snd_aloop's platform device mid-capture gives an input error naming the device;
-//!    opening it again fails clearly while it is gone; after bind it opens and the tone is back.
+//!    opening it again fails clearly while it is gone; after bind it opens and the tone is back;
+//! 6. in steady state a read allocates nothing (`read_i16`, `read_f32` and `read_raw`, 60 reads
+//!    after 10 of warm-up, counted on this thread by the tests' counting allocator).
 //!
 //! Anywhere else the test prints why it skips and passes: it needs `V4L2RTMP_VM_ALSA=1` and
 //! root (it unbinds and binds the driver through sysfs).
 
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::alloc::{count_this_thread, CountingAllocator};
 
 use nix::time::{clock_gettime, ClockId};
 use v4l2rtmp::alsa::{list, Capture, CaptureConfig, Captured, ReadError, SampleFormat, Wanted};
@@ -35,6 +41,9 @@ const TONE_HZ: f64 = 1000.0;
 const PEAK: f64 = 0.5;
 const DEVICE: &str = "hw:Loopback,1,0";
 const DRIVER: &str = "/sys/bus/platform/drivers/snd_aloop";
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
 
 fn in_vm() -> bool {
     if std::env::var("V4L2RTMP_VM_ALSA").as_deref() == Ok("1") {
@@ -479,6 +488,36 @@ async fn unplug() {
     check_tone("after unbind and bind", &samples);
 }
 
+/// Phase 6: reads allocate nothing once running. Each read is its own `block_on` so that the
+/// count covers the reads and nothing of the test around them.
+fn no_allocation(runtime: &tokio::runtime::Runtime) {
+    let _context = runtime.enter();
+    let mut capture = Capture::open(&config(DEVICE, Some(1))).expect("open");
+    let mut samples = vec![0i16; 1024];
+    let mut floats = vec![0f32; 1024];
+    let mut raw = vec![0u8; 4096 * 4];
+    runtime.block_on(wait_for_sound(&mut capture, &mut samples));
+    for _ in 0..10 {
+        runtime
+            .block_on(capture.read_i16(&mut samples))
+            .expect("warm-up read");
+    }
+    let (frames, counts) = count_this_thread(|| {
+        let mut frames = 0;
+        for i in 0..60 {
+            let got = match i % 3 {
+                0 => runtime.block_on(capture.read_i16(&mut samples)),
+                1 => runtime.block_on(capture.read_f32(&mut floats)),
+                _ => runtime.block_on(capture.read_raw(&mut raw)),
+            };
+            frames += got.expect("read").frames;
+        }
+        frames
+    });
+    println!("60 reads, {frames} frames: {counts:?}");
+    assert_eq!(counts.allocations, 0, "reads allocated: {counts:?}");
+}
+
 #[test]
 fn loopback_capture() {
     if !in_vm() {
@@ -488,7 +527,7 @@ fn loopback_capture() {
         .enable_all()
         .build()
         .unwrap();
-    let phases: [(&str, &dyn Fn()); 5] = [
+    let phases: [(&str, &dyn Fn()); 6] = [
         ("1 listing", &|| drop(listing(false))),
         ("2 tone and timestamps", &|| {
             runtime.block_on(tone_and_timestamps())
@@ -496,6 +535,7 @@ fn loopback_capture() {
         ("3 mono f32", &|| runtime.block_on(mono_f32())),
         ("4 overrun", &|| runtime.block_on(overrun())),
         ("5 unplug", &|| runtime.block_on(unplug())),
+        ("6 no allocation", &|| no_allocation(&runtime)),
     ];
     for (name, phase) in phases {
         let t0 = Instant::now();

@@ -11,7 +11,8 @@
 //! while it is registered.
 //!
 //! No allocation per read: the scratch buffer for conversion is allocated once, at open, for
-//! one buffer's worth of frames.
+//! one buffer's worth of frames. Reads are cancel-safe (a `select!` may drop them): they wait
+//! only before taking frames from the device.
 #![allow(unsafe_code)]
 
 use std::time::Duration;
@@ -197,46 +198,29 @@ impl Capture {
                 self.output_channels()
             ))));
         }
-        let frame_bytes = self.device_frame_bytes();
-        let limit = (want_frames * frame_bytes).min(self.scratch.len());
-        let mut scratch = std::mem::take(&mut self.scratch);
-        let result = self.read_into(&mut scratch[..limit]).await;
-        self.scratch = scratch;
-        result
+        let limit = (want_frames * self.device_frame_bytes()).min(self.scratch.len());
+        let result = read_when_ready(&self.fd, &mut self.scratch[..limit]).await;
+        self.settle(result)
     }
 
-    /// The read loop: READI_FRAMES until it gives frames, waiting for readiness between tries.
     async fn read_into(&mut self, buf: &mut [u8]) -> std::result::Result<usize, ReadError> {
-        loop {
-            let mut guard = self
-                .fd
-                .ready(Interest::READABLE | Interest::ERROR)
-                .await
-                .map_err(|e| {
-                    ReadError::Failed(Error::io(
-                        Fault::Ours,
-                        format!("{}: waiting for audio failed", self.fd.get_ref().label()),
-                        e,
-                    ))
-                })?;
-            match self.fd.get_ref().read(buf) {
-                Ok(0) | Err(Errno::EAGAIN) => {
-                    guard.clear_ready();
-                    continue;
-                }
-                Ok(frames) => return Ok(frames),
-                Err(Errno::EPIPE) => {
-                    drop(guard);
-                    return Err(self.recover_overrun());
-                }
-                Err(errno) => {
-                    return Err(ReadError::Failed(super::ioctl_error(
-                        self.fd.get_ref().label(),
-                        "reading audio",
-                        errno,
-                    )))
-                }
-            }
+        let result = read_when_ready(&self.fd, buf).await;
+        self.settle(result)
+    }
+
+    /// Frames read, or the error: an overrun is counted and recovered from.
+    fn settle(
+        &mut self,
+        result: std::result::Result<usize, Errno>,
+    ) -> std::result::Result<usize, ReadError> {
+        match result {
+            Ok(frames) => Ok(frames),
+            Err(Errno::EPIPE) => Err(self.recover_overrun()),
+            Err(errno) => Err(ReadError::Failed(super::ioctl_error(
+                self.label(),
+                "reading audio",
+                errno,
+            ))),
         }
     }
 
@@ -273,5 +257,24 @@ impl Capture {
     /// The duration of `frames` frames at the negotiated rate.
     pub fn duration_of(&self, frames: u64) -> Duration {
         frames_to_duration(frames, self.negotiated.rate)
+    }
+}
+
+/// READI_FRAMES until it gives frames, waiting for readiness between tries. The only await is
+/// the wait for readiness, before any frame is taken: dropping the future loses nothing.
+async fn read_when_ready(
+    fd: &AsyncFd<PcmDevice>,
+    buf: &mut [u8],
+) -> std::result::Result<usize, Errno> {
+    loop {
+        let mut guard = fd
+            .ready(Interest::READABLE | Interest::ERROR)
+            .await
+            .map_err(|e| e.raw_os_error().map_or(Errno::EIO, Errno::from_raw))?;
+        match fd.get_ref().read(buf) {
+            // Nothing yet: wait for the next wake-up (a period, an overrun, a disconnection).
+            Ok(0) | Err(Errno::EAGAIN) => guard.clear_ready(),
+            other => return other,
+        }
     }
 }
