@@ -244,13 +244,18 @@ pub struct snd_pcm_sw_params {
     pub reserved: [u8; 56],
 }
 
+/// `sizeof(time_t)` as the C library has it: `tv_sec` is `timespec`'s first field and `tv_nsec`
+/// follows it directly on the little-endian ABIs v4l2rtmp is built for. (Not `libc::time_t`,
+/// which the libc crate deprecates on musl while it plans that type's change to 64 bits.)
+pub const TIME_T_BYTES: usize = std::mem::offset_of!(libc::timespec, tv_nsec);
+
 /// `struct snd_pcm_status` (`SNDRV_PCM_IOCTL_STATUS`/`STATUS_EXT`).
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct snd_pcm_status {
     pub state: i32,
     /// `__time_pad`: 4 bytes where `time_t` is 64-bit, none where it is 32-bit.
-    pub pad1: [u8; size_of::<libc::time_t>() - size_of::<c_int>()],
+    pub pad1: [u8; TIME_T_BYTES - size_of::<c_int>()],
     pub trigger_tstamp: libc::timespec,
     /// The system time (of the clock `tstamp_type` chose) at which `hw_ptr` was last updated.
     pub tstamp: libc::timespec,
@@ -502,7 +507,7 @@ pub enum Abi {
     Ilp32Time64,
 }
 
-pub const ABI: Abi = match (size_of::<c_long>(), size_of::<libc::time_t>()) {
+pub const ABI: Abi = match (size_of::<c_long>(), TIME_T_BYTES) {
     (8, _) => Abi::Lp64,
     (_, 4) => Abi::Ilp32Time32,
     _ => Abi::Ilp32Time64,
