@@ -24,8 +24,9 @@
 //! - [`url`] and [`config`]: the command line, the configuration file and the RTMP URL, parsed and
 //!   validated with no side effects.
 //! - [`source`]: where access units come from, behind one interface: a file, FIFO, stdin, an
-//!   `exec:` child, a V4L2 camera or a raw camera through a V4L2 encoder; [`v4l2`]: the ioctl layer (the only unsafe
-//!   code); [`notify`]: systemd's notify protocol.
+//!   `exec:` child, a V4L2 camera or a raw camera through a V4L2 encoder; [`v4l2`]: the V4L2
+//!   ioctl layer and [`alsa`]: audio capture through the kernel's PCM interface (no libasound),
+//!   the only unsafe code; [`notify`]: systemd's notify protocol.
 //! - [`error`]: one error type whose [`error::Fault`] says whose fault a failure is, so the
 //!   supervisor can decide to retry, back off or exit.
 //!
@@ -40,6 +41,7 @@
 //! - No input, from the camera or from the server, can make the code panic: it is an error.
 #![deny(unsafe_code)]
 
+pub mod alsa;
 mod backoff;
 pub mod config;
 mod config_file;
