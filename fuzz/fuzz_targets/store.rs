@@ -2,12 +2,14 @@
 //! input, with cursor operations (take, advance, abandon, restart, clock ticks) chosen by the
 //! input too. Asserts that nothing panics, that the access units found are exactly
 //! `AnnexBReader`'s (when none was dropped for size), that every cursor's connection starts at a
-//! keyframe and continues frame by frame, and that the store's memory never grows.
+//! keyframe and continues frame by frame, and that the store's memory never grows. Audio frames
+//! are pushed between the access units too: they come out whole, after a keyframe, and never
+//! break the video's continuity.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use v4l2rtmp::media::annexb::AnnexBReader;
-use v4l2rtmp::store::{Bounds, CursorId, FrameStore, InFlight, StoreConfig};
+use v4l2rtmp::store::{Bounds, CursorId, FrameStore, InFlight, StoreConfig, Track};
 
 /// Access units as lists of NAL units.
 type Aus = Vec<Vec<Vec<u8>>>;
@@ -36,7 +38,7 @@ fn reader_aus(stream: &[u8]) -> Aus {
 struct Conn {
     cursor: CursorId,
     token: Option<InFlight>,
-    /// The last frame sent on this connection.
+    /// The last video frame sent on this connection.
     last: Option<u64>,
 }
 
@@ -50,6 +52,7 @@ fuzz_target!(|data: &[u8]| {
         max_frame_bytes: if small { 64 } else { 1 << 16 },
         max_frames: 4 + usize::from(seed & 0x0f),
         max_nals_per_frame: 16,
+        audio_bytes: if seed & 0x10 != 0 { 512 } else { 0 },
     });
     store.set_retention(seed & 0x40 != 0);
     store.set_backpressure(seed & 0x20 != 0);
@@ -71,8 +74,9 @@ fuzz_target!(|data: &[u8]| {
         })
         .collect();
     let mut found: Aus = Vec::new();
-    // By sequence number: whether the access unit was discarded (not a frame).
-    let mut discarded: Vec<bool> = Vec::new();
+    // By sequence number: whether the record is a video frame (not discarded), in order.
+    let mut video: Vec<bool> = Vec::new();
+    let mut audio_sent = 0u64;
     let mut offset = 0;
     let mut step = 0usize;
     let mut stuck = 0;
@@ -104,14 +108,23 @@ fuzz_target!(|data: &[u8]| {
                 })
                 .collect();
             found.push(bytes);
+            assert_eq!(frame.seq(), video.len() as u64, "sequence numbers follow admission");
             let key = frame.is_idr();
             // As the pipeline does with an access unit without a picture.
             let picture = frame.nals().any(|nal| (1..=5).contains(&nal.nal_type));
-            discarded.push(!picture && control & 0x10 != 0);
+            video.push(!(!picture && control & 0x10 != 0));
             if !picture && control & 0x10 != 0 {
                 store.discard();
             } else {
                 store.admit(now, key);
+            }
+        }
+        if control & 0x60 == 0x60 {
+            // An audio frame between access units: its bytes name its length.
+            let len = 1 + usize::from(control >> 3);
+            if let Ok(seq) = store.push_audio(now, &vec![len as u8; len], now) {
+                assert_eq!(seq, video.len() as u64, "audio goes after every admitted record");
+                video.push(false);
             }
         }
         now += u64::from(control & 0x07);
@@ -124,8 +137,16 @@ fuzz_target!(|data: &[u8]| {
                 }
                 if let Some(token) = store.take(conn.cursor, now) {
                     let frame = store.frame(&token);
-                    // The frame before it, passing over discarded access units.
-                    let previous = (0..frame.seq()).rev().find(|&s| !discarded[s as usize]);
+                    if frame.track() == Track::Audio {
+                        let bytes = frame.audio_bytes();
+                        assert!(!bytes.is_empty() && bytes.iter().all(|&b| b as usize == bytes.len()));
+                        assert!(conn.last.is_some(), "audio before the first keyframe");
+                        audio_sent += 1;
+                        conn.token = Some(token);
+                        continue;
+                    }
+                    // The video frame before it, passing over discarded access units and audio.
+                    let previous = (0..frame.seq()).rev().find(|&s| video[s as usize]);
                     assert!(
                         frame.keyframe() || (conn.last.is_some() && conn.last == previous),
                         "inter frame {} after {:?}",
@@ -154,6 +175,8 @@ fuzz_target!(|data: &[u8]| {
             panic!("no progress: {store:?}");
         }
     }
+    // Every audio frame sent was stored (restarts may send one again).
+    assert!(audio_sent == 0 || store.stats().audio_frames_stored > 0);
     if store.stats().input_frames_dropped == 0 {
         assert_eq!(found, reader_aus(stream));
     }

@@ -83,6 +83,10 @@ pub struct StoreConfig {
     pub max_frames: usize,
     /// NAL units per frame at most; a frame with more is dropped at the input.
     pub max_nals_per_frame: usize,
+    /// Bytes of the audio arena (0: no audio track). Audio frames are small and copied in, into
+    /// an arena of their own after the video ring, so that copying one never splits a byte
+    /// stream's access unit being read; their records are interleaved with the video's.
+    pub audio_bytes: usize,
 }
 
 impl StoreConfig {
@@ -170,6 +174,9 @@ pub struct StoreStats {
     pub bytes_read: u64,
     /// Times the retained GOP gave way for room.
     pub retention_drops: u64,
+    /// Audio frames stored, and lost at the input (no room in the arena or no record slot).
+    pub audio_frames_stored: u64,
+    pub audio_frames_dropped: u64,
 }
 
 /// What the store holds now.
@@ -295,7 +302,14 @@ struct Cursor {
 
 /// The bounded frame store. See the module documentation.
 pub struct FrameStore {
+    /// The video ring (`..capacity`), then the audio arena (`capacity..`): one buffer, so that
+    /// every external part of every frame names it.
     ring: Vec<u8>,
+    /// The video ring's size.
+    capacity: usize,
+    audio_capacity: usize,
+    /// Next audio byte to write (logical, in the arena).
+    audio_head: u64,
     /// Next byte to write (logical).
     head: u64,
     /// Bytes before this have been scanned; scanning pauses while no record or NAL slot is free
@@ -346,7 +360,7 @@ pub struct FrameStore {
 impl std::fmt::Debug for FrameStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FrameStore")
-            .field("capacity", &self.ring.len())
+            .field("capacity", &self.capacity)
             .field("head", &self.head)
             .field("tail", &self.tail())
             .field("records", &self.records.len())
@@ -454,9 +468,32 @@ impl<'a> FrameRef<'a> {
         self.nals().any(|nal| nal.nal_type == NAL_IDR)
     }
 
-    /// The bytes of all its NAL units.
+    /// The bytes of all its NAL units (video), or of the audio frame.
     pub fn payload_len(&self) -> usize {
-        self.nals().map(|nal| nal.len()).sum()
+        match self.record.track {
+            Track::Video => self.nals().map(|nal| nal.len()).sum(),
+            Track::Audio => (self.record.end - self.record.start) as usize,
+        }
+    }
+
+    /// An audio frame's bytes, one range of [`FrameStore::ring`] (an audio frame never wraps);
+    /// `None` for a video frame.
+    pub fn audio_range(&self) -> Option<RingRange> {
+        if self.record.track != Track::Audio {
+            return None;
+        }
+        let arena = self.store.audio_capacity as u64;
+        Some(RingRange {
+            start: self.store.capacity + (self.record.start % arena.max(1)) as usize,
+            len: (self.record.end - self.record.start) as usize,
+        })
+    }
+
+    /// An audio frame's bytes.
+    pub fn audio_bytes(&self) -> &'a [u8] {
+        self.audio_range()
+            .and_then(|r| self.store.ring.get(r.start..r.start + r.len))
+            .unwrap_or(&[])
     }
 
     pub fn nal_count(&self) -> usize {
@@ -492,7 +529,10 @@ impl FrameStore {
     pub fn new(config: StoreConfig) -> FrameStore {
         let max_frames = config.max_frames.max(2);
         FrameStore {
-            ring: vec![0; config.ring_bytes()],
+            ring: vec![0; config.ring_bytes() + config.audio_bytes],
+            capacity: config.ring_bytes(),
+            audio_capacity: config.audio_bytes,
+            audio_head: 0,
             head: 0,
             scanned: 0,
             finishing: false,
@@ -583,7 +623,7 @@ impl FrameStore {
             _ => 0,
         };
         Depth {
-            bytes: self.span_len(self.tail(), self.head),
+            bytes: self.span_len(self.tail(), self.head) + (self.audio_head - self.audio_tail()),
             frames: self.records.len(),
             ms,
         }
@@ -607,7 +647,7 @@ impl FrameStore {
             self.room = Room::Stalled;
             return &mut [];
         }
-        let capacity = self.ring.len() as u64;
+        let capacity = self.capacity as u64;
         let want = (READ_SLACK as u64).min(capacity);
         self.make_room(want, 2, now_ms);
         let mut free = capacity - (self.head - self.tail());
@@ -666,7 +706,7 @@ impl FrameStore {
         }
         self.reclaim();
         self.release_retention_for_slots();
-        let capacity = self.ring.len() as u64;
+        let capacity = self.capacity as u64;
         while self.free_slots() >= 2 {
             if self.scanned < self.head {
                 let at = (self.scanned % capacity) as usize;
@@ -704,7 +744,7 @@ impl FrameStore {
     /// unit it opens, would straddle the jump).
     /// Returns whether it jumped.
     fn wrap_early(&mut self) -> bool {
-        let capacity = self.ring.len() as u64;
+        let capacity = self.capacity as u64;
         let at = self.head % capacity;
         let lap_start = self.head - at;
         let tail = self.tail();
@@ -936,12 +976,12 @@ impl FrameStore {
             }
             return Err(NotStored::NoRoom);
         }
-        let capacity = self.ring.len() as u64;
+        let capacity = self.capacity as u64;
         let start = self.head;
         let nal_first = self.nal_head;
         for nal in nals.filter(|nal| !nal.is_empty()) {
             let at = (self.head % capacity) as usize;
-            let first = nal.len().min(self.ring.len() - at);
+            let first = nal.len().min(self.capacity - at);
             self.ring[at..at + first].copy_from_slice(&nal[..first]);
             self.ring[..nal.len() - first].copy_from_slice(&nal[first..]);
             let slot = (self.nal_head % self.nals.len() as u64) as usize;
@@ -987,6 +1027,73 @@ impl FrameStore {
                 cursor.pos = seq + 1;
             }
         }
+        Ok(seq)
+    }
+
+    /// An audio frame (a raw AAC frame, say), copied into the audio arena. Its record goes after
+    /// every admitted record and before the access units read but not yet admitted (they are
+    /// renumbered), so that the caller, which admits video and pushes audio in timestamp order,
+    /// gets one sequence in that order. Stored only if some cursor or the retained GOP may need
+    /// it; a frame that does not fit (the arena or the record ring is full of frames a cursor
+    /// still holds) is lost, and counted: audio decodes frame by frame, so nothing else is lost
+    /// with it. Returns its sequence number.
+    pub fn push_audio(
+        &mut self,
+        timestamp_ms: u64,
+        payload: &[u8],
+        now_ms: u64,
+    ) -> Result<u64, NotStored> {
+        let len = payload.len() as u64;
+        let arena = self.audio_capacity as u64;
+        if payload.is_empty() || len > arena / 4 {
+            self.stats.audio_frames_dropped += 1;
+            return Err(NotStored::TooLarge);
+        }
+        self.reclaim();
+        let retain = self.retention && self.retain_from.is_some();
+        let wanted = self.cursors.iter().any(|c| c.active && !c.waiting);
+        if !retain && !wanted {
+            return Err(NotStored::NotNeeded);
+        }
+        // A frame never wraps around the arena's end: it starts the next lap instead.
+        let mut start = self.audio_head;
+        let at = start % arena;
+        if at + len > arena {
+            start += arena - at;
+        }
+        let fits = start + len - self.audio_tail() <= arena;
+        if !fits || self.records.len() >= self.max_frames {
+            self.stats.audio_frames_dropped += 1;
+            return Err(NotStored::NoRoom);
+        }
+        let at = (start % arena) as usize + self.capacity;
+        self.ring[at..at + payload.len()].copy_from_slice(payload);
+        self.audio_head = start + len;
+        let seq = self.admitted;
+        let index = (seq - self.front_seq()) as usize;
+        for record in self.records.iter_mut().skip(index) {
+            record.seq += 1;
+        }
+        self.records.insert(
+            index,
+            Record {
+                seq,
+                track: Track::Audio,
+                timestamp_ms,
+                composition_ms: 0,
+                arrival_ms: now_ms,
+                keyframe: false,
+                start,
+                end: start + len,
+                nal_first: 0,
+                nal_count: 0,
+                state: State::Admitted,
+                gap: None,
+            },
+        );
+        self.next_seq += 1;
+        self.admitted += 1;
+        self.stats.audio_frames_stored += 1;
         Ok(seq)
     }
 
@@ -1184,7 +1291,7 @@ impl FrameStore {
             .filter(|r| r.state == State::Admitted)
         {
             depth.frames += 1;
-            depth.bytes += self.span_len(record.start, record.end);
+            depth.bytes += self.record_bytes(record);
             first.get_or_insert(record.timestamp_ms);
             last = record.timestamp_ms;
         }
@@ -1256,7 +1363,7 @@ impl FrameStore {
 
     fn nal(&self, index: u64) -> Nal<'_> {
         let span = self.nals[(index % self.nals.len() as u64) as usize];
-        let capacity = self.ring.len();
+        let capacity = self.capacity;
         let at = (span.start % capacity as u64) as usize;
         let len = span.len as usize;
         let end = span.start + u64::from(span.len);
@@ -1292,10 +1399,11 @@ impl FrameStore {
         }
     }
 
-    /// The oldest byte still held.
+    /// The oldest video byte still held.
     fn tail(&self) -> u64 {
         self.records
-            .front()
+            .iter()
+            .find(|r| r.track == Track::Video)
             .map(|r| r.start)
             .or(self.pending_region())
             .unwrap_or(self.scanned)
@@ -1304,10 +1412,28 @@ impl FrameStore {
 
     fn nal_tail(&self) -> u64 {
         self.records
-            .front()
+            .iter()
+            .find(|r| r.track == Track::Video)
             .map(|r| r.nal_first)
             .or(self.pending.map(|(_, first)| first))
             .unwrap_or(self.nal_head)
+    }
+
+    /// The oldest audio byte still held.
+    fn audio_tail(&self) -> u64 {
+        self.records
+            .iter()
+            .find(|r| r.track == Track::Audio)
+            .map_or(self.audio_head, |r| r.start)
+    }
+
+    /// A record's bytes: in the video ring (without what an early wrap left unused), or in the
+    /// audio arena.
+    fn record_bytes(&self, record: &Record) -> u64 {
+        match record.track {
+            Track::Video => self.span_len(record.start, record.end),
+            Track::Audio => record.end - record.start,
+        }
     }
 
     fn free_slots(&self) -> usize {
@@ -1452,7 +1578,7 @@ impl FrameStore {
             if !(c.waiting || lost && record.track == Track::Video) {
                 return;
             }
-            let bytes = self.span_len(record.start, record.end);
+            let bytes = self.record_bytes(&record);
             let c = &mut self.cursors[index];
             if !c.waiting {
                 c.stats.drop_events += 1;
@@ -1471,7 +1597,7 @@ impl FrameStore {
         for seq in from..to {
             if let Some(record) = self.record(seq).filter(|r| r.state == State::Admitted) {
                 frames += 1;
-                bytes += self.span_len(record.start, record.end);
+                bytes += self.record_bytes(record);
             }
         }
         let c = &mut self.cursors[cursor.index()];
@@ -1505,17 +1631,39 @@ impl FrameStore {
             .map(|r| r.seq)
     }
 
+    /// Whether the cursor's backlog (from its next frame to the newest, both tracks) holds more
+    /// bytes than its bound.
     fn over_bytes(&self, cursor: CursorId) -> bool {
         let c = &self.cursors[cursor.index()];
-        let Some(record) = self.record(c.pos).filter(|r| r.seq < self.admitted) else {
+        let Some(max) = c.bounds.max_bytes else {
             return false;
         };
-        let newest_end = self
-            .record(self.admitted.saturating_sub(1))
-            .map_or(record.end, |r| r.end);
-        c.bounds
-            .max_bytes
-            .is_some_and(|max| newest_end.saturating_sub(record.start) > max)
+        let skip = c.pos.saturating_sub(self.front_seq()) as usize;
+        let admitted = || {
+            self.records
+                .iter()
+                .skip(skip)
+                .take_while(|r| r.seq < self.admitted)
+        };
+        // The video ring's span is a difference of positions; audio is counted frame by frame,
+        // and is a small share.
+        let first_video = admitted().find(|r| r.track == Track::Video);
+        let newest_video = self.records.iter().rev().find(|r| {
+            r.seq < self.admitted && r.track == Track::Video && r.state != State::Unadmitted
+        });
+        let video = match (first_video, newest_video) {
+            (Some(first), Some(newest)) => newest.end.saturating_sub(first.start),
+            _ => 0,
+        };
+        let audio: u64 = if self.audio_capacity == 0 {
+            0
+        } else {
+            admitted()
+                .filter(|r| r.track == Track::Audio)
+                .map(|r| r.end - r.start)
+                .sum()
+        };
+        video + audio > max
     }
 
     /// The cursor's drop policy: past what it must drop anyway, then, when its next frame is
@@ -1584,7 +1732,7 @@ impl FrameStore {
     /// Makes `bytes` free bytes and `slots` free record and NAL slots, by the drop policy.
     /// Returns whether there is room; if not, [`room`](Self::room) says why.
     fn make_room(&mut self, bytes: u64, slots: usize, now_ms: u64) -> bool {
-        let capacity = self.ring.len() as u64;
+        let capacity = self.capacity as u64;
         // Every pass frees a record, moves a cursor or returns.
         for _ in 0..self.records.len() + MAX_CURSORS + 2 {
             self.reclaim();
@@ -1685,6 +1833,8 @@ fn merge_gap(gap: Option<CursorSet>, had_it: CursorSet) -> CursorSet {
     }
 }
 
+#[cfg(test)]
+mod audio_tests;
 #[cfg(test)]
 pub(crate) mod receiver;
 #[cfg(test)]

@@ -15,6 +15,7 @@ fn config(queue_bytes: usize, max_frame_bytes: usize, max_frames: usize) -> Stor
         max_frame_bytes,
         max_frames,
         max_nals_per_frame: 64,
+        audio_bytes: 0,
     }
 }
 

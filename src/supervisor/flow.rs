@@ -122,6 +122,7 @@ impl Flow {
                 .saturating_add(STORE_SPARE_FRAMES)
                 .min(STORE_MAX_FRAMES) as usize,
             max_nals_per_frame: MAX_NALS_PER_FRAME,
+            audio_bytes: 0,
         });
         let bounds = Bounds {
             max_wait_ms: Some(config.queue_time_ms),
