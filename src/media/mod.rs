@@ -1,4 +1,4 @@
-//! H.264 and FLV, sans-IO: pure functions and state machines over bytes.
+//! H.264, AAC and FLV, sans-IO: pure functions and state machines over bytes.
 //!
 //! - [`annexb`]: splits an Annex-B byte stream (file, pipe, camera buffer) into access units of NAL
 //!   units, by reference, tolerant of NAL units split across reads.
@@ -9,7 +9,9 @@
 //! - [`avc`]: the AVCDecoderConfigurationRecord (avcC) that FLV's sequence header carries.
 //! - [`flv`]: FLV video tag bodies (with composition times) and onMetaData, as parts for the
 //!   zero-copy chunk writer.
+//! - [`aac`]: the AAC-LC AudioSpecificConfig (built and checked), and a silent raw frame.
 
+pub mod aac;
 pub mod annexb;
 pub mod avc;
 pub mod flv;
