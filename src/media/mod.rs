@@ -9,9 +9,12 @@
 //! - [`avc`]: the AVCDecoderConfigurationRecord (avcC) that FLV's sequence header carries.
 //! - [`flv`]: FLV video tag bodies (with composition times) and onMetaData, as parts for the
 //!   zero-copy chunk writer.
+//! - [`adts`]: splits an ADTS byte stream (AAC frames from a file, FIFO or `exec:` child) into
+//!   frames by reference, resynchronising after garbage.
 //! - [`aac`]: the AAC-LC AudioSpecificConfig (built and checked), and a silent raw frame.
 
 pub mod aac;
+pub mod adts;
 pub mod annexb;
 pub mod avc;
 pub mod flv;
