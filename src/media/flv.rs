@@ -814,6 +814,43 @@ mod tests {
         assert_eq!(values.len(), 3);
     }
 
+    /// The bytes of onMetaData, pinned: with every video field, and with the optional ones
+    /// absent (as `pipeline` sends it: no data rate).
+    #[test]
+    fn metadata_bytes_are_pinned() {
+        let mut out = Vec::new();
+        let full = VideoInfo {
+            width: 1920,
+            height: 1080,
+            frame_rate: Some(30.0),
+            data_rate_kbps: Some(4000.0),
+        };
+        write_metadata(&full, "v4l2rtmp", &mut out);
+        assert_eq!(
+            out,
+            hex("02000d40736574446174614672616d6502000a6f6e4d65746144617461080000000700086475\
+                 726174696f6e0000000000000000000005776964746800409e0000000000000006686569676874\
+                 004090e00000000000000d766964656f64617461726174650040af400000000000000966726\
+                 16d657261746500403e000000000000000c766964656f636f646563696400401c000000000000\
+                 0007656e636f64657202000876346c3272746d70000009")
+        );
+        let bare = VideoInfo {
+            width: 640,
+            height: 480,
+            frame_rate: None,
+            data_rate_kbps: None,
+        };
+        out.clear();
+        write_metadata(&bare, "v4l2rtmp", &mut out);
+        assert_eq!(
+            out,
+            hex("02000d40736574446174614672616d6502000a6f6e4d65746144617461080000000500086475\
+                 726174696f6e00000000000000000000057769647468004084000000000000000668656967687\
+                 400407e000000000000000c766964656f636f646563696400401c00000000000000076\
+                 56e636f64657202000876346c3272746d70000009")
+        );
+    }
+
     #[test]
     fn max_body_len_bounds_the_body_of_the_densest_access_unit() {
         let mut muxer = AvcMuxer::new();
