@@ -16,6 +16,7 @@
 pub mod aac;
 pub mod adts;
 pub mod annexb;
+pub mod audio_clock;
 pub mod avc;
 pub mod flv;
 pub mod poc;
