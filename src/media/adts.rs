@@ -12,15 +12,18 @@
 //! - [`AdtsSplitter`] follows a stream given in pieces of any size at growing logical positions
 //!   (as the frame store's ring holds it) and reports each frame as a range of positions: the
 //!   header, the CRC if there is one (skipped, not checked), and the raw data block that FLV
-//!   carries. It never looks back at bytes it has passed: it keeps at most one header's bytes.
+//!   carries. It never looks back at bytes it has passed: it keeps the last 7 bytes.
 //!
-//! Synchronisation: a frame is trusted once the header after it is valid and has the same fixed
-//! fields (ID, profile, sampling frequency, channels, protection); from then on each frame whose
-//! header comes where the previous frame ended is handed out as soon as its last byte is in.
-//! Anything else (garbage before the stream, a corrupted header, a frame cut short) is skipped
-//! byte by byte until two headers agree again, and counted in [`AdtsSplitter::skipped_bytes`]. A
-//! candidate frame that the next header does not confirm is skipped whole: a true frame starting
-//! inside it is lost too, so resynchronising after garbage costs at most one more frame.
+//! Synchronisation: a frame is trusted once a valid header with the same fixed fields (ID,
+//! profile, sampling frequency, channels, protection) starts where it ends; from then on each
+//! frame whose header comes where the previous one ended, and agrees with it, is handed out as
+//! soon as its last byte is in, its body passed over without a look. Anything else (garbage
+//! before the stream, a corrupted header, a frame cut short) is hunted through byte by byte:
+//! every position is judged as a header, up to 8 unconfirmed candidates are followed at once,
+//! and the first candidate that a header confirms is reported. A false header in garbage (one
+//! that happens to look valid and claims thousands of bytes) thus hides nothing of the true
+//! stream inside it. What is not reported is counted in [`AdtsSplitter::skipped_bytes`]; a
+//! corrupted frame costs that frame only.
 //!
 //! Each frame is [`SAMPLES_PER_FRAME`] (1024) samples per channel: 21.33 ms at 48 kHz.
 //!
@@ -187,6 +190,20 @@ impl AdtsHeader {
         Ok(header)
     }
 
+    /// Reads the fixed 7 bytes (the CRC of a protected header, if any, follows them).
+    fn judge(window: &[u8; HEADER_LEN]) -> Option<AdtsHeader> {
+        match Self::parse(window) {
+            Ok(header) => Some(header),
+            // A header with a CRC: its fields are all in the 7 bytes.
+            Err(HeaderError::Incomplete(HEADER_WITH_CRC_LEN)) => {
+                let mut padded = [0u8; HEADER_WITH_CRC_LEN];
+                padded[..HEADER_LEN].copy_from_slice(window);
+                Self::parse(&padded).ok()
+            }
+            Err(_) => None,
+        }
+    }
+
     /// Header bytes, CRC included.
     pub fn header_len(&self) -> usize {
         if self.has_crc {
@@ -306,17 +323,18 @@ pub enum AdtsEvent {
     Unsupported(AdtsError),
 }
 
+/// How many unconfirmed candidates are followed at once.
+const MAX_CANDIDATES: usize = 8;
+
 /// Where the splitter is in the stream.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum State {
-    /// Looking for a sync word: bytes are skipped. No candidate, no trusted stream.
+#[derive(Clone, Copy, Debug)]
+enum Mode {
+    /// Looking at every position for a header that a frame before it ends at.
     Hunting,
-    /// Gathering the header that starts at `header_at`: the first of a candidate (after
-    /// hunting), the one after a candidate (`candidate`), or the one after a trusted frame
-    /// (`trusted`).
-    Header,
-    /// Passing over the rest of `body`: a trusted frame, or the candidate.
-    Body,
+    /// Following a stream: the header at `next_at` must agree with `last`.
+    Trusted { last: AdtsHeader, next_at: u64 },
+    /// Passing over the rest of a trusted frame, reported when its last byte is in.
+    Body { frame: Pending },
 }
 
 /// A frame whose header has been read.
@@ -324,9 +342,6 @@ enum State {
 struct Pending {
     start: u64,
     header: AdtsHeader,
-    /// It followed a trusted frame, or confirmed the candidate before it, with the same fixed
-    /// fields: reported once complete. Otherwise it is the candidate.
-    trusted: bool,
 }
 
 impl Pending {
@@ -338,22 +353,19 @@ impl Pending {
 /// Splits an ADTS byte stream fed in pieces into frames; see the module's notes.
 #[derive(Clone, Debug)]
 pub struct AdtsSplitter {
-    state: State,
-    /// The header being gathered, from `header_at`.
-    header: [u8; HEADER_WITH_CRC_LEN],
-    header_len: usize,
-    header_at: u64,
-    /// In `State::Body`: the frame being passed over.
-    body: Option<Pending>,
-    /// A frame waiting for the header after it to confirm it (`State::Body`, its own body;
-    /// `State::Header`, the next header).
-    candidate: Option<Pending>,
-    /// The header of the last trusted frame: the next header must agree with it.
-    trusted: Option<AdtsHeader>,
-    /// The configuration of the last reported frame.
-    config: Option<AudioSpecificConfig>,
+    mode: Mode,
+    /// The last bytes seen (at most 7), ending at `position`: a header is judged when its
+    /// seventh byte comes.
+    window: [u8; HEADER_LEN],
+    window_len: usize,
+    /// While hunting: headers whose frame has not been confirmed by a header where it ends.
+    candidates: [Option<Pending>; MAX_CANDIDATES],
     /// The position of the next byte expected.
     position: u64,
+    /// Every byte before this one was reported or counted as skipped.
+    accounted: u64,
+    /// The configuration of the last reported frame.
+    config: Option<AudioSpecificConfig>,
     skipped: u64,
     frames: u64,
 }
@@ -367,22 +379,21 @@ impl Default for AdtsSplitter {
 impl AdtsSplitter {
     pub fn new() -> Self {
         AdtsSplitter {
-            state: State::Hunting,
-            header: [0; HEADER_WITH_CRC_LEN],
-            header_len: 0,
-            header_at: 0,
-            body: None,
-            candidate: None,
-            trusted: None,
-            config: None,
+            mode: Mode::Hunting,
+            window: [0; HEADER_LEN],
+            window_len: 0,
+            candidates: [None; MAX_CANDIDATES],
             position: 0,
+            accounted: 0,
+            config: None,
             skipped: 0,
             frames: 0,
         }
     }
 
     /// Bytes skipped so far: garbage, corrupted frames, unconfirmed candidates, frames that
-    /// cannot be sent, and what was held when the input ended or restarted.
+    /// cannot be sent, and what was held when the input ended or restarted. Bytes still held
+    /// (see [`held_from`](Self::held_from)) are not counted yet.
     pub fn skipped_bytes(&self) -> u64 {
         self.skipped
     }
@@ -397,13 +408,21 @@ impl AdtsSplitter {
         self.position
     }
 
-    /// The oldest byte still needed (a header in progress, a frame not yet reported): bytes
-    /// before it may be reclaimed.
+    /// The oldest byte still needed (a frame not yet reported, a candidate, a header in
+    /// progress): bytes before it were reported or skipped and may be reclaimed.
     pub fn held_from(&self) -> u64 {
-        match self.state {
-            State::Hunting => self.position,
-            State::Header => self.candidate.map_or(self.header_at, |c| c.start),
-            State::Body => self.body.map_or(self.position, |b| b.start),
+        match self.mode {
+            Mode::Body { frame } => frame.start,
+            Mode::Trusted { next_at, .. } => next_at,
+            Mode::Hunting => {
+                // The last 6 bytes may start a header that is not judged yet.
+                let unjudged = self.position - self.window_len.min(HEADER_LEN - 1) as u64;
+                self.candidates
+                    .iter()
+                    .flatten()
+                    .map(|c| c.start)
+                    .fold(unjudged, u64::min)
+            }
         }
     }
 
@@ -417,44 +436,48 @@ impl AdtsSplitter {
             self.drop_held(base);
         }
         let mut used = 0;
-        while used < data.len() {
+        let mut event = None;
+        while used < data.len() && event.is_none() {
             let rest = &data[used..];
-            let at = base + used as u64;
-            let (taken, event) = match (self.state, self.body) {
-                (State::Hunting, _) => match rest.iter().position(|&b| b == 0xff) {
-                    Some(offset) => {
-                        self.skipped += offset as u64;
-                        self.start_header(at + offset as u64);
-                        (offset + 1, None)
+            match self.mode {
+                Mode::Body { frame } => {
+                    let left = frame.end().saturating_sub(self.position);
+                    let take = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len());
+                    used += take;
+                    self.position += take as u64;
+                    if self.position >= frame.end() {
+                        self.window_len = 0;
+                        self.mode = Mode::Trusted {
+                            last: frame.header,
+                            next_at: frame.end(),
+                        };
+                        event = self.report(frame);
                     }
-                    None => {
-                        self.skipped += rest.len() as u64;
-                        (rest.len(), None)
-                    }
-                },
-                (State::Body, Some(body)) => {
-                    let left = body.end().saturating_sub(at);
-                    let taken = usize::try_from(left).unwrap_or(usize::MAX).min(rest.len());
-                    let event = if at + taken as u64 >= body.end() {
-                        self.body_done(body)
-                    } else {
-                        None
-                    };
-                    (taken, event)
                 }
-                _ => (1, self.step(rest[0], at)),
-            };
-            used += taken;
-            self.position = base + used as u64;
-            if event.is_some() {
-                return (used, event);
+                Mode::Hunting if self.nothing_pending() => {
+                    // No header can start before the next 0xff.
+                    let skip = rest.iter().position(|&b| b == 0xff).unwrap_or(rest.len());
+                    if skip > 0 {
+                        used += skip;
+                        self.position += skip as u64;
+                        self.window_len = 0;
+                    } else {
+                        used += 1;
+                        event = self.step(rest[0]);
+                    }
+                }
+                _ => {
+                    used += 1;
+                    event = self.step(rest[0]);
+                }
             }
         }
-        (used, None)
+        self.settle();
+        (used, event)
     }
 
-    /// The input ended: what is held (a header in progress, an unconfirmed candidate, a frame
-    /// cut short) is skipped. The next byte may start a new stream of the same configuration.
+    /// The input ended: what is held (a header in progress, candidates, a frame cut short) is
+    /// skipped. The next byte may start a new stream of the same configuration.
     pub fn finish(&mut self) {
         self.drop_held(self.position);
     }
@@ -466,131 +489,120 @@ impl AdtsSplitter {
         self.config = None;
     }
 
-    /// Drops what is held (counted as skipped) and hunts from `base`.
+    /// Skips what is held and hunts from `base`.
     fn drop_held(&mut self, base: u64) {
-        self.skipped += self.position.saturating_sub(self.held_from());
-        self.state = State::Hunting;
-        self.header_len = 0;
-        self.body = None;
-        self.candidate = None;
-        self.trusted = None;
+        self.skipped += self.position.saturating_sub(self.accounted);
+        self.mode = Mode::Hunting;
+        self.window_len = 0;
+        self.candidates = [None; MAX_CANDIDATES];
         self.position = base;
+        self.accounted = base;
     }
 
-    fn start_header(&mut self, at: u64) {
-        self.state = State::Header;
-        self.header[0] = 0xff;
-        self.header_len = 1;
-        self.header_at = at;
+    /// While hunting: no candidate, and no 0xff among the bytes that may still start a header.
+    fn nothing_pending(&self) -> bool {
+        self.candidates.iter().all(Option::is_none)
+            && !self.window[..self.window_len].contains(&0xff)
     }
 
-    /// Takes one byte at `at`, whatever the state.
-    fn step(&mut self, byte: u8, at: u64) -> Option<AdtsEvent> {
-        match (self.state, self.body) {
-            (State::Hunting, _) => {
-                if byte == 0xff {
-                    self.start_header(at);
-                } else {
-                    self.skipped += 1;
-                }
-                None
-            }
-            (State::Body, Some(body)) => {
-                if at + 1 >= body.end() {
-                    self.body_done(body)
-                } else {
+    /// Counts what hunting let go of as skipped.
+    fn settle(&mut self) {
+        let held = self.held_from();
+        if held > self.accounted {
+            self.skipped += held - self.accounted;
+            self.accounted = held;
+        }
+    }
+
+    /// Takes one byte outside a trusted frame's body; judges the header that it completes.
+    fn step(&mut self, byte: u8) -> Option<AdtsEvent> {
+        if self.window_len == HEADER_LEN {
+            self.window.copy_within(1.., 0);
+            self.window_len -= 1;
+        }
+        self.window[self.window_len] = byte;
+        self.window_len += 1;
+        self.position += 1;
+        if self.window_len < HEADER_LEN {
+            return None;
+        }
+        let at = self.position - HEADER_LEN as u64;
+        let header = AdtsHeader::judge(&self.window);
+        match self.mode {
+            Mode::Trusted { last, next_at } if next_at == at => match header {
+                Some(header) if header.same_stream(&last) => {
+                    self.mode = Mode::Body {
+                        frame: Pending { start: at, header },
+                    };
+                    self.window_len = 0;
                     None
                 }
-            }
-            (State::Body, None) => {
-                // Not reached: a body is always set with `State::Body`.
-                self.state = State::Hunting;
-                self.step(byte, at)
-            }
-            (State::Header, _) => {
-                if self.header_len < self.header.len() {
-                    self.header[self.header_len] = byte;
-                    self.header_len += 1;
+                _ => {
+                    // Not the stream followed so far: hunt, from this position on.
+                    self.mode = Mode::Hunting;
+                    if let Some(header) = header {
+                        self.add_candidate(Pending { start: at, header });
+                    }
+                    None
                 }
-                match AdtsHeader::parse(&self.header[..self.header_len]) {
-                    Err(HeaderError::Incomplete(_)) => None,
-                    Err(HeaderError::NotAHeader(_)) => {
-                        self.not_a_header();
+            },
+            Mode::Trusted { .. } => None,
+            Mode::Body { .. } => None,
+            Mode::Hunting => {
+                let header = header?;
+                // Candidates whose end has passed will never be confirmed.
+                for slot in &mut self.candidates {
+                    if slot.is_some_and(|c| c.end() < at) {
+                        *slot = None;
+                    }
+                }
+                let confirmed = self
+                    .candidates
+                    .iter()
+                    .flatten()
+                    .filter(|c| c.end() == at && c.header.same_stream(&header))
+                    .min_by_key(|c| c.start)
+                    .copied();
+                match confirmed {
+                    Some(candidate) => {
+                        self.candidates = [None; MAX_CANDIDATES];
+                        self.mode = Mode::Body {
+                            frame: Pending { start: at, header },
+                        };
+                        self.window_len = 0;
+                        self.report(candidate)
+                    }
+                    None => {
+                        self.add_candidate(Pending { start: at, header });
                         None
                     }
-                    Ok(header) => self.header_done(header),
                 }
             }
         }
     }
 
-    /// The gathered bytes are not a header: a candidate before them was not a frame, the
-    /// stream is no longer trusted, their first byte is skipped and the others are looked at
-    /// again for a sync word.
-    fn not_a_header(&mut self) {
-        if let Some(candidate) = self.candidate.take() {
-            self.skipped += self.header_at.saturating_sub(candidate.start);
+    /// Follows one more candidate; with all slots taken, it replaces the one that ends
+    /// farthest, if it ends sooner.
+    fn add_candidate(&mut self, candidate: Pending) {
+        if let Some(slot) = self.candidates.iter_mut().find(|c| c.is_none()) {
+            *slot = Some(candidate);
+            return;
         }
-        self.trusted = None;
-        self.skipped += 1;
-        self.state = State::Hunting;
-        let (bytes, len, at) = (self.header, self.header_len, self.header_at);
-        self.header_len = 0;
-        // At most 8 bytes, with neither a candidate nor a trusted stream: they may start a
-        // candidate and pass over its body, but not complete an event, which takes a second
-        // header after it.
-        for (i, &byte) in bytes.iter().enumerate().take(len).skip(1) {
-            let event = self.step(byte, at + i as u64);
-            debug_assert!(event.is_none());
-        }
-    }
-
-    /// A complete, well-formed header at `header_at`.
-    fn header_done(&mut self, header: AdtsHeader) -> Option<AdtsEvent> {
-        let mut this = Pending {
-            start: self.header_at,
-            header,
-            trusted: false,
-        };
-        self.header_len = 0;
-        self.state = State::Body;
-        let mut event = None;
-        if let Some(trusted) = self.trusted.take() {
-            // After a trusted frame: trusted too if it agrees, else a new candidate.
-            this.trusted = trusted.same_stream(&header);
-        } else if let Some(candidate) = self.candidate.take() {
-            if candidate.header.same_stream(&header) {
-                // It confirms the candidate, which is reported now.
-                this.trusted = true;
-                event = self.report(candidate);
-            } else {
-                self.skipped += self.header_at.saturating_sub(candidate.start);
+        if let Some(farthest) = self
+            .candidates
+            .iter_mut()
+            .max_by_key(|c| c.map_or(0, |c| c.end()))
+        {
+            if farthest.is_some_and(|f| f.end() > candidate.end()) {
+                *farthest = Some(candidate);
             }
         }
-        if !this.trusted {
-            self.candidate = Some(this);
-        }
-        // frame_length is longer than the header (`AdtsHeader::parse`): a body follows.
-        self.body = Some(this);
-        event
     }
 
-    /// The body of `body` has been passed over.
-    fn body_done(&mut self, body: Pending) -> Option<AdtsEvent> {
-        self.state = State::Header;
-        self.header_len = 0;
-        self.header_at = body.end();
-        self.body = None;
-        if body.trusted {
-            self.trusted = Some(body.header);
-            return self.report(body);
-        }
-        // The candidate waits for the next header (`self.candidate` holds it).
-        None
-    }
-
-    /// Hands out a frame, or says why it cannot be sent.
+    /// Hands out a frame, or says why it cannot be sent; what lay before it was skipped.
     fn report(&mut self, frame: Pending) -> Option<AdtsEvent> {
+        self.skipped += frame.start.saturating_sub(self.accounted);
+        self.accounted = frame.end();
         match frame.header.check() {
             Ok(config) => {
                 let new_config = self.config != Some(config);
@@ -606,7 +618,7 @@ impl AdtsSplitter {
                 }))
             }
             Err(e) => {
-                self.skipped += frame.end().saturating_sub(frame.start);
+                self.skipped += frame.end() - frame.start;
                 Some(AdtsEvent::Unsupported(e))
             }
         }
@@ -872,6 +884,22 @@ mod tests {
     }
 
     #[test]
+    fn a_long_false_header_hides_nothing_inside_it() {
+        // `ff f1 "garbage"` reads as a valid header (12 kHz, channel configuration 5) of a
+        // 2963-byte frame: the real frames inside that span are found all the same.
+        let garbage = b"\x00\xff\xf1garbage".to_vec();
+        assert!(AdtsHeader::parse(&garbage[1..]).is_ok());
+        let mut data = garbage.clone();
+        for index in 0..40u8 {
+            data.extend_from_slice(&frame(lc(44100, 2), 100, index));
+        }
+        let (events, splitter) = split(&data, &[100]);
+        assert_eq!(frames(&events).len(), 40);
+        assert_eq!(frames(&events)[0].start, garbage.len() as u64);
+        assert_eq!(splitter.skipped_bytes(), garbage.len() as u64);
+    }
+
+    #[test]
     fn a_sync_word_inside_a_rejected_header_is_found() {
         // `ff f1 ff f1 4c 40 ..` reads as a header with sampling frequency index 15 (from the
         // second 0xff): rejected, and its third byte starts the real header.
@@ -885,7 +913,7 @@ mod tests {
     }
 
     #[test]
-    fn a_corrupted_frame_costs_at_most_the_frames_around_it() {
+    fn a_corrupted_frame_costs_that_frame_only() {
         let config = lc(48000, 2);
         let mut data = Vec::new();
         for index in 0..10u8 {
@@ -896,7 +924,7 @@ mod tests {
         data[at] = 0x00;
         let (events, splitter) = split(&data, &[5]);
         let starts: Vec<u64> = frames(&events).iter().map(|f| f.start).collect();
-        // Frames 0-3 out; 4 lost; 5 a candidate confirmed by 6: 5-9 out.
+        // Frames 0-3 out; 4 lost; 5, a candidate confirmed by 6, and the rest out.
         assert_eq!(starts.len(), 9);
         assert!(!starts.contains(&(at as u64)));
         assert_eq!(splitter.skipped_bytes(), 37 + 4);
