@@ -8,12 +8,14 @@
 //!   [`rtmp::handshake`], [`rtmp::chunk`] (gather, zero-copy writer, check-then-parse reader),
 //!   [`rtmp::amf0`], [`rtmp::message`], [`rtmp::session`] (the publish session) and
 //!   [`rtmp::auth`] (Adobe and Limelight challenge-response).
-//! - [`media`]: H.264 and FLV as pure functions and state machines: [`media::annexb`] splits a byte
-//!   stream into access units, [`media::sps`] parses sequence parameter sets (and the start of
-//!   picture parameter sets), [`media::slice`] reads slice headers, [`media::poc`] computes picture
-//!   order counts and composition offsets, [`media::avc`] builds the
+//! - [`media`]: H.264, AAC and FLV as pure functions and state machines: [`media::annexb`] splits
+//!   a byte stream into access units, [`media::sps`] parses sequence parameter sets (and the
+//!   start of picture parameter sets), [`media::slice`] reads slice headers, [`media::poc`]
+//!   computes picture order counts and composition offsets, [`media::avc`] builds the
 //!   AVCDecoderConfigurationRecord and [`media::flv`] describes FLV video tags (with their
-//!   composition times) and onMetaData.
+//!   composition times), AAC audio tags and onMetaData; [`media::adts`] splits an ADTS stream
+//!   into AAC frames, [`media::aac`] builds and checks the AudioSpecificConfig and holds silent
+//!   frames, and [`media::audio_clock`] stamps audio frames on the video's clock.
 //! - [`store`]: the frame store, one bounded ring that byte-stream inputs are read into and
 //!   cameras copy into at most once, with a cursor per destination that drops whole GOPs;
 //!   `pipeline` (access units to timed FLV messages) and `backoff`: sans-IO too.

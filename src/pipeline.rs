@@ -308,6 +308,7 @@ impl Pipeline {
         self.metadata.clear();
         write_metadata(
             &info,
+            None,
             concat!("v4l2rtmp/", env!("CARGO_PKG_VERSION")),
             &mut self.metadata,
         );

@@ -1,5 +1,5 @@
-//! FLV video tags for H.264 (FLV 10.1 §E.4.3, "AVCVIDEOPACKET") and onMetaData, built for the
-//! zero-copy chunk writer.
+//! FLV video tags for H.264 (FLV 10.1 §E.4.3, "AVCVIDEOPACKET"), audio tags for AAC (§E.4.2,
+//! "AACAUDIODATA") and onMetaData, built for the zero-copy chunk writer.
 //!
 //! [`AvcMuxer`] turns access units into FLV video tag bodies described as [`Part`]s: the 5-byte
 //! tag header and each NAL unit's 4-byte length prefix are inline parts (written into header
@@ -15,6 +15,11 @@
 //! caller gives ([`AvcMuxer::set_frame_duration`]). A stream that does not reorder frames (every
 //! hardware encoder: pic_order_cnt_type 2, or counts that only grow) gets CTS 0, as it always did.
 //!
+//! An AAC audio tag is a 2-byte header, [`aac_frame_header`] or [`aac_sequence_header`] (which
+//! carries the AudioSpecificConfig, [`crate::media::aac`]), then the raw frame, referenced where
+//! it lies ([`aac_frame_parts`]). They sit here, beside the video tags, because they are FLV's
+//! syntax, as onMetaData's audio fields are; what the AAC bytes mean is `media::aac`'s.
+//!
 //! Invariants: a frame is emitted only after a sequence header for the SPS/PPS in force;
 //! the first emitted frame is an IDR; AUD NAL units are dropped; composition time is never
 //! negative, and 0 for a stream without reordering; a slice header that cannot be read leaves its
@@ -23,6 +28,7 @@
 
 use std::fmt;
 
+use crate::media::aac::AudioSpecificConfig;
 use crate::media::annexb::AccessUnit;
 use crate::media::avc::{write_avc_decoder_configuration_record, AvcError};
 use crate::media::poc::{DisplayOrder, PocState};
@@ -124,6 +130,46 @@ pub fn avc_frame_header(keyframe: bool, composition_ms: i32) -> [u8; 5] {
     ]
 }
 
+/// FLV SoundFormat of AAC (FLV 10.1 §E.4.2.1), and onMetaData's audiocodecid.
+pub const SOUND_FORMAT_AAC: u8 = 10;
+/// The first byte of every AAC audio tag: SoundFormat 10, SoundRate 3 (44 kHz), SoundSize 1
+/// (16-bit), SoundType 1 (stereo), whatever the stream's rate and channels. FLV 10.1 says so
+/// for AAC, and FFmpeg (`flvenc.c`, `get_audio_flags`: "specs force these parameters") and OBS
+/// (`flv-mux.c`) write it for mono too; decoders take the rate and channels from the
+/// AudioSpecificConfig. Writing SoundType 0 for mono would follow no reference muxer.
+const AAC_SOUND_FLAGS: u8 = (SOUND_FORMAT_AAC << 4) | (3 << 2) | (1 << 1) | 1;
+/// AACPacketType values.
+const AAC_SEQUENCE_HEADER: u8 = 0;
+const AAC_RAW: u8 = 1;
+
+/// The bytes of an AAC sequence header tag body: the 2-byte tag header and the 2-byte
+/// AudioSpecificConfig.
+pub const AAC_SEQUENCE_HEADER_LEN: usize = 4;
+
+/// The 2-byte header of an FLV AAC audio tag carrying a raw frame (AACPacketType 1).
+pub fn aac_frame_header() -> [u8; 2] {
+    [AAC_SOUND_FLAGS, AAC_RAW]
+}
+
+/// The whole body of the AAC sequence header tag (AACPacketType 0): sent before the first
+/// frame on every connection, and again when the configuration changes.
+pub fn aac_sequence_header(config: &AudioSpecificConfig) -> [u8; AAC_SEQUENCE_HEADER_LEN] {
+    let asc = config.to_bytes();
+    [AAC_SOUND_FLAGS, AAC_SEQUENCE_HEADER, asc[0], asc[1]]
+}
+
+/// The body of an AAC frame tag as parts for the chunk writer: the tag header inline, then the
+/// raw frame `payload_len` bytes at `payload_start` of the caller's buffer, never copied.
+pub fn aac_frame_parts(payload_start: usize, payload_len: usize) -> [Part; 2] {
+    [
+        Part::inline(&aac_frame_header()),
+        Part::External {
+            start: payload_start,
+            len: payload_len,
+        },
+    ]
+}
+
 /// Input that cannot be muxed: the source's fault.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MuxError {
@@ -164,6 +210,15 @@ pub struct VideoInfo {
     /// Frames per second, when known.
     pub frame_rate: Option<f64>,
     /// Target bitrate in kbit/s, when known (an encoder setting).
+    pub data_rate_kbps: Option<f64>,
+}
+
+/// Audio properties for onMetaData, when an audio track is sent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AudioInfo {
+    pub sample_rate: u32,
+    pub channels: u8,
+    /// Target bitrate in kbit/s (1000 bit/s), when known (an encoder setting).
     pub data_rate_kbps: Option<f64>,
 }
 
@@ -518,12 +573,22 @@ fn slice(data: &[u8], start: usize, len: usize) -> &[u8] {
 }
 
 /// Writes the body of an `@setDataFrame("onMetaData", {...})` data message, the form FFmpeg and
-/// OBS publish and every server understands.
-pub fn write_metadata(info: &VideoInfo, encoder: &str, out: &mut Vec<u8>) {
+/// OBS publish and every server understands. With `audio`, the audio fields follow the video
+/// ones, named, typed and ordered as FFmpeg's `flvenc.c` writes them: audiodatarate (when
+/// known), audiosamplerate, audiosamplesize (16), stereo (a boolean), audiocodecid (10). Without,
+/// the bytes are what they were before audio existed.
+pub fn write_metadata(
+    info: &VideoInfo,
+    audio: Option<&AudioInfo>,
+    encoder: &str,
+    out: &mut Vec<u8>,
+) {
     amf0::encode_string(out, "@setDataFrame");
     amf0::encode_string(out, "onMetaData");
-    let count = 5 + u32::from(info.frame_rate.is_some()) + u32::from(info.data_rate_kbps.is_some());
-    amf0::encode_ecma_array_start(out, count);
+    let video_count =
+        5 + u32::from(info.frame_rate.is_some()) + u32::from(info.data_rate_kbps.is_some());
+    let audio_count = audio.map_or(0, |audio| 4 + u32::from(audio.data_rate_kbps.is_some()));
+    amf0::encode_ecma_array_start(out, video_count + audio_count);
     amf0::encode_property_name(out, "duration");
     amf0::encode_number(out, 0.0);
     amf0::encode_property_name(out, "width");
@@ -540,6 +605,20 @@ pub fn write_metadata(info: &VideoInfo, encoder: &str, out: &mut Vec<u8>) {
     }
     amf0::encode_property_name(out, "videocodecid");
     amf0::encode_number(out, f64::from(CODEC_ID_AVC));
+    if let Some(audio) = audio {
+        if let Some(rate) = audio.data_rate_kbps {
+            amf0::encode_property_name(out, "audiodatarate");
+            amf0::encode_number(out, rate);
+        }
+        amf0::encode_property_name(out, "audiosamplerate");
+        amf0::encode_number(out, f64::from(audio.sample_rate));
+        amf0::encode_property_name(out, "audiosamplesize");
+        amf0::encode_number(out, 16.0);
+        amf0::encode_property_name(out, "stereo");
+        amf0::encode_bool(out, audio.channels == 2);
+        amf0::encode_property_name(out, "audiocodecid");
+        amf0::encode_number(out, f64::from(SOUND_FORMAT_AAC));
+    }
     amf0::encode_property_name(out, "encoder");
     amf0::encode_string(out, encoder);
     amf0::encode_object_end(out);
@@ -797,7 +876,7 @@ mod tests {
             frame_rate: Some(30.0),
             data_rate_kbps: None,
         };
-        write_metadata(&info, "v4l2rtmp", &mut out);
+        write_metadata(&info, None, "v4l2rtmp", &mut out);
         let values = amf0::decode_all(&out).unwrap();
         assert_eq!(values[0].as_str(), Some("@setDataFrame"));
         assert_eq!(values[1].as_str(), Some("onMetaData"));
@@ -812,6 +891,164 @@ mod tests {
         );
         assert!(meta.get("videodatarate").is_none());
         assert_eq!(values.len(), 3);
+    }
+
+    /// The bytes of onMetaData, pinned: with every video field, and with the optional ones
+    /// absent (as `pipeline` sends it: no data rate).
+    #[test]
+    fn metadata_bytes_are_pinned() {
+        let mut out = Vec::new();
+        let full = VideoInfo {
+            width: 1920,
+            height: 1080,
+            frame_rate: Some(30.0),
+            data_rate_kbps: Some(4000.0),
+        };
+        write_metadata(&full, None, "v4l2rtmp", &mut out);
+        assert_eq!(
+            out,
+            hex(
+                "02000d40736574446174614672616d6502000a6f6e4d65746144617461080000000700086475\
+                 726174696f6e0000000000000000000005776964746800409e0000000000000006686569676874\
+                 004090e00000000000000d766964656f64617461726174650040af400000000000000966726\
+                 16d657261746500403e000000000000000c766964656f636f646563696400401c000000000000\
+                 0007656e636f64657202000876346c3272746d70000009"
+            )
+        );
+        let bare = VideoInfo {
+            width: 640,
+            height: 480,
+            frame_rate: None,
+            data_rate_kbps: None,
+        };
+        out.clear();
+        write_metadata(&bare, None, "v4l2rtmp", &mut out);
+        assert_eq!(
+            out,
+            hex(
+                "02000d40736574446174614672616d6502000a6f6e4d65746144617461080000000500086475\
+                 726174696f6e00000000000000000000057769647468004084000000000000000668656967687\
+                 400407e000000000000000c766964656f636f646563696400401c00000000000000076\
+                 56e636f64657202000876346c3272746d70000009"
+            )
+        );
+    }
+
+    #[test]
+    fn metadata_with_audio_adds_ffmpegs_audio_fields() {
+        let video = VideoInfo {
+            width: 1280,
+            height: 720,
+            frame_rate: Some(30.0),
+            data_rate_kbps: None,
+        };
+        let mono = AudioInfo {
+            sample_rate: 48000,
+            channels: 1,
+            data_rate_kbps: Some(64.0),
+        };
+        let mut out = Vec::new();
+        write_metadata(&video, Some(&mono), "v4l2rtmp", &mut out);
+        assert_eq!(
+            out,
+            hex(
+                "02000d40736574446174614672616d6502000a6f6e4d65746144617461080000000b000864757261\
+                 74696f6e000000000000000000000577696474680040940000000000000006686569676874004086\
+                 80000000000000096672616d657261746500403e000000000000000c766964656f636f6465636964\
+                 00401c000000000000000d617564696f6461746172617465004050000000000000000f617564696f\
+                 73616d706c65726174650040e7700000000000000f617564696f73616d706c6573697a6500403000\
+                 0000000000000673746572656f0100000c617564696f636f64656369640040240000000000000007\
+                 656e636f64657202000876346c3272746d70000009"
+            )
+        );
+        // Stereo, without a known data rate, and without a frame rate.
+        let stereo = AudioInfo {
+            sample_rate: 44100,
+            channels: 2,
+            data_rate_kbps: None,
+        };
+        let video = VideoInfo {
+            frame_rate: None,
+            ..video
+        };
+        out.clear();
+        write_metadata(&video, Some(&stereo), "v4l2rtmp", &mut out);
+        assert_eq!(
+            out,
+            hex(
+                "02000d40736574446174614672616d6502000a6f6e4d657461446174610800000009000864757261\
+                 74696f6e000000000000000000000577696474680040940000000000000006686569676874004086\
+                 800000000000000c766964656f636f646563696400401c000000000000000f617564696f73616d70\
+                 6c65726174650040e5888000000000000f617564696f73616d706c6573697a650040300000000000\
+                 00000673746572656f0101000c617564696f636f64656369640040240000000000000007656e636f\
+                 64657202000876346c3272746d70000009"
+            )
+        );
+    }
+
+    /// onMetaData as FFmpeg 5.1 writes it for `-f lavfi -i sine -c:a aac -b:a 64k -ac 1 -ar
+    /// 48000 -f flv` (audio only; its data rate is bit_rate / 1024).
+    const FFMPEG_AUDIO_METADATA: &str = "02000a6f6e4d65746144617461080000000800086475726174696f6e\
+        003fcc49ba5e353f7d000d617564696f646174617261746500404f400000000000000f617564696f73616d\
+        706c65726174650040e7700000000000000f617564696f73616d706c6573697a6500403000000000000000\
+        0673746572656f0100000c617564696f636f64656369640040240000000000000007656e636f6465720200\
+        0d4c61766635392e32372e313030000866696c6573697a650040a26e0000000000000009";
+
+    #[test]
+    fn audio_metadata_fields_have_ffmpegs_names_types_and_values() {
+        let theirs = amf0::decode_all(&hex(FFMPEG_AUDIO_METADATA)).unwrap();
+        let video = VideoInfo {
+            width: 640,
+            height: 480,
+            frame_rate: None,
+            data_rate_kbps: None,
+        };
+        let audio = AudioInfo {
+            sample_rate: 48000,
+            channels: 1,
+            data_rate_kbps: Some(62.5),
+        };
+        let mut out = Vec::new();
+        write_metadata(&video, Some(&audio), "v4l2rtmp", &mut out);
+        let ours = amf0::decode_all(&out).unwrap();
+        let keys = |meta: &amf0::Value| -> Vec<String> {
+            match meta {
+                amf0::Value::EcmaArray(properties) => properties
+                    .iter()
+                    .map(|(key, _)| key.clone())
+                    .filter(|key| key.starts_with("audio") || key == "stereo")
+                    .collect(),
+                _ => panic!("not an ECMA array: {meta:?}"),
+            }
+        };
+        // The same fields in the same order, with the same values (the same types).
+        assert_eq!(keys(&ours[2]), keys(&theirs[1]));
+        for key in keys(&theirs[1]) {
+            assert_eq!(ours[2].get(&key), theirs[1].get(&key), "{key}");
+        }
+        assert_eq!(ours[2].get("stereo"), Some(&amf0::Value::Boolean(false)));
+    }
+
+    #[test]
+    fn aac_tag_headers_are_what_ffmpeg_writes() {
+        // FFmpeg 5.1, `-c:a aac -f flv`: the sequence header tag of 48 kHz mono is
+        // `af 00 11 88 56 e5 00` and of 44.1 kHz stereo `af 00 12 10 56 e5 00` (the same
+        // AudioSpecificConfig and an extension saying "no SBR"); each frame tag starts `af 01`.
+        let mono = AudioSpecificConfig::lc(48000, 1).unwrap();
+        assert_eq!(aac_sequence_header(&mono), [0xaf, 0x00, 0x11, 0x88]);
+        let stereo = AudioSpecificConfig::lc(44100, 2).unwrap();
+        assert_eq!(aac_sequence_header(&stereo), [0xaf, 0x00, 0x12, 0x10]);
+        assert_eq!(aac_frame_header(), [0xaf, 0x01]);
+        // A frame's body: the header inline, the raw frame where it lies.
+        let payload = [0x01, 0x18, 0x20, 0x07];
+        let mut buffer = vec![0xee; 10];
+        buffer[3..7].copy_from_slice(&payload);
+        let parts = aac_frame_parts(3, 4);
+        assert_eq!(
+            flatten(&parts, &buffer),
+            [0xaf, 0x01, 0x01, 0x18, 0x20, 0x07]
+        );
+        assert!(matches!(parts[1], Part::External { start: 3, len: 4 }));
     }
 
     #[test]

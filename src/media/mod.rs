@@ -1,4 +1,4 @@
-//! H.264 and FLV, sans-IO: pure functions and state machines over bytes.
+//! H.264, AAC and FLV, sans-IO: pure functions and state machines over bytes.
 //!
 //! - [`annexb`]: splits an Annex-B byte stream (file, pipe, camera buffer) into access units of NAL
 //!   units, by reference, tolerant of NAL units split across reads.
@@ -7,10 +7,18 @@
 //! - [`slice`]: reads a slice header as far as picture order counts need (7.3.3).
 //! - [`poc`]: picture order counts (8.2.1), and from them each frame's composition offset.
 //! - [`avc`]: the AVCDecoderConfigurationRecord (avcC) that FLV's sequence header carries.
-//! - [`flv`]: FLV video tag bodies (with composition times) and onMetaData, as parts for the
-//!   zero-copy chunk writer.
+//! - [`flv`]: FLV video tag bodies (with composition times), AAC audio tag headers and
+//!   onMetaData (with its audio fields), as parts for the zero-copy chunk writer.
+//! - [`adts`]: splits an ADTS byte stream (AAC frames from a file, FIFO or `exec:` child) into
+//!   frames by reference, resynchronising after garbage.
+//! - [`aac`]: the AAC-LC AudioSpecificConfig (built and checked), and silent raw frames.
+//! - [`audio_clock`]: stamps AAC frames on the video's CLOCK_MONOTONIC timeline from capture
+//!   reports, following the sound card's actual rate.
 
+pub mod aac;
+pub mod adts;
 pub mod annexb;
+pub mod audio_clock;
 pub mod avc;
 pub mod flv;
 pub mod poc;
