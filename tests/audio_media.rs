@@ -3,8 +3,8 @@
 //! decode with no error to digital silence of the right length, rate and channels; and an ADTS
 //! file split by reference and sent as FLV audio tags decodes to the very samples the file does.
 //!
-//! `ffmpeg -v error` must print nothing. Without ffmpeg the tests say SKIP and return (CI
-//! installs it: scripts/install-test-deps).
+//! `ffmpeg -v error` must print nothing. ffmpeg and ffprobe are required, as every tool of the
+//! integration tests is: a missing one fails the test with the command that installs it.
 
 mod common;
 
@@ -20,17 +20,15 @@ use v4l2rtmp::media::flv::{aac_frame_header, aac_sequence_header};
 const RATES: [u32; 5] = [48000, 44100, 32000, 22050, 16000];
 const FRAMES: u32 = 50;
 
-fn have_ffmpeg() -> bool {
-    let found = ["ffmpeg", "ffprobe"].iter().all(|tool| {
-        Command::new(tool)
+/// Fails, saying how to install them, when ffmpeg or ffprobe is missing.
+fn require_ffmpeg() {
+    for tool in ["ffmpeg", "ffprobe"] {
+        let found = Command::new(tool)
             .arg("-version")
             .output()
-            .is_ok_and(|o| o.status.success())
-    });
-    if !found {
-        eprintln!("SKIP: ffmpeg/ffprobe are not installed (apt-get install ffmpeg)");
+            .is_ok_and(|o| o.status.success());
+        assert!(found, "{tool} missing: apt-get install ffmpeg");
     }
-    found
 }
 
 /// Decodes `path` to signed 16-bit PCM with `ffmpeg -v error`; asserts it printed nothing.
@@ -94,9 +92,7 @@ fn frame_time_ms(index: u32, rate: u32) -> u32 {
 
 #[test]
 fn silent_frames_decode_to_silence_in_adts_at_every_rate() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let dir = TempDir::new("audio-silence-adts");
     for rate in RATES {
         for channels in 1..=2u8 {
@@ -124,9 +120,7 @@ fn silent_frames_decode_to_silence_in_adts_at_every_rate() {
 
 #[test]
 fn silent_frames_decode_to_silence_in_flv_with_our_sequence_header() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let dir = TempDir::new("audio-silence-flv");
     for rate in RATES {
         for channels in 1..=2u8 {
@@ -154,9 +148,7 @@ fn silent_frames_decode_to_silence_in_flv_with_our_sequence_header() {
 
 #[test]
 fn an_adts_file_sent_as_flv_tags_decodes_to_the_same_samples() {
-    if !have_ffmpeg() {
-        return;
-    }
+    require_ffmpeg();
     let dir = TempDir::new("audio-adts-flv");
     // A second of a 1 kHz tone from FFmpeg's encoder, 44.1 kHz stereo, with garbage in front.
     let adts = dir.path().join("tone.aac");
