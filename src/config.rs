@@ -90,6 +90,15 @@ OPTIONS:
         --log-level <LEVEL>   error, warn, info, debug or trace (default info; RUST_LOG
                               overrides)
 
+AUDIO:
+        --audio <SOURCE>      Add an AAC-LC audio track. SOURCE: silence, a silent track for
+                              ingests that want one (YouTube). Capture from a microphone is
+                              being built
+        --audio-rate <HZ>     Sample rate: 48000, 44100, 32000, 22050 or 16000 (default 48000)
+        --audio-channels <N>  1 or 2 (default 1)
+        --audio-bitrate <BITS>
+                              Announced in onMetaData; k suffix (default 64k mono, 128k stereo)
+
 RELIABILITY:
         --stall-timeout <SECONDS>
                               Reconnect when the socket has accepted no data for this long
@@ -231,7 +240,31 @@ pub struct Config {
     pub redirect_credentials: bool,
     /// What to ask of a V4L2 camera and encoder.
     pub device: DeviceOptions,
+    /// The audio track, if any (`--audio`).
+    pub audio: Option<AudioOptions>,
 }
+
+/// Where the audio track comes from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AudioSource {
+    /// Silent AAC-LC frames, paced by the video's timeline: no device.
+    Silence,
+}
+
+/// The audio track: `--audio` and the options that go with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AudioOptions {
+    pub source: AudioSource,
+    /// Samples per second: one of [`AUDIO_RATES`].
+    pub rate: u32,
+    /// 1 or 2.
+    pub channels: u8,
+    /// Bits per second.
+    pub bitrate: u32,
+}
+
+/// The sample rates `--audio-rate` takes: what USB microphones and the AAC-LC encoders offer.
+pub const AUDIO_RATES: [u32; 5] = [48_000, 44_100, 32_000, 22_050, 16_000];
 
 /// Options for a `/dev/video` input: the camera, and the encoder behind a raw camera. Menu values
 /// are the V4L2 ones (`V4L2_MPEG_VIDEO_H264_PROFILE_*`, `V4L2_MPEG_VIDEO_H264_LEVEL_*`).
@@ -336,6 +369,7 @@ impl Config {
             tls_fingerprint: None,
             redirect_credentials: false,
             device: DeviceOptions::default(),
+            audio: None,
         }
     }
 }
@@ -511,6 +545,10 @@ fn parse_token_stream(
     let mut redirect_credentials = false;
     let mut stats_interval_ms = None;
     let mut device = DeviceOptions::default();
+    let mut audio_source = None;
+    let mut audio_rate = None;
+    let mut audio_channels = None;
+    let mut audio_bitrate = None;
     let mut only_positional = false;
     // The URL may come from the file (`url = ...`) and be overridden by the command line.
     let mut positional_url = false;
@@ -640,7 +678,40 @@ fn parse_token_stream(
                 }
                 device.pixel_format = Some(text);
             }
-            "--bitrate" => device.bitrate = Some(parse_bitrate(&value("bits per second")?)?),
+            "--bitrate" => device.bitrate = Some(parse_bitrate(&name, &value("bits per second")?)?),
+            "--audio" => {
+                let text = value("a source, such as silence")?;
+                audio_source = Some(match text.as_str() {
+                    "silence" => AudioSource::Silence,
+                    _ => {
+                        return Err(Error::config(format!(
+                            "--audio: {text:?} is not a source this version takes: silence \
+                             (a silent track); capture from a microphone is not in this version"
+                        )))
+                    }
+                })
+            }
+            "--audio-rate" => {
+                let rate = parse_number(&name, &value("a sample rate")?, 1, 1_000_000)? as u32;
+                if !AUDIO_RATES.contains(&rate) {
+                    return Err(Error::config(format!(
+                        "--audio-rate: {rate} is not one of 48000, 44100, 32000, 22050, 16000"
+                    )));
+                }
+                audio_rate = Some(rate);
+            }
+            "--audio-channels" => {
+                audio_channels = Some(parse_number(&name, &value("1 or 2")?, 1, 2)? as u8)
+            }
+            "--audio-bitrate" => {
+                let bits = parse_bitrate(&name, &value("bits per second")?)?;
+                if !(8_000..=512_000).contains(&bits) {
+                    return Err(Error::config(format!(
+                        "--audio-bitrate: {bits} bits/s is outside 8k..512k"
+                    )));
+                }
+                audio_bitrate = Some(bits);
+            }
             "--keyframe-interval" => {
                 device.keyframe_interval_ms =
                     parse_seconds_ms(&name, &value("seconds")?, 100, 30_000)?
@@ -680,6 +751,23 @@ fn parse_token_stream(
         )),
         None => Error::config("the destination URL is missing (see --help)"),
     })?;
+    let audio = match audio_source {
+        Some(source) => {
+            let channels = audio_channels.unwrap_or(1);
+            Some(AudioOptions {
+                source,
+                rate: audio_rate.unwrap_or(48_000),
+                channels,
+                bitrate: audio_bitrate.unwrap_or(64_000 * u32::from(channels)),
+            })
+        }
+        None if audio_rate.is_some() || audio_channels.is_some() || audio_bitrate.is_some() => {
+            return Err(Error::config(
+                "--audio-rate, --audio-channels and --audio-bitrate need --audio (see --help)",
+            ))
+        }
+        None => None,
+    };
     Ok(Command::Publish(Box::new(Config {
         input,
         url,
@@ -704,6 +792,7 @@ fn parse_token_stream(
         tls_fingerprint,
         redirect_credentials,
         device,
+        audio,
     })))
 }
 
@@ -780,10 +869,10 @@ fn parse_size(text: &str) -> Result<(u32, u32)> {
 }
 
 /// `4000000`, `4000k`, `4M`, `2.5M`.
-fn parse_bitrate(text: &str) -> Result<u32> {
+fn parse_bitrate(name: &str, text: &str) -> Result<u32> {
     let bad = || {
         Error::config(format!(
-            "--bitrate: {text:?} is not a bitrate like 4000000, 4000k or 4M (8k..=100M)"
+            "{name}: {text:?} is not a bitrate like 4000000, 4000k or 4M (8k..=100M)"
         ))
     };
     let (number, scale) = match text.strip_suffix(['k', 'K']) {
@@ -942,6 +1031,58 @@ mod tests {
     }
 
     #[test]
+    fn audio_options_and_their_defaults() {
+        let base = ["--input", "-", "rtmp://h/a/k"];
+        assert_eq!(publish(&base).audio, None);
+        let with = |extra: &[&str]| publish(&[&base[..], extra].concat());
+        assert_eq!(
+            with(&["--audio", "silence"]).audio,
+            Some(AudioOptions {
+                source: AudioSource::Silence,
+                rate: 48_000,
+                channels: 1,
+                bitrate: 64_000,
+            })
+        );
+        let stereo = with(&[
+            "--audio=silence",
+            "--audio-channels",
+            "2",
+            "--audio-rate=44100",
+        ]);
+        let audio = stereo.audio.unwrap();
+        assert_eq!(
+            (audio.rate, audio.channels, audio.bitrate),
+            (44_100, 2, 128_000)
+        );
+        let rated = with(&["--audio", "silence", "--audio-bitrate", "96k"]);
+        assert_eq!(rated.audio.unwrap().bitrate, 96_000);
+        for (extra, message) in [
+            (
+                &["--audio", "hw:1,0"][..],
+                "is not a source this version takes",
+            ),
+            (
+                &["--audio", "silence", "--audio-rate", "8000"],
+                "is not one of 48000",
+            ),
+            (
+                &["--audio", "silence", "--audio-channels", "3"],
+                "--audio-channels",
+            ),
+            (
+                &["--audio", "silence", "--audio-bitrate", "1M"],
+                "outside 8k..512k",
+            ),
+            (&["--audio-rate", "48000"], "need --audio"),
+        ] {
+            let err = parse_args([&base[..], extra].concat()).unwrap_err();
+            assert_eq!(err.fault(), Fault::Config);
+            assert!(err.message().contains(message), "{extra:?}: {err}");
+        }
+    }
+
+    #[test]
     fn every_option() {
         let config = publish(&[
             "rtmp://h/a/k",
@@ -1052,8 +1193,8 @@ mod tests {
         let defaults = publish(&["-i", "/dev/video0", "rtmp://h/a/k"]).device;
         assert_eq!(defaults, DeviceOptions::default());
         assert_eq!(defaults.keyframe_interval_ms, 2000);
-        assert_eq!(parse_bitrate("4000k").unwrap(), 4_000_000);
-        assert_eq!(parse_bitrate("800000").unwrap(), 800_000);
+        assert_eq!(parse_bitrate("--bitrate", "4000k").unwrap(), 4_000_000);
+        assert_eq!(parse_bitrate("--bitrate", "800000").unwrap(), 800_000);
         assert_eq!(parse_size("640X480").unwrap(), (640, 480));
         for (option, bad) in [
             ("--size", "1280"),

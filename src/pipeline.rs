@@ -13,11 +13,14 @@
 
 use log::{info, warn};
 
+use crate::config::AudioSource;
 use crate::config::{Config, FrameRate};
 use crate::error::{Error, Fault, Result};
+use crate::media::aac::{silent_frame, AudioSpecificConfig, SAMPLES_PER_FRAME};
 use crate::media::annexb::AccessUnit;
 use crate::media::flv::{
-    write_metadata, AvcMuxer, FrameDuration, MuxError, Muxed, NalPieces, SkipReason, VideoInfo,
+    aac_sequence_header, write_metadata, AudioInfo, AvcMuxer, FrameDuration, MuxError, Muxed,
+    NalPieces, SkipReason, VideoInfo, AAC_SEQUENCE_HEADER_LEN,
 };
 use crate::rtmp::chunk::Part;
 use crate::rtmp::session::PublishSession;
@@ -45,6 +48,25 @@ struct Delivered {
     header_version: Option<u32>,
     /// The size announced in onMetaData.
     announced_size: Option<(u32, u32)>,
+    /// The AAC sequence header was sent.
+    audio_header: bool,
+}
+
+/// Gaps in the video's timeline longer than this (a stalled camera, a source restart) are not
+/// filled with silence frame by frame: the silent track jumps with the video.
+const SILENCE_MAX_FILL_MS: u64 = 1_000;
+
+/// The audio track: what the connection is told of it, and for a silent track the next frame's
+/// place on the video's timeline.
+struct AudioTrack {
+    info: AudioInfo,
+    sequence_header: [u8; AAC_SEQUENCE_HEADER_LEN],
+    /// The silent frame, for a silent track.
+    silence: Option<&'static [u8]>,
+    rate: u32,
+    /// The stream time of silent frame 0 (the first video frame's), and the next one to make.
+    silence_origin_ms: Option<u64>,
+    next_silent: u64,
 }
 
 /// Counters for logs and STATUS.
@@ -80,6 +102,7 @@ pub struct Pipeline {
     warned_unusable: bool,
     last_error: Option<String>,
     stats: PipelineStats,
+    audio: Option<AudioTrack>,
 }
 
 impl Pipeline {
@@ -105,7 +128,75 @@ impl Pipeline {
             warned_unusable: false,
             last_error: None,
             stats: PipelineStats::default(),
+            audio: config.audio.and_then(|audio| {
+                // The configuration took only rates and channel counts that AAC-LC has.
+                let asc = AudioSpecificConfig::lc(audio.rate, audio.channels).ok()?;
+                Some(AudioTrack {
+                    info: AudioInfo {
+                        sample_rate: audio.rate,
+                        channels: audio.channels,
+                        data_rate_kbps: Some(f64::from(audio.bitrate) / 1000.0),
+                    },
+                    sequence_header: aac_sequence_header(&asc),
+                    silence: match audio.source {
+                        AudioSource::Silence => silent_frame(audio.channels),
+                    },
+                    rate: audio.rate,
+                    silence_origin_ms: None,
+                    next_silent: 0,
+                })
+            }),
         }
+    }
+
+    /// The next frame of a silent track due at or before `until_ms` (the stream time of the
+    /// video frame about to be stored), with its stream time; `None` when none is due. Frame n
+    /// is at n × 1024 samples from the first video frame, rounded to the millisecond, so the
+    /// track never drifts from the timeline; a gap in the video longer than
+    /// [`SILENCE_MAX_FILL_MS`] is jumped over, not filled.
+    pub fn next_silent_frame(&mut self, until_ms: u64) -> Option<(u64, &'static [u8])> {
+        let track = self.audio.as_mut()?;
+        let frame = track.silence?;
+        let rate = u64::from(track.rate);
+        let samples = u64::from(SAMPLES_PER_FRAME);
+        let origin = *track.silence_origin_ms.get_or_insert(until_ms);
+        let at = |n: u64| origin + (n * samples * 1000 + rate / 2) / rate;
+        let mut due = at(track.next_silent);
+        if until_ms.saturating_sub(due) > SILENCE_MAX_FILL_MS {
+            // The first frame at or after `until_ms`.
+            let elapsed = until_ms.saturating_sub(origin);
+            track.next_silent = (elapsed * rate).div_ceil(samples * 1000);
+            due = at(track.next_silent);
+        }
+        if due > until_ms {
+            return None;
+        }
+        track.next_silent += 1;
+        Some((due, frame))
+    }
+
+    /// Queues a stored audio frame whose body is `parts` (the tag header inline, the frame in the
+    /// store), preceded by the AAC sequence header if this connection has not had it. False
+    /// when dropped: the connection has had no keyframe yet.
+    pub fn send_stored_audio(
+        &mut self,
+        session: &mut PublishSession,
+        timestamp_ms: u64,
+        parts: &[Part],
+    ) -> Result<bool> {
+        let Some(track) = &self.audio else {
+            return Ok(false);
+        };
+        if self.delivered.need_keyframe {
+            return Ok(false);
+        }
+        let wire_timestamp = timestamp_ms as u32;
+        if !self.delivered.audio_header {
+            session.send_audio_bytes(wire_timestamp, &track.sequence_header)?;
+            self.delivered.audio_header = true;
+        }
+        session.send_audio(wire_timestamp, parts)?;
+        Ok(true)
     }
 
     /// Timestamps from the `now_ms` given to [`Pipeline::mux`], which is then the source's time of
@@ -284,6 +375,11 @@ impl Pipeline {
             session.send_video_bytes(wire_timestamp, self.muxer.sequence_header())?;
             self.delivered.header_version = Some(self.header_version);
         }
+        if let Some(track) = self.audio.as_ref().filter(|_| !self.delivered.audio_header) {
+            // Before any media of the connection's audio track, as FFmpeg sends it.
+            session.send_audio_bytes(wire_timestamp, &track.sequence_header)?;
+            self.delivered.audio_header = true;
+        }
         let parts = parts.unwrap_or(self.muxer.frame_parts());
         session.send_video(wire_timestamp, parts)?;
         Ok(true)
@@ -308,7 +404,7 @@ impl Pipeline {
         self.metadata.clear();
         write_metadata(
             &info,
-            None,
+            self.audio.as_ref().map(|track| &track.info),
             concat!("v4l2rtmp/", env!("CARGO_PKG_VERSION")),
             &mut self.metadata,
         );
@@ -435,6 +531,65 @@ mod tests {
             config.frame_rate = crate::config::parse_frame_rate(fps).unwrap();
         }
         config
+    }
+
+    fn silent_config(rate: u32) -> Config {
+        let mut config = config(None);
+        config.audio = Some(crate::config::AudioOptions {
+            source: AudioSource::Silence,
+            rate,
+            channels: 1,
+            bitrate: 64_000,
+        });
+        config
+    }
+
+    #[test]
+    fn a_silent_track_follows_the_video_timeline_without_drift() {
+        let mut pipeline = Pipeline::new(&silent_config(44_100), true);
+        // The first video frame at 1000 ms: frame 0 there, then every 1024/44100 s, rounded
+        // from the exact sample count, so a day of frames ends where it should.
+        assert_eq!(
+            pipeline.next_silent_frame(1000),
+            Some((1000, &[1, 0x18, 0x20, 7][..]))
+        );
+        assert_eq!(pipeline.next_silent_frame(1000), None);
+        let mut last = 1000;
+        let mut count = 1u64;
+        let mut last_video = 0;
+        for video_ms in (1033..=1000 + 86_400_000).step_by(33) {
+            last_video = video_ms;
+            while let Some((at, _)) = pipeline.next_silent_frame(video_ms) {
+                assert!(at <= video_ms && at > last, "{at} after {last}");
+                assert!((23..=24).contains(&(at - last)), "step {}", at - last);
+                assert_eq!(at, 1000 + (count * 1024 * 1000 + 22_050) / 44_100);
+                last = at;
+                count += 1;
+            }
+        }
+        // A day later the track is still within a frame of the video.
+        assert!(last_video - last < 24, "{last_video} {last}");
+    }
+
+    #[test]
+    fn a_silent_track_jumps_a_long_gap_in_the_video() {
+        let mut pipeline = Pipeline::new(&silent_config(48_000), true);
+        assert_eq!(pipeline.next_silent_frame(0).map(|f| f.0), Some(0));
+        // A camera stalled for 5 s: no 234 frames at once, the track goes on from the video.
+        let after: Vec<u64> = std::iter::from_fn(|| pipeline.next_silent_frame(5_000))
+            .map(|f| f.0)
+            .collect();
+        assert_eq!(
+            after,
+            Vec::<u64>::new(),
+            "the next frame is the first after 5000 ms"
+        );
+        // From there the track is filled frame by frame: 5013 ms (frame 235) on.
+        let filled: Vec<u64> = std::iter::from_fn(|| pipeline.next_silent_frame(5_200))
+            .map(|f| f.0)
+            .collect();
+        assert_eq!(filled.len(), 9, "{filled:?}");
+        assert_eq!(filled[0], 5_013);
     }
 
     #[test]

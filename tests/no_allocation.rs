@@ -40,6 +40,14 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
     publish_and_count(clip.to_str().unwrap(), false);
 }
 
+/// With a silent audio track: its frames are stored and sent between the video's, and allocate
+/// nothing either.
+#[test]
+fn an_audio_track_allocates_nothing_per_frame() {
+    let clip = clip_1080p30_60s();
+    publish_and_count_with(clip.to_str().unwrap(), false, true);
+}
+
 /// A FIFO (live: read at its own pace into the frame store, frames held for the socket while
 /// the throttle holds it back), fed by a thread of this process from memory.
 #[test]
@@ -81,11 +89,24 @@ fn an_exec_input_allocates_nothing_per_frame() {
 /// Publishes `input` through the throttled link and asserts that the counted frames allocated
 /// nothing. A live input is stopped with SIGTERM once the window closed.
 fn publish_and_count(input: &str, live: bool) {
+    publish_and_count_with(input, live, false)
+}
+
+/// [`publish_and_count`], with a silent audio track when `audio`.
+fn publish_and_count_with(input: &str, live: bool, audio: bool) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let nginx = Nginx::start();
     let proxy = Proxy::to_port_with_link_buffer(nginx.port, LINK_BUFFER);
     let url = RtmpUrl::parse(&proxy.url("live", "alloc")).unwrap();
     let mut config = Config::new(input, url);
+    if audio {
+        config.audio = Some(v4l2rtmp::config::AudioOptions {
+            source: v4l2rtmp::config::AudioSource::Silence,
+            rate: 48_000,
+            channels: 2,
+            bitrate: 128_000,
+        });
+    }
     if live {
         // Frames come as fast as the input gives them: a full store holds the input back (no
         // frame is late), so none is dropped and the window is reached.

@@ -29,6 +29,9 @@ pub mod chunk_stream {
     pub const CONTROL: u32 = 2;
     /// NetConnection commands (connect, createStream, ...).
     pub const COMMAND: u32 = 3;
+    /// Audio on the published stream (FFmpeg's RTMP_AUDIO_CHANNEL): a chunk stream of its own,
+    /// so that header compression works across consecutive audio frames as across video ones.
+    pub const AUDIO: u32 = 4;
     /// Video and metadata on the published stream. Only one message at a time is in flight on it,
     /// so header compression (fmt 1-3) works across consecutive frames.
     pub const VIDEO: u32 = 6;

@@ -302,6 +302,25 @@ impl PublishSession {
             .map_err(|e| Error::input(format!("a frame cannot be sent over RTMP: {e}")))
     }
 
+    /// Queues an audio message whose body is held in `body` (the AAC sequence header): copied.
+    pub fn send_audio_bytes(&mut self, timestamp: u32, body: &[u8]) -> Result<()> {
+        self.require_publishing()?;
+        let header = self.media_header(chunk_stream::AUDIO, type_id::AUDIO, timestamp);
+        self.writer
+            .try_write_message_bytes(&header, body, &mut self.out)
+            .map_err(|e| Error::input(format!("an audio header cannot be sent over RTMP: {e}")))
+    }
+
+    /// Queues an audio message made of `parts` (external parts refer to the caller's buffer, as
+    /// for [`send_video`](Self::send_video)).
+    pub fn send_audio(&mut self, timestamp: u32, parts: &[Part]) -> Result<()> {
+        self.require_publishing()?;
+        let header = self.media_header(chunk_stream::AUDIO, type_id::AUDIO, timestamp);
+        self.writer
+            .try_write_message(&header, parts, &mut self.out)
+            .map_err(|e| Error::input(format!("an audio frame cannot be sent over RTMP: {e}")))
+    }
+
     /// Ends the publish politely: FCUnpublish and deleteStream, as FFmpeg does on close.
     /// Nothing can be sent afterwards; the driver flushes the queue and closes the socket.
     pub fn unpublish(&mut self) {

@@ -29,7 +29,7 @@ use log::{debug, info, trace, warn};
 use crate::driver::{Clock, Connection};
 use crate::error::{Error, Fault, Result};
 use crate::media::annexb::NalRef;
-use crate::media::flv::avc_frame_header;
+use crate::media::flv::{aac_frame_parts, avc_frame_header};
 use crate::pipeline::{Frame, Pipeline};
 use crate::rtmp::chunk::Part;
 use crate::source::Input;
@@ -48,6 +48,14 @@ const STORE_MAX_FPS: u64 = 120;
 const STORE_SPARE_FRAMES: u64 = 128;
 /// Most frames the store holds at most, whatever `--queue-time` says (bytes bind first).
 const STORE_MAX_FRAMES: u64 = 16_384;
+
+/// Audio frames per second at most (48 kHz in frames of 1024 samples is 46.9), for the record
+/// slots an audio track adds.
+const STORE_AUDIO_FPS: u64 = 48;
+
+/// The audio arena's bytes at least, and per second of `--queue-time` at the track's bitrate
+/// (twice it: AAC frames vary around the mean).
+const STORE_AUDIO_MIN_BYTES: u64 = 64 * 1024;
 /// Most NAL units in one access unit (encoders that cut a picture into one slice per macroblock
 /// row make 68 for 1080p); an access unit with more is dropped.
 const MAX_NALS_PER_FRAME: usize = 256;
@@ -120,9 +128,17 @@ impl Flow {
             // round: they are no larger than the time bound needs.
             max_frames: (config.queue_time_ms.saturating_mul(STORE_MAX_FPS) / 1000)
                 .saturating_add(STORE_SPARE_FRAMES)
-                .min(STORE_MAX_FRAMES) as usize,
+                .min(STORE_MAX_FRAMES)
+                .saturating_add(config.audio.map_or(0, |_| {
+                    config.queue_time_ms.saturating_mul(STORE_AUDIO_FPS) / 1000
+                })) as usize,
             max_nals_per_frame: MAX_NALS_PER_FRAME,
-            audio_bytes: 0,
+            audio_bytes: config.audio.map_or(0, |audio| {
+                (u64::from(audio.bitrate) / 8)
+                    .saturating_mul(config.queue_time_ms / 1000 + 1)
+                    .saturating_mul(2)
+                    .max(STORE_AUDIO_MIN_BYTES) as usize
+            }),
         });
         let bounds = Bounds {
             max_wait_ms: Some(config.queue_time_ms),
@@ -430,6 +446,7 @@ impl Flow {
                 self.store.discard();
                 continue;
             };
+            self.store_audio_until(muxed.timestamp_ms, now);
             self.store
                 .admit_composed(muxed.timestamp_ms, muxed.composition_ms, muxed.keyframe);
             if muxed.keyframe {
@@ -516,6 +533,9 @@ impl Flow {
             if muxed.parameters_changed {
                 self.store.skip_to(self.cursor, self.store.next_seq());
             }
+            // The audio up to this frame goes first; stored, it also keeps this frame from
+            // overtaking it straight from the camera's buffer.
+            self.store_audio_until(muxed.timestamp_ms, now);
             let switch = muxed.keyframe && core.switch_pending();
             let mut sent = CursorSet::EMPTY;
             if let Some(c) = conn.as_deref_mut() {
@@ -578,6 +598,15 @@ impl Flow {
             }
         }
         pass
+    }
+
+    /// Stores the audio frames due at or before `until_ms` (the stream time of the video frame
+    /// about to be stored), so that the store holds both tracks in timestamp order. A frame
+    /// that finds no room is lost alone (counted by the store).
+    fn store_audio_until(&mut self, until_ms: u64, now: u64) {
+        while let Some((timestamp_ms, frame)) = self.pipeline.next_silent_frame(until_ms) {
+            let _ = self.store.push_audio(timestamp_ms, frame, now);
+        }
     }
 
     /// The socket is readable (`read`) or writable: hands what the server sent to the session
@@ -650,6 +679,26 @@ impl Flow {
                 return Ok(());
             };
             let frame = self.store.frame(&token);
+            if let Some(range) = frame.audio_range() {
+                let parts = aac_frame_parts(range.start, range.len);
+                let timestamp_ms = frame.timestamp_ms();
+                match self
+                    .pipeline
+                    .send_stored_audio(conn.session(), timestamp_ms, &parts)
+                {
+                    Ok(true) => self.in_flight = Some(token),
+                    Ok(false) => self.store.advance(token),
+                    Err(e) if e.fault() == Fault::Input => {
+                        warn!("dropping a stored audio frame: {e}");
+                        self.store.advance(token);
+                    }
+                    Err(e) => {
+                        self.store.abandon(token);
+                        return Err(e);
+                    }
+                }
+                continue;
+            }
             let muxed = Frame {
                 timestamp_ms: frame.timestamp_ms(),
                 keyframe: frame.keyframe(),
