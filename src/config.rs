@@ -161,6 +161,9 @@ For each: driver, card, bus, capabilities, the formats of each queue with their 
 rates, the current format, and the controls (named as v4l2-ctl names them, with their ranges,
 menus and values). A camera that offers H264 is read as it is; one that offers only raw formats
 needs a V4L2 H.264 encoder (a memory-to-memory device, such as the Raspberry Pi's /dev/video11).
+
+With no DEVICE, the sound cards' capture devices follow (as `arecord -l` lists them): each with
+its hw:CARD,DEV names, and the sample formats, rates and channels it offers.
 ";
 
 #[derive(Clone, Debug, PartialEq)]

@@ -43,7 +43,11 @@ fn try_main() -> Result<()> {
         }
         Command::Devices(paths) if paths.is_empty() => {
             let stdout = std::io::stdout();
-            return v4l2rtmp::v4l2::list::report(&mut stdout.lock());
+            let mut out = stdout.lock();
+            v4l2rtmp::v4l2::list::report(&mut out)?;
+            out.write_all(b"\nSound capture devices (ALSA):\n")
+                .map_err(|e| Error::io(v4l2rtmp::error::Fault::Ours, "cannot write", e))?;
+            return v4l2rtmp::alsa::list::report(&mut out);
         }
         Command::Devices(paths) => return report_devices(&paths),
         Command::Publish(config) => *config,
