@@ -73,6 +73,54 @@ pub struct Pass {
     pub more: bool,
 }
 
+/// The longest gap between a paced file's frames slept without watching anything else.
+const PACE_SLEEP_MAX_MS: u64 = 100;
+
+/// What the shell waits for after a pass, and until when.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitPlan {
+    /// Wait on the input too (it has room, or it is a camera).
+    pub read_input: bool,
+    /// Wake then at the latest (clock ms); none while a paced file sleeps.
+    pub deadline: Option<u64>,
+    /// Sleep until then first, watching nothing (a paced file's next frame), then look at
+    /// everything once without waiting.
+    pub pace_until: Option<u64>,
+    /// Look again at once, without waiting (the frame budget ran out).
+    pub again: bool,
+}
+
+impl WaitPlan {
+    /// The plan from what is due: the core's next timer and the session's (`others`), a full
+    /// store's hold, and the pass. A paced file's next frame, due within a frame or so, with
+    /// the link idle and nothing else due before it, is one absolute sleep, as the one-write
+    /// floor does: a tokio timer re-armed per frame costs an eventfd write, a second
+    /// `epoll_wait` and, every 64 ms, a wake-up of its own (its wheel's cascade).
+    pub fn new(
+        pass: &Pass,
+        read_input: bool,
+        others: Option<u64>,
+        held_until: Option<u64>,
+        now: u64,
+    ) -> WaitPlan {
+        let deadline = [others, pass.pacing_due, held_until]
+            .into_iter()
+            .flatten()
+            .min();
+        let pace_until = pass.pacing_due.filter(|&due| {
+            !pass.more
+                && due.saturating_sub(now) <= PACE_SLEEP_MAX_MS
+                && others.is_none_or(|at| at > due)
+        });
+        WaitPlan {
+            read_input,
+            deadline: if pace_until.is_some() { None } else { deadline },
+            pace_until,
+            again: pass.more || pace_until.is_some(),
+        }
+    }
+}
+
 /// Whether the input may be read now.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum InputRoom {
@@ -187,6 +235,31 @@ impl Flow {
     }
 
     /// Whether the input may be read now; makes room by the drop policy if it must.
+    /// What the shell waits for after `pass`: the input when the core wants it and the store
+    /// has room, and the earliest of the deadlines (`others`: the core's and the session's).
+    pub fn plan_wait(
+        &mut self,
+        pass: &Pass,
+        input: &Input,
+        core: &Core,
+        others: Option<u64>,
+        now: u64,
+    ) -> WaitPlan {
+        let mut read_input = pass.needs_input && core.wants_input() && !input.is_down();
+        let mut held_until = None;
+        if read_input {
+            match self.input_room(input, now) {
+                InputRoom::Read => {}
+                InputRoom::Hold(until) => {
+                    read_input = false;
+                    held_until = Some(until);
+                }
+                InputRoom::Full => read_input = false,
+            }
+        }
+        WaitPlan::new(pass, read_input, others, held_until, now)
+    }
+
     pub fn input_room(&mut self, input: &Input, now: u64) -> InputRoom {
         if !input.reads_bytes() || !self.store.write_buf(now).is_empty() {
             return InputRoom::Read;
@@ -854,5 +927,55 @@ impl DropLog {
             stats.bytes_dropped
         );
         self.last = Some((now_ms, stats.frames_dropped));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The shell's wait plan: when a paced file sleeps without watching anything, and what
+    //! deadline the shell waits for otherwise.
+
+    use super::*;
+
+    fn pass(pacing_due: Option<u64>, more: bool) -> Pass {
+        Pass {
+            needs_input: true,
+            pacing_due,
+            more,
+        }
+    }
+
+    #[test]
+    fn a_paced_frame_due_soon_with_nothing_before_it_is_one_sleep() {
+        let plan = WaitPlan::new(&pass(Some(1_033), false), false, Some(5_000), None, 1_000);
+        assert_eq!(plan.pace_until, Some(1_033));
+        assert_eq!(plan.deadline, None, "the sleep replaces the timer");
+        assert!(plan.again, "then one look at everything without waiting");
+    }
+
+    #[test]
+    fn a_timer_due_first_or_a_far_frame_is_waited_for_with_everything_else() {
+        // The core's timer comes first: no blind sleep past it.
+        let plan = WaitPlan::new(&pass(Some(1_033), false), false, Some(1_010), None, 1_000);
+        assert_eq!((plan.pace_until, plan.deadline), (None, Some(1_010)));
+        // A frame due later than a frame or so (a slow --fps): a timer, watching the rest.
+        let plan = WaitPlan::new(&pass(Some(1_500), false), false, None, None, 1_000);
+        assert_eq!((plan.pace_until, plan.deadline), (None, Some(1_500)));
+        // A full store's hold counts as a deadline too.
+        let plan = WaitPlan::new(&pass(None, false), false, Some(9_000), Some(1_200), 1_000);
+        assert_eq!((plan.pace_until, plan.deadline), (None, Some(1_200)));
+        assert!(!plan.again);
+    }
+
+    #[test]
+    fn an_exhausted_budget_looks_again_and_keeps_its_deadline() {
+        let plan = WaitPlan::new(&pass(Some(1_033), true), true, Some(1_020), None, 1_000);
+        assert_eq!(plan.pace_until, None, "no sleep while frames wait");
+        assert_eq!(
+            plan.deadline,
+            Some(1_020),
+            "timers still fire between rounds"
+        );
+        assert!(plan.again && plan.read_input);
     }
 }

@@ -56,3 +56,17 @@ pub(crate) fn count(n: u64, noun: &str) -> String {
         format!("{n} {noun}s")
     }
 }
+
+/// How often the progress line is logged: as configured, else every 5 s on a terminal (as
+/// FFmpeg's) and every 5 minutes under a service manager or into a file.
+pub(crate) fn stats_interval(config: &Config) -> Option<std::time::Duration> {
+    use std::io::IsTerminal;
+    let ms = config
+        .stats_interval_ms
+        .unwrap_or(if std::io::stderr().is_terminal() {
+            5_000
+        } else {
+            300_000
+        });
+    (ms > 0).then(|| std::time::Duration::from_millis(ms))
+}

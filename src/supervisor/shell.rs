@@ -5,9 +5,6 @@
 //! Invariants: every wait also watches the signals; the only clock read is [`Clock`]; the core
 //! hears every event before the shell waits again.
 
-use std::future::Future;
-use std::pin::Pin;
-
 use log::{debug, info, warn};
 
 use crate::config::Config;
@@ -18,59 +15,9 @@ use crate::source::{Input, InputEvent};
 use crate::url::Scheme;
 
 use super::core::{Action, Core, CoreOptions, Ending, LinkEvent, SourceEvent};
-use super::flow::{Flow, InputRoom};
-use super::waits::{link_wait, sleep_until_monotonic, wait_input, Signals};
-use super::{count, Progress, Reload};
-
-/// The longest gap between a paced file's frames slept without watching anything else.
-const PACE_SLEEP_MAX_MS: u64 = 100;
-
-type Connecting = Pin<Box<dyn Future<Output = Result<Box<Connection>>>>>;
-
-/// The connection, as I/O: the core knows what state it is in.
-pub(super) enum Link {
-    None,
-    Connecting(Connecting),
-    Up(Box<Connection>),
-}
-
-impl Link {
-    fn conn(&mut self) -> Option<&mut Connection> {
-        match self {
-            Link::Up(conn) => Some(conn),
-            _ => None,
-        }
-    }
-}
-
-/// What woke the shell.
-pub(super) enum Wake {
-    Stop(&'static str),
-    Reload,
-    Connected(Result<Box<Connection>>),
-    /// The socket is readable (`read`) or writable, or reports an error.
-    Socket {
-        ready: Result<()>,
-        read: bool,
-    },
-    Input(Result<InputEvent>),
-    Deadline,
-    More,
-}
-
-/// How often the progress line is logged: as configured, else every 5 s on a terminal (as
-/// FFmpeg's) and every 5 minutes under a service manager or into a file.
-fn stats_interval(config: &Config) -> Option<std::time::Duration> {
-    use std::io::IsTerminal;
-    let ms = config
-        .stats_interval_ms
-        .unwrap_or(if std::io::stderr().is_terminal() {
-            5_000
-        } else {
-            300_000
-        });
-    (ms > 0).then(|| std::time::Duration::from_millis(ms))
-}
+use super::flow::Flow;
+use super::waits::{link_wait, sleep_until_monotonic, wait_input, Link, Signals, Wake};
+use super::{count, stats_interval, Progress, Reload};
 
 /// Runs until the input ends, a signal stops it, or an error that retrying cannot fix.
 pub async fn run(
@@ -206,58 +153,28 @@ pub async fn run(
             continue;
         }
 
-        let mut want_input = pass.needs_input && core.wants_input() && !input.is_down();
-        let mut held_until = None;
-        if want_input {
-            match flow.input_room(&input, now) {
-                InputRoom::Read => {}
-                InputRoom::Hold(until) => {
-                    want_input = false;
-                    held_until = Some(until);
-                }
-                InputRoom::Full => want_input = false,
-            }
-        }
         let session_due = match &link {
             Link::Up(conn) => conn.session_timeout_ms(),
             _ => None,
         };
-        let deadline = [
-            core.poll_timeout(),
-            pass.pacing_due,
-            session_due,
-            held_until,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .map(|ms| clock.instant(ms));
-        // A paced file's next frame, due within a frame or so, with the link idle and nothing
-        // else due before it: one absolute sleep, as the one-write floor does. A tokio timer
-        // re-armed per frame costs an eventfd write, a second epoll_wait and, every 64 ms, a
-        // wake-up of its own (its wheel's cascade). The runtime then looks at signals and the
-        // socket once, without waiting, before the next frame.
         let others = [core.poll_timeout(), session_due]
             .into_iter()
             .flatten()
             .min();
-        let paced = match pass.pacing_due {
-            Some(due) if !pass.more && due.saturating_sub(now) <= PACE_SLEEP_MAX_MS => {
-                others.is_none_or(|at| at > due)
-            }
-            _ => false,
-        };
-        if paced {
-            sleep_until_monotonic(clock.instant(pass.pacing_due.unwrap_or(now)));
+        let plan = flow.plan_wait(&pass, &input, &core, others, now);
+        if let Some(due) = plan.pace_until {
+            // The runtime then looks at signals and the socket once, without waiting.
+            sleep_until_monotonic(clock.instant(due));
             tokio::task::yield_now().await;
         }
+        let deadline = plan.deadline.map(|ms| clock.instant(ms));
         let wake = tokio::select! {
             biased;
             signal = signals.next() => signal,
             wake = link_wait(&mut link) => wake,
-            event = wait_input(&mut input, &mut flow, now), if want_input => Wake::Input(event),
-            _ = sleep_until_option(deadline), if !paced => Wake::Deadline,
-            _ = std::future::ready(()), if pass.more || paced => Wake::More,
+            event = wait_input(&mut input, &mut flow, now), if plan.read_input => Wake::Input(event),
+            _ = sleep_until_option(deadline) => Wake::Deadline,
+            _ = std::future::ready(()), if plan.again => Wake::More,
         };
         let now = clock.now_ms();
         match wake {

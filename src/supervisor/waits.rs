@@ -3,11 +3,47 @@
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
+use std::future::Future;
+use std::pin::Pin;
+
+use crate::driver::Connection;
 use crate::error::{Error, Fault, Result};
 use crate::source::{Input, InputEvent};
 
 use super::flow::Flow;
-use super::shell::{Link, Wake};
+
+type Connecting = Pin<Box<dyn Future<Output = Result<Box<Connection>>>>>;
+
+/// The connection, as I/O: the core knows what state it is in.
+pub(super) enum Link {
+    None,
+    Connecting(Connecting),
+    Up(Box<Connection>),
+}
+
+impl Link {
+    pub(super) fn conn(&mut self) -> Option<&mut Connection> {
+        match self {
+            Link::Up(conn) => Some(conn),
+            _ => None,
+        }
+    }
+}
+
+/// What woke the shell.
+pub(super) enum Wake {
+    Stop(&'static str),
+    Reload,
+    Connected(Result<Box<Connection>>),
+    /// The socket is readable (`read`) or writable, or reports an error.
+    Socket {
+        ready: Result<()>,
+        read: bool,
+    },
+    Input(Result<InputEvent>),
+    Deadline,
+    More,
+}
 
 /// Waits for what the link needs next.
 pub(super) async fn link_wait(link: &mut Link) -> Wake {
