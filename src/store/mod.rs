@@ -665,7 +665,7 @@ impl FrameStore {
         }
         // Without what a jump left unused: that is not held.
         self.high_water = self.high_water.max(self.span_len(self.tail(), self.head));
-        if self.wrap_early() {
+        if self.wrap_early(0) {
             free = capacity - (self.head - self.tail());
         }
         // Reads are not bounded by the free record and NAL slots: scanning pauses when they run
@@ -743,7 +743,8 @@ impl FrameStore {
     /// start to leave room, and no start code is half read or just ended (its zeros, or the NAL
     /// unit it opens, would straddle the jump).
     /// Returns whether it jumped.
-    fn wrap_early(&mut self) -> bool {
+    /// `need`: bytes that must fit at the ring's start (a frame about to be copied in whole).
+    fn wrap_early(&mut self, need: u64) -> bool {
         let capacity = self.capacity as u64;
         let at = self.head % capacity;
         let lap_start = self.head - at;
@@ -754,7 +755,7 @@ impl FrameStore {
             .max(MIN_EARLY_WRAP.min(capacity / 4))
             .min(capacity);
         let room = tail.saturating_sub(lap_start);
-        let min_room = (4 * READ_SLACK as u64).min(capacity / 8).max(1);
+        let min_room = (4 * READ_SLACK as u64).min(capacity / 8).max(need).max(1);
         // Not right after a start code either: the NAL unit it opens would begin at the jump's
         // start and, if empty, span only the unused part (reported as an empty NAL unit).
         let quiet = self.scanned == self.head
@@ -977,6 +978,11 @@ impl FrameStore {
             return Err(NotStored::NoRoom);
         }
         let capacity = self.capacity as u64;
+        // As a byte stream does: a lightly used ring keeps to its first pages.
+        self.high_water = self
+            .high_water
+            .max(self.span_len(self.tail(), self.head) + total as u64);
+        self.wrap_early(total as u64);
         let start = self.head;
         let nal_first = self.nal_head;
         for nal in nals.filter(|nal| !nal.is_empty()) {

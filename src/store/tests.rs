@@ -1099,6 +1099,37 @@ fn an_early_wrap_right_after_a_start_code_reports_no_empty_nal_unit() {
 }
 
 #[test]
+fn camera_frames_copied_in_keep_to_the_first_pages_too() {
+    // An H.264 camera with its GOP retained (every frame copied in): 2000 frames of 10 KB in a
+    // GOP of 30, into an 8 MiB ring, sent as they come. The copies wrap early as a byte stream
+    // does, so the ring's later pages are never written (they would all become resident).
+    let mut store = FrameStore::new(config(8 << 20, 1 << 20, 256));
+    store.set_retention(true);
+    store.set_input_can_wait(false);
+    let cursor = store.add_cursor(unbounded(), 0).unwrap();
+    let mut furthest = 0;
+    for seq in 0..2_000u64 {
+        push(&mut store, seq, 30, 10_000, seq * 33).unwrap();
+        while let Some(token) = store.take(cursor, seq * 33) {
+            let frame = store.frame(&token);
+            assert_eq!(seq_of(&frame), Ok(seq));
+            for nal in frame.nals() {
+                for range in nal.ranges() {
+                    furthest = furthest.max(range.start + range.len);
+                }
+            }
+            store.advance(token);
+        }
+    }
+    assert!(store.jump.is_some(), "the copies wrapped early");
+    assert!(
+        furthest <= (1 << 20) + 64 * 1024,
+        "copies reached {furthest} bytes into the ring"
+    );
+    assert_eq!(store.stats().input_frames_dropped, 0);
+}
+
+#[test]
 fn a_lightly_used_ring_keeps_to_its_first_pages() {
     // An 8 MiB ring, a stream of 10 KB frames sent as they come: the ring holds a frame or two,
     // so writes wrap early and never reach far into it (its later pages never become resident).
