@@ -28,7 +28,8 @@
 //! - [`source`]: where access units come from, behind one interface: a file, FIFO, stdin, an
 //!   `exec:` child, a V4L2 camera or a raw camera through a V4L2 encoder; [`v4l2`]: the V4L2
 //!   ioctl layer and [`alsa`]: audio capture through the kernel's PCM interface (no libasound),
-//!   the only unsafe code; [`notify`]: systemd's notify protocol.
+//!   the only unsafe code, with `pod` (ioctl arguments as plain old data) that both share;
+//!   [`notify`]: systemd's notify protocol.
 //! - [`error`]: one error type whose [`error::Fault`] says whose fault a failure is, so the
 //!   supervisor can decide to retry, back off or exit.
 //!
@@ -53,6 +54,7 @@ pub mod media;
 pub mod net;
 pub mod notify;
 mod pipeline;
+mod pod;
 pub mod rtmp;
 pub mod source;
 pub mod store;

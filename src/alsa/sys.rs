@@ -144,26 +144,8 @@ pub const SNDRV_PCM_TSTAMP_TYPE_MONOTONIC: u32 = 1;
 // Structures
 // ---------------------------------------------------------------------------------------------
 
-/// Plain old data: every bit pattern, in particular all zeroes, is a valid value.
-///
-/// # Safety
-/// Implement only for `#[repr(C)]` types made of integers, arrays of them, raw pointers and
-/// `timespec`.
-pub unsafe trait Pod: Copy {}
-
-/// An all-zero value, the way C code `memset`s an ioctl argument before filling it in.
-pub fn zeroed<T: Pod>() -> T {
-    // SAFETY: `T: Pod` promises that all-zero bytes are a valid `T`.
-    unsafe { std::mem::zeroed() }
-}
-
-macro_rules! pod {
-    ($($t:ty),* $(,)?) => {
-        // SAFETY: each of these is a #[repr(C)] struct of integers, integer arrays, raw
-        // pointers and `timespec` (integers): no references, no niches, no invalid bit patterns.
-        $(unsafe impl Pod for $t {})*
-    };
-}
+pub use crate::pod::{zeroed, Pod};
+use crate::pod;
 
 /// `struct snd_pcm_info` (also the control device's `SNDRV_CTL_IOCTL_PCM_INFO` argument).
 #[repr(C)]

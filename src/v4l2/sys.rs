@@ -161,27 +161,8 @@ pub const V4L2_EVENT_SRC_CH_RESOLUTION: u32 = 1;
 // Structures
 // ---------------------------------------------------------------------------------------------
 
-/// Plain old data: every bit pattern, in particular all zeroes, is a valid value.
-///
-/// # Safety
-/// Implement only for `#[repr(C)]` types made of integers, arrays of them, raw pointers and
-/// unions of those.
-pub unsafe trait Pod: Copy {}
-
-/// An all-zero value, the way C code `memset`s an ioctl argument before filling it in.
-pub fn zeroed<T: Pod>() -> T {
-    // SAFETY: `T: Pod` promises that all-zero bytes are a valid `T`.
-    unsafe { std::mem::zeroed() }
-}
-
-macro_rules! pod {
-    ($($t:ty),* $(,)?) => {
-        // SAFETY: each of these is a #[repr(C)] struct or union of integers, integer arrays,
-        // raw pointers, `timeval`/`timespec` (integers) and unions of those: no references,
-        // no niches, no invalid bit patterns.
-        $(unsafe impl Pod for $t {})*
-    };
-}
+pub use crate::pod::{zeroed, Pod};
+use crate::pod;
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
