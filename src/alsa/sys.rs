@@ -144,8 +144,8 @@ pub const SNDRV_PCM_TSTAMP_TYPE_MONOTONIC: u32 = 1;
 // Structures
 // ---------------------------------------------------------------------------------------------
 
-pub use crate::pod::{zeroed, Pod};
 use crate::pod;
+pub use crate::pod::{zeroed, Pod};
 
 /// `struct snd_pcm_info` (also the control device's `SNDRV_CTL_IOCTL_PCM_INFO` argument).
 #[repr(C)]

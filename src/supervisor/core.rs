@@ -740,9 +740,11 @@ impl Core {
             || new.queue_size != old.queue_size
             || new.queue_time_ms != old.queue_time_ms
             || new.max_frame_size != old.max_frame_size
+            || new.audio != old.audio
         {
             warn!(
-                "SIGHUP: fps, start-timestamp, queue and frame-size changes apply after a restart"
+                "SIGHUP: fps, start-timestamp, queue, frame-size and audio changes apply after a \
+                 restart"
             );
         }
         let backoff_changed = new.backoff_max_ms != old.backoff_max_ms
@@ -767,6 +769,8 @@ impl Core {
         new.queue_size = self.config.queue_size;
         new.queue_time_ms = self.config.queue_time_ms;
         new.max_frame_size = self.config.max_frame_size;
+        // The audio track is announced in onMetaData and sized into the frame store.
+        new.audio = self.config.audio;
         self.config = new;
         if backoff_changed {
             self.backoff = connection_backoff(&self.config);

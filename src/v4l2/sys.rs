@@ -161,8 +161,8 @@ pub const V4L2_EVENT_SRC_CH_RESOLUTION: u32 = 1;
 // Structures
 // ---------------------------------------------------------------------------------------------
 
-pub use crate::pod::{zeroed, Pod};
 use crate::pod;
+pub use crate::pod::{zeroed, Pod};
 
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]

@@ -721,11 +721,22 @@ fn reload_of_timeouts_applies_at_once_and_fixed_options_stay() {
     let mut new = config("rtmp://h/live/k");
     new.stall_timeout_ms = 3_000;
     new.queue_size = 1;
+    new.audio = Some(crate::config::AudioOptions {
+        source: crate::config::AudioSource::Silence,
+        rate: 48_000,
+        channels: 1,
+        bitrate: 64_000,
+    });
     sim.core.handle_reload(Ok(new), sim.now);
     sim.collect();
     assert!(sim.actions_since(sim.now).is_empty());
     assert_eq!(sim.core.config().stall_timeout_ms, 3_000);
     assert_eq!(sim.core.config().queue_size, 8 * 1024 * 1024);
+    assert_eq!(
+        sim.core.config().audio,
+        None,
+        "an audio track comes with a restart"
+    );
     let busy = sim.now;
     sim.link(LinkEvent::Wrote { idle: false });
     sim.advance_to(busy + 3_000);
