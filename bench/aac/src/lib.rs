@@ -6,7 +6,7 @@ use std::fs;
 pub type Res<T> = Result<T, String>;
 
 /// Encodes interleaved PCM to an ADTS stream with the named candidate (`fdk`, `fdk-ab`,
-/// `rusty`), if its cargo feature is on.
+/// `rusty`, `syom`, `oxideav`), if its cargo feature is on.
 pub fn encode(codec: &str, pcm: &Pcm, bitrate: u32) -> Res<Vec<u8>> {
     let _ = (pcm, bitrate);
     match codec {
@@ -16,6 +16,10 @@ pub fn encode(codec: &str, pcm: &Pcm, bitrate: u32) -> Res<Vec<u8>> {
         "fdk-ab" => fdk::encode(pcm, bitrate, true),
         #[cfg(feature = "rusty")]
         "rusty" => rusty::encode(pcm, bitrate),
+        #[cfg(feature = "syom")]
+        "syom" => syom_enc::encode(pcm, bitrate),
+        #[cfg(feature = "oxideav")]
+        "oxideav" => oxideav::encode(pcm, bitrate),
         _ => Err(format!("codec {codec:?} is not built in (see the cargo features)")),
     }
 }
@@ -230,3 +234,54 @@ mod rusty {
     }
 }
 
+
+#[cfg(feature = "syom")]
+mod syom_enc {
+    //! syom's push encoder: planar f32 in any chunking, one ADTS frame out per 1024 samples
+    //! through a callback; finish() codes the padded tail and drains the overlap.
+    use super::{Pcm, Res};
+    use syom::{EncodeOptions, Encoder};
+
+    pub fn encode(pcm: &Pcm, bitrate: u32) -> Res<Vec<u8>> {
+        if pcm.channels != 1 {
+            return Err("syom: the benchmark feeds mono only".into());
+        }
+        let opts = EncodeOptions::adts().with_bitrate_bps(bitrate);
+        let mut enc = Encoder::new(pcm.rate, 1, &opts).map_err(|e| format!("syom: {e}"))?;
+        let mut out = Vec::with_capacity(pcm.samples.len() / 4);
+        // The samples a capture period gives at a time, not whole frames.
+        for chunk in pcm.samples.chunks(960) {
+            enc.feed(&[chunk], |f| {
+                out.extend_from_slice(f.au);
+                Ok(())
+            })
+            .map_err(|e| format!("syom: {e}"))?;
+        }
+        enc.finish(|f| {
+            out.extend_from_slice(f.au);
+            Ok(())
+        })
+        .map_err(|e| format!("syom: {e}"))?;
+        Ok(out)
+    }
+}
+
+#[cfg(feature = "oxideav")]
+mod oxideav {
+    //! oxideav-aac's StreamEncoder: one 1024-sample frame of interleaved S16 in, one ADTS
+    //! frame out; finish() codes a frame of silence to drain the overlap.
+    use super::{to_i16, Pcm, Res};
+    use oxideav_aac::encoder::{EncoderConfig, StreamEncoder};
+
+    pub fn encode(pcm: &Pcm, bitrate: u32) -> Res<Vec<u8>> {
+        let cfg = EncoderConfig { sample_rate: pcm.rate, channels: pcm.channels as u8, bitrate };
+        let mut enc = StreamEncoder::new(cfg).map_err(|e| format!("oxideav: {e:?}"))?;
+        let input: Vec<i16> = pcm.samples.iter().map(|&x| to_i16(x)).collect();
+        let mut out = Vec::with_capacity(input.len() / 4);
+        for frame in input.chunks(1024 * pcm.channels as usize) {
+            out.extend(enc.encode_frame(frame).map_err(|e| format!("oxideav: {e:?}"))?);
+        }
+        out.extend(enc.finish().map_err(|e| format!("oxideav: {e:?}"))?);
+        Ok(out)
+    }
+}

@@ -2,8 +2,11 @@
 //!
 //!   aac-bench tone OUT.wav SECONDS HZ AMPLITUDE     a sine, 48 kHz mono S16_LE WAV
 //!   aac-bench encode CODEC BITRATE IN.wav OUT.aac   WAV (S16_LE, mono or stereo) to ADTS
-//!   aac-bench compare REF.wav DECODED.wav [HZ]      align for the encoder delay, then SNR
-//!                                                   (and THD+N when HZ, the tone, is given)
+//!   aac-bench compare REF.wav DECODED.wav [HZ [DELAY]]
+//!                                                   align for the encoder delay (found by
+//!                                                   cross-correlation unless DELAY is given),
+//!                                                   then SNR, and THD+N when HZ (the tone) is
+//!                                                   given
 //!
 //! CODEC is `fdk` (Fraunhofer FDK AAC through fdk-aac-sys, the library's defaults), `fdk-ab`
 //! (the same with its afterburner on) or `rusty` (rusty_aac's encoder); each needs its cargo
@@ -22,11 +25,11 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("tone") if args.len() == 5 => tone(&args[1..]),
         Some("encode") if args.len() == 5 => encode(&args[1], &args[2], &args[3], &args[4]),
-        Some("compare") if args.len() == 3 || args.len() == 4 => {
-            compare(&args[1], &args[2], args.get(3))
+        Some("compare") if (3..=5).contains(&args.len()) => {
+            compare(&args[1], &args[2], args.get(3), args.get(4))
         }
         _ => Err("usage: aac-bench tone OUT SECONDS HZ AMP | encode CODEC BITRATE IN OUT | \
-                  compare REF DECODED [HZ]"
+                  compare REF DECODED [HZ [DELAY]]"
             .into()),
     };
     match result {
@@ -117,14 +120,24 @@ fn find_delay(r: &[f32], d: &[f32], max_lag: usize) -> usize {
     best.1
 }
 
-fn compare(reference: &str, decoded: &str, tone_hz: Option<&String>) -> Res<()> {
+fn compare(
+    reference: &str,
+    decoded: &str,
+    tone_hz: Option<&String>,
+    delay: Option<&String>,
+) -> Res<()> {
     let r = read_wav(reference)?;
     let d = read_wav(decoded)?;
     if r.channels != 1 || d.channels != 1 || r.rate != d.rate {
         return Err("compare wants two mono files at the same rate".into());
     }
     let (r, d) = (r.samples, d.samples);
-    let delay = find_delay(&r, &d, 8192);
+    // A tone correlates equally well at every whole period: scripts/bench-aac passes the delay
+    // found on the speech (an encoder's delay does not depend on the signal).
+    let delay = match delay {
+        Some(s) => num(s, "delay")?,
+        None => find_delay(&r, &d, 8192),
+    };
     // Leave out the first and last 4096 samples of the reference (start-up and the flush).
     let (lo, hi) = (4096, r.len().saturating_sub(4096).min(d.len().saturating_sub(delay)));
     if hi <= lo {
