@@ -20,7 +20,9 @@ pub fn encode(codec: &str, pcm: &Pcm, bitrate: u32) -> Res<Vec<u8>> {
         "syom" => syom_enc::encode(pcm, bitrate),
         #[cfg(feature = "oxideav")]
         "oxideav" => oxideav::encode(pcm, bitrate),
-        _ => Err(format!("codec {codec:?} is not built in (see the cargo features)")),
+        _ => Err(format!(
+            "codec {codec:?} is not built in (see the cargo features)"
+        )),
     }
 }
 
@@ -73,9 +75,17 @@ pub fn read_wav(path: &str) -> Res<Pcm> {
             .chunks_exact(4)
             .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
             .collect(),
-        _ => return Err(format!("{path}: format {tag}/{bits} bits: want S16_LE or float32")),
+        _ => {
+            return Err(format!(
+                "{path}: format {tag}/{bits} bits: want S16_LE or float32"
+            ))
+        }
     };
-    Ok(Pcm { rate, channels, samples })
+    Ok(Pcm {
+        rate,
+        channels,
+        samples,
+    })
 }
 
 pub fn write_wav_s16(path: &str, rate: u32, samples: &[i16]) -> Res<()> {
@@ -106,14 +116,15 @@ pub fn to_i16(x: f32) -> i16 {
 /// The 7-byte ADTS header (no CRC) for one AAC-LC raw data block of `payload` bytes.
 #[cfg(feature = "rusty")]
 pub fn adts_header(rate: u32, channels: u16, payload: usize) -> [u8; 7] {
-    const RATES: [u32; 13] =
-        [96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350];
+    const RATES: [u32; 13] = [
+        96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
+    ];
     let sfi = RATES.iter().position(|&r| r == rate).unwrap_or(3) as u8;
     let len = payload + 7;
     let ch = channels as u8;
     [
         0xff,
-        0xf1, // MPEG-4, layer 0, no CRC
+        0xf1,                              // MPEG-4, layer 0, no CRC
         (1 << 6) | (sfi << 2) | (ch >> 2), // profile LC (object type 2 - 1)
         ((ch & 3) << 6) | ((len >> 11) as u8 & 3),
         (len >> 3) as u8,
@@ -166,7 +177,11 @@ mod fdk {
         let mut at = 0;
         loop {
             let flush = at >= input.len();
-            let n = if flush { 0 } else { frame.min(input.len() - at) };
+            let n = if flush {
+                0
+            } else {
+                frame.min(input.len() - at)
+            };
             let mut in_ptr = input[at..].as_ptr() as *mut c_void;
             let mut in_id: c_int = sys::AACENC_BufferIdentifier_IN_AUDIO_DATA as c_int;
             let mut in_size: c_int = (n * 2) as c_int;
@@ -222,8 +237,12 @@ mod rusty {
     use rusty_aac::{AacEncoder, AacEncoderConfig};
 
     pub fn encode(pcm: &Pcm, bitrate: u32) -> Res<Vec<u8>> {
-        let mut enc = AacEncoder::new(AacEncoderConfig { bitrate_bps: bitrate, ..Default::default() });
-        enc.push_pcm(&pcm.samples, pcm.channels, pcm.rate).map_err(|e| format!("rusty: {e:?}"))?;
+        let mut enc = AacEncoder::new(AacEncoderConfig {
+            bitrate_bps: bitrate,
+            ..Default::default()
+        });
+        enc.push_pcm(&pcm.samples, pcm.channels, pcm.rate)
+            .map_err(|e| format!("rusty: {e:?}"))?;
         enc.finish();
         let mut out = Vec::with_capacity(pcm.samples.len() / 4);
         while let Ok(p) = enc.next_packet() {
@@ -233,7 +252,6 @@ mod rusty {
         Ok(out)
     }
 }
-
 
 #[cfg(feature = "syom")]
 mod syom_enc {
@@ -274,12 +292,19 @@ mod oxideav {
     use oxideav_aac::encoder::{EncoderConfig, StreamEncoder};
 
     pub fn encode(pcm: &Pcm, bitrate: u32) -> Res<Vec<u8>> {
-        let cfg = EncoderConfig { sample_rate: pcm.rate, channels: pcm.channels as u8, bitrate };
+        let cfg = EncoderConfig {
+            sample_rate: pcm.rate,
+            channels: pcm.channels as u8,
+            bitrate,
+        };
         let mut enc = StreamEncoder::new(cfg).map_err(|e| format!("oxideav: {e:?}"))?;
         let input: Vec<i16> = pcm.samples.iter().map(|&x| to_i16(x)).collect();
         let mut out = Vec::with_capacity(input.len() / 4);
         for frame in input.chunks(1024 * pcm.channels as usize) {
-            out.extend(enc.encode_frame(frame).map_err(|e| format!("oxideav: {e:?}"))?);
+            out.extend(
+                enc.encode_frame(frame)
+                    .map_err(|e| format!("oxideav: {e:?}"))?,
+            );
         }
         out.extend(enc.finish().map_err(|e| format!("oxideav: {e:?}"))?);
         Ok(out)

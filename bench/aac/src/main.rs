@@ -28,9 +28,11 @@ fn main() -> ExitCode {
         Some("compare") if (3..=5).contains(&args.len()) => {
             compare(&args[1], &args[2], args.get(3), args.get(4))
         }
-        _ => Err("usage: aac-bench tone OUT SECONDS HZ AMP | encode CODEC BITRATE IN OUT | \
+        _ => Err(
+            "usage: aac-bench tone OUT SECONDS HZ AMP | encode CODEC BITRATE IN OUT | \
                   compare REF DECODED [HZ [DELAY]]"
-            .into()),
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,7 +141,12 @@ fn compare(
         None => find_delay(&r, &d, 8192),
     };
     // Leave out the first and last 4096 samples of the reference (start-up and the flush).
-    let (lo, hi) = (4096, r.len().saturating_sub(4096).min(d.len().saturating_sub(delay)));
+    let (lo, hi) = (
+        4096,
+        r.len()
+            .saturating_sub(4096)
+            .min(d.len().saturating_sub(delay)),
+    );
     if hi <= lo {
         return Err("decoded output too short".into());
     }
@@ -197,7 +204,9 @@ fn compare(
 /// Solves a 3x3 linear system by Gaussian elimination with partial pivoting.
 fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> [f64; 3] {
     for col in 0..3 {
-        let p = (col..3).max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs())).unwrap();
+        let p = (col..3)
+            .max_by(|&i, &j| a[i][col].abs().total_cmp(&a[j][col].abs()))
+            .unwrap();
         a.swap(col, p);
         b.swap(col, p);
         for row in col + 1..3 {

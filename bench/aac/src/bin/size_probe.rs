@@ -10,7 +10,11 @@ fn main() {
     let samples = (0..48_000)
         .map(|i| 0.5 * (2.0 * std::f32::consts::PI * 440.0 * i as f32 / 48_000.0).sin())
         .collect();
-    let pcm = aac_bench::Pcm { rate: 48_000, channels: 1, samples };
+    let pcm = aac_bench::Pcm {
+        rate: 48_000,
+        channels: 1,
+        samples,
+    };
     let code = match aac_bench::encode(&codec, &pcm, 64_000) {
         Ok(adts) => {
             let _ = writeln!(std::io::stdout(), "{} bytes of ADTS", adts.len());
