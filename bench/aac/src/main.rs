@@ -211,8 +211,9 @@ fn solve3(mut a: [[f64; 3]; 3], mut b: [f64; 3]) -> [f64; 3] {
         b.swap(col, p);
         for row in col + 1..3 {
             let f = a[row][col] / a[col][col];
-            for k in col..3 {
-                a[row][k] -= f * a[col][k];
+            let pivot = a[col];
+            for (x, p) in a[row].iter_mut().zip(pivot).skip(col) {
+                *x -= f * p;
             }
             b[row] -= f * b[col];
         }
