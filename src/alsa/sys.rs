@@ -394,8 +394,10 @@ plain_ioctl!(pub ctl_pcm_prefer_subdevice, SNDRV_CTL_IOCTL_PCM_PREFER_SUBDEVICE,
 
 /// READI_FRAMES: reads up to `buf.len() / frame_bytes` interleaved frames into `buf` and returns
 /// how many were read. Fails with EINVAL when `frame_bytes` is 0; a short read and EAGAIN are
-/// the kernel's answers on a non-blocking PCM with fewer frames available.
-pub fn readi_frames(
+/// the kernel's answers on a non-blocking PCM with fewer frames available. Private to the layer:
+/// its soundness rests on `frame_bytes` being the configured frame size, which only
+/// [`PcmDevice::read`](super::pcm::PcmDevice::read) knows.
+pub(super) fn readi_frames(
     fd: BorrowedFd<'_>,
     buf: &mut [u8],
     frame_bytes: usize,

@@ -166,3 +166,87 @@ fn the_audio_arena_is_bounded_and_frames_never_wrap() {
     assert!(store.depth().bytes <= 1000, "{:?}", store.depth());
     assert_eq!(store.capacities(), capacities);
 }
+
+#[test]
+fn a_retained_gop_gives_way_to_audio_for_a_connection_that_is_caught_up() {
+    // A GOP longer than the record ring, two audio frames per video frame, the connection
+    // sending everything at once: the GOP kept for new connections gives up the slots.
+    let mut store = FrameStore::new(StoreConfig {
+        max_frames: 17,
+        ..config(4096)
+    });
+    store.set_retention(true);
+    let cursor = store.add_cursor(Bounds::default(), 0).unwrap();
+    let mut lost = Vec::new();
+    for n in 0..40u8 {
+        let at = u64::from(n) * 40;
+        video(&mut store, n, n == 0, at);
+        for k in 0..2u64 {
+            if audio(&mut store, n, at + 1 + 20 * k, 40).is_err() {
+                lost.push(n);
+            }
+        }
+        let _ = send_all(&mut store, cursor, at + 1);
+    }
+    assert_eq!(lost, Vec::<u8>::new());
+    assert!(store.stats().retention_drops > 0);
+}
+
+#[test]
+fn a_retained_gop_gives_way_when_its_audio_fills_the_arena() {
+    let mut store = FrameStore::new(config(1000));
+    store.set_retention(true);
+    let cursor = store.add_cursor(Bounds::default(), 0).unwrap();
+    let mut lost = Vec::new();
+    for n in 0..20u8 {
+        let at = u64::from(n) * 40;
+        video(&mut store, n, n == 0, at);
+        if audio(&mut store, n, at + 1, 200).is_err() {
+            lost.push(n);
+        }
+        let _ = send_all(&mut store, cursor, at + 1);
+    }
+    assert_eq!(lost, Vec::<u8>::new());
+}
+
+#[test]
+fn a_connection_that_lags_still_loses_audio_rather_than_block_the_input() {
+    // The arena is full of frames the connection has not sent: those are not the retained
+    // GOP's alone, so the new frame is lost (and counted), nothing else.
+    let mut store = FrameStore::new(config(1000));
+    store.set_retention(true);
+    let cursor = store.add_cursor(Bounds::default(), 0).unwrap();
+    video(&mut store, 0, true, 0);
+    for n in 0..4 {
+        audio(&mut store, n, u64::from(n) + 1, 240).unwrap();
+    }
+    assert_eq!(audio(&mut store, 4, 5, 240), Err(NotStored::NoRoom));
+    assert_eq!(
+        send_all(&mut store, cursor, 5),
+        ["V0", "A0", "A1", "A2", "A3"]
+    );
+}
+
+#[test]
+fn admitting_says_the_sequence_number_audio_before_it_gave_the_frame() {
+    let mut store = FrameStore::new(config(4096));
+    let cursor = store.add_cursor(Bounds::default(), 0).unwrap();
+    let stream = [
+        &[0, 0, 0, 1, 0x65, 0x80, 7][..],
+        &[0, 0, 0, 1, 0x65, 0x80, 8],
+        &[0, 0, 0, 1, 0x41, 0x80, 9],
+    ]
+    .concat();
+    let buf = store.write_buf(0);
+    buf[..stream.len()].copy_from_slice(&stream);
+    store.commit(stream.len(), 0);
+    assert_eq!(store.admit_composed(0, 0, true), Some(0));
+    let read_as = store.next_unadmitted().unwrap().seq();
+    audio(&mut store, 1, 10, 50).unwrap();
+    // The flow skips to this number when parameter sets change: the video frame's, not the
+    // audio frame's that took its old one.
+    let admitted = store.admit_composed(40, 0, true).unwrap();
+    assert_eq!(admitted, read_as + 1);
+    store.skip_to(cursor, admitted);
+    assert_eq!(send_all(&mut store, cursor, 40), ["V8"]);
+}

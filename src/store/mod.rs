@@ -855,12 +855,16 @@ impl FrameStore {
 
     /// [`admit`](Self::admit), for a frame whose presentation time is `composition_ms` after its
     /// decode time (B-frames).
-    pub fn admit_composed(&mut self, timestamp_ms: u64, composition_ms: i32, keyframe: bool) {
-        let Some(record) = self.record_mut(self.admitted) else {
-            return;
-        };
+    /// Returns the admitted frame's sequence number (audio stored before it renumbered it).
+    pub fn admit_composed(
+        &mut self,
+        timestamp_ms: u64,
+        composition_ms: i32,
+        keyframe: bool,
+    ) -> Option<u64> {
+        let record = self.record_mut(self.admitted)?;
         if record.state != State::Unadmitted {
-            return;
+            return None;
         }
         record.state = State::Admitted;
         record.timestamp_ms = timestamp_ms;
@@ -871,6 +875,7 @@ impl FrameStore {
             self.retain_from = Some(seq);
         }
         self.admitted += 1;
+        Some(seq)
     }
 
     /// Discards [`next_unadmitted`](Self::next_unadmitted): not a frame to send. Its bytes go
@@ -1061,17 +1066,35 @@ impl FrameStore {
         if !retain && !wanted {
             return Err(NotStored::NotNeeded);
         }
-        // A frame never wraps around the arena's end: it starts the next lap instead.
-        let mut start = self.audio_head;
-        let at = start % arena;
-        if at + len > arena {
-            start += arena - at;
-        }
-        let fits = start + len - self.audio_tail() <= arena;
-        if !fits || self.records.len() >= self.max_frames {
-            self.stats.audio_frames_dropped += 1;
-            return Err(NotStored::NoRoom);
-        }
+        let start = loop {
+            // A frame never wraps around the arena's end: it starts the next lap instead.
+            let mut start = self.audio_head;
+            let at = start % arena;
+            if at + len > arena {
+                start += arena - at;
+            }
+            let fits = start + len - self.audio_tail() <= arena;
+            if fits && self.records.len() < self.max_frames {
+                break start;
+            }
+            // What holds the room (the oldest audio frame for bytes, the oldest record for a
+            // slot) may be held by the retained GOP alone: it gives way, as it does for video.
+            let holder = if fits {
+                self.records.front()
+            } else {
+                self.records.iter().find(|r| r.track == Track::Audio)
+            };
+            let retained_only = holder.is_some_and(|r| {
+                r.state != State::Unadmitted && !self.needed(r.seq) && self.retained(r.seq)
+            });
+            if !retained_only {
+                self.stats.audio_frames_dropped += 1;
+                return Err(NotStored::NoRoom);
+            }
+            self.retain_from = None;
+            self.stats.retention_drops += 1;
+            self.reclaim();
+        };
         let at = (start % arena) as usize + self.capacity;
         self.ring[at..at + payload.len()].copy_from_slice(payload);
         self.audio_head = start + len;
@@ -1657,10 +1680,6 @@ impl FrameStore {
         let newest_video = self.records.iter().rev().find(|r| {
             r.seq < self.admitted && r.track == Track::Video && r.state != State::Unadmitted
         });
-        let video = match (first_video, newest_video) {
-            (Some(first), Some(newest)) => newest.end.saturating_sub(first.start),
-            _ => 0,
-        };
         let audio: u64 = if self.audio_capacity == 0 {
             0
         } else {
@@ -1668,6 +1687,11 @@ impl FrameStore {
                 .filter(|r| r.track == Track::Audio)
                 .map(|r| r.end - r.start)
                 .sum()
+        };
+        let video = match (first_video, newest_video) {
+            // Without what an early wrap left unused.
+            (Some(first), Some(newest)) => self.span_len(first.start, newest.end),
+            _ => 0,
         };
         video + audio > max
     }

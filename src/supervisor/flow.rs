@@ -508,7 +508,6 @@ impl Flow {
                 break;
             };
             budget -= 1;
-            let seq = frame.seq();
             // A live stream is stamped by when its frames arrived, a file by its pacing.
             let at = if live { frame.arrival_ms() } else { now };
             let muxed = self
@@ -520,13 +519,15 @@ impl Flow {
                 continue;
             };
             self.store_audio_until(muxed.timestamp_ms, now);
-            self.store
-                .admit_composed(muxed.timestamp_ms, muxed.composition_ms, muxed.keyframe);
+            // Its sequence number once the audio before it is stored.
+            let seq =
+                self.store
+                    .admit_composed(muxed.timestamp_ms, muxed.composition_ms, muxed.keyframe);
             if muxed.keyframe {
                 // The first one lets the core connect; it ignores the rest.
                 core.handle_source(SourceEvent::Ready, now);
             }
-            if muxed.parameters_changed {
+            if let Some(seq) = seq.filter(|_| muxed.parameters_changed) {
                 // The frames before it belong to the old sequence header.
                 self.store.skip_to(self.cursor, seq);
             }
