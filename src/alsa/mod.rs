@@ -95,9 +95,15 @@ mod tests {
             .message()
             .starts_with("hw:Loopback,1 (/dev/snd/pcmC0D1c) disappeared"));
         let suspended = ioctl_error("hw:1,0", "reading audio", Errno::ESTRPIPE);
+        // The C library's text for the errno differs (glibc: "Streams pipe error", musl: "No
+        // error information"): ours and the number are what is pinned.
         assert_eq!(
-            suspended.to_string(),
-            "input error: hw:1,0 was suspended while reading audio: Streams pipe error (os error 86)"
+            suspended.message(),
+            "hw:1,0 was suspended while reading audio"
+        );
+        assert!(
+            suspended.to_string().ends_with("(os error 86)"),
+            "{suspended}"
         );
         let other = ioctl_error("hw:1,0", "starting the capture", Errno::EINVAL);
         assert_eq!(other.message(), "hw:1,0: starting the capture failed");
