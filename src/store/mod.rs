@@ -1084,16 +1084,10 @@ impl FrameStore {
             } else {
                 self.records.iter().find(|r| r.track == Track::Audio)
             };
-            let retained_only = holder.is_some_and(|r| {
-                r.state != State::Unadmitted && !self.needed(r.seq) && self.retained(r.seq)
-            });
-            if !retained_only {
+            if !self.give_way_if_only_retained(holder.map(|r| r.seq)) {
                 self.stats.audio_frames_dropped += 1;
                 return Err(NotStored::NoRoom);
             }
-            self.retain_from = None;
-            self.stats.retention_drops += 1;
-            self.reclaim();
         };
         let at = (start % arena) as usize + self.capacity;
         self.ring[at..at + payload.len()].copy_from_slice(payload);
@@ -1749,14 +1743,27 @@ impl FrameStore {
         if self.free_slots() >= 2 || self.retain_from.is_none() {
             return;
         }
-        let Some(front) = self.records.front() else {
-            return;
-        };
-        if front.state != State::Unadmitted && !self.needed(front.seq) && self.retained(front.seq) {
-            self.retain_from = None;
-            self.stats.retention_drops += 1;
+        self.give_way_if_only_retained(self.records.front().map(|r| r.seq));
+    }
+
+    /// The record `holder` holds room that is wanted: if the retained GOP alone keeps it (no
+    /// cursor needs it, it is admitted), the GOP gives way and what nobody needs is reclaimed.
+    /// Returns whether it did.
+    fn give_way_if_only_retained(&mut self, holder: Option<u64>) -> bool {
+        let only_retained = holder.and_then(|seq| self.record(seq)).is_some_and(|r| {
+            r.state != State::Unadmitted && !self.needed(r.seq) && self.retained(r.seq)
+        });
+        if only_retained {
+            self.drop_retention();
             self.reclaim();
         }
+        only_retained
+    }
+
+    /// The retained GOP is given up (for room): new cursors wait for the next keyframe.
+    fn drop_retention(&mut self) {
+        self.retain_from = None;
+        self.stats.retention_drops += 1;
     }
 
     /// Makes `bytes` free bytes and `slots` free record and NAL slots, by the drop policy.
@@ -1819,8 +1826,7 @@ impl FrameStore {
             }
             if holders == CursorSet::EMPTY {
                 // Only the retained GOP holds it: it gives way.
-                self.retain_from = None;
-                self.stats.retention_drops += 1;
+                self.drop_retention();
                 continue;
             }
             if self.backpressure {
