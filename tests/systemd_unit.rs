@@ -194,10 +194,12 @@ fn unit_keeps_the_settings_the_service_relies_on() {
         (&service, ("TimeoutStopSec", "5s")),
         (&service, ("User", "v4l2rtmp")),
         (&service, ("Group", "v4l2rtmp")),
-        (&service, ("SupplementaryGroups", "video")),
-        // Cameras are devices: a closed device policy that lets V4L2 devices through.
+        (&service, ("SupplementaryGroups", "video audio")),
+        // Cameras and microphones are devices: a closed device policy that lets V4L2 and ALSA
+        // devices through.
         (&service, ("DevicePolicy", "closed")),
         (&service, ("DeviceAllow", "char-video4linux rw")),
+        (&service, ("DeviceAllow", "char-alsa rw")),
     ] {
         assert!(
             section.contains(&wanted),

@@ -171,7 +171,7 @@ impl AudioCapture {
         let encoder = AacEncoder::new(negotiated.rate, self.channels, self.bitrate)?;
         let asc = encoder.audio_specific_config();
         log::info!(
-            "audio: capturing {} ({negotiated}), AAC-LC {} kbit/s",
+            "audio: capturing {}: {negotiated}; AAC-LC {} kbit/s",
             capture.label(),
             self.bitrate / 1000
         );
