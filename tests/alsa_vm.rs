@@ -21,7 +21,12 @@
 //! 5. unbinding snd_aloop's platform device mid-capture gives an input error naming the device;
 //!    opening it again fails clearly while it is gone; after bind it opens and the tone is back;
 //! 6. in steady state a read allocates nothing (`read_i16`, `read_f32` and `read_raw`, 60 reads
-//!    after 10 of warm-up, counted on this thread by the tests' counting allocator).
+//!    after 10 of warm-up, counted on this thread by the tests' counting allocator);
+//! 7. `--audio hw:`'s whole capture path (`source::audio::AudioCapture`: capture, the audio clock,
+//!    the FDK AAC encoder): frames of AAC-LC (the ASC for 48 kHz mono), stamped 1024 samples
+//!    apart (within 0.2 ms after the first seconds) and about when they were captured (the newest
+//!    stamp within 150 ms of now, allowing for the encoder's look-ahead, never in the future); 100
+//!    frames after 40 of warm-up allocate nothing.
 //!
 //! Anywhere else the test prints why it skips and passes: it needs `V4L2RTMP_VM_ALSA=1` and
 //! root (it unbinds and binds the driver through sysfs).
@@ -488,6 +493,63 @@ async fn unplug() {
     check_tone("after unbind and bind", &samples);
 }
 
+/// Phase 7: `--audio hw:`'s capture path, from the device to stamped AAC frames.
+fn aac_frames(runtime: &tokio::runtime::Runtime) {
+    use v4l2rtmp::config::{AudioOptions, AudioSource};
+    use v4l2rtmp::source::audio::{AudioCapture, AudioEvent};
+    let _context = runtime.enter();
+    let mut capture = AudioCapture::new(&AudioOptions {
+        source: AudioSource::Device(DEVICE.into()),
+        rate: None,
+        channels: 1,
+        bitrate: 64_000,
+    })
+    .expect("a device source");
+    let format = capture.open().expect("open");
+    assert_eq!(format.to_bytes(), [0x11, 0x88], "AAC-LC, 48 kHz, mono");
+    let next = |capture: &mut AudioCapture| loop {
+        match runtime.block_on(capture.next()).expect("capture") {
+            AudioEvent::Frame { at } => return at,
+            other => println!("audio event {other:?}"),
+        }
+    };
+    let frame_ns = 1024.0 * 1e9 / f64::from(RATE);
+    let mut last = next(&mut capture);
+    for i in 0..40 {
+        let at = next(&mut capture);
+        let step = at.as_nanos() as f64 - last.as_nanos() as f64;
+        if i >= 20 {
+            assert!(
+                (step - frame_ns).abs() < 200_000.0,
+                "frame {i}: stamped {step} ns after the one before"
+            );
+        }
+        last = at;
+    }
+    let age = monotonic_now()
+        .checked_sub(last)
+        .expect("a stamp in the future");
+    assert!(
+        age < Duration::from_millis(150),
+        "the newest frame is {age:?} old"
+    );
+    assert!(!capture.frame().is_empty());
+    let (bytes, counts) = count_this_thread(|| {
+        let mut bytes = 0;
+        for _ in 0..100 {
+            next(&mut capture);
+            bytes += capture.frame().len();
+        }
+        bytes
+    });
+    println!("100 AAC frames, {bytes} bytes: {counts:?}");
+    assert!(bytes > 100 * 20, "{bytes} bytes in 100 frames of a tone");
+    assert_eq!(
+        counts.allocations, 0,
+        "the capture path allocated: {counts:?}"
+    );
+}
+
 /// Phase 6: reads allocate nothing once running. Each read is its own `block_on` so that the
 /// count covers the reads and nothing of the test around them.
 fn no_allocation(runtime: &tokio::runtime::Runtime) {
@@ -527,7 +589,7 @@ fn loopback_capture() {
         .enable_all()
         .build()
         .unwrap();
-    let phases: [(&str, &dyn Fn()); 6] = [
+    let phases: [(&str, &dyn Fn()); 7] = [
         ("1 listing", &|| drop(listing(false))),
         ("2 tone and timestamps", &|| {
             runtime.block_on(tone_and_timestamps())
@@ -536,6 +598,7 @@ fn loopback_capture() {
         ("4 overrun", &|| runtime.block_on(overrun())),
         ("5 unplug", &|| runtime.block_on(unplug())),
         ("6 no allocation", &|| no_allocation(&runtime)),
+        ("7 AAC frames", &|| aac_frames(&runtime)),
     ];
     for (name, phase) in phases {
         let t0 = Instant::now();

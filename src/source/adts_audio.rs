@@ -195,10 +195,14 @@ impl AdtsAudio {
                     self.samples += u64::from(SAMPLES_PER_FRAME);
                     self.burst = self.complete_frame_at(frame.end);
                     if frame.new_config || self.format != Some(frame.config) {
+                        if self.paced && self.format.is_some() {
+                            // A file goes on where the frames given so far end.
+                            let before = self.samples - u64::from(SAMPLES_PER_FRAME);
+                            self.opened_ns += before * 1_000_000_000 / u64::from(self.clock.rate());
+                        }
                         self.format = Some(frame.config);
                         self.clock = AudioClock::new(frame.config.sample_rate(), 0);
                         self.samples = u64::from(SAMPLES_PER_FRAME);
-                        self.opened_ns = self.arrival_ns.max(self.opened_ns);
                         self.ready = Ready::Format(frame.config);
                     } else {
                         self.ready = self.stamp();

@@ -280,3 +280,24 @@ fn held_camera_frames_wait_for_the_audio_of_their_time() {
     video(&mut store, 4, false, 99);
     assert_eq!(send_all(&mut store, cursor, 100), ["V4"]);
 }
+
+#[test]
+fn inter_frames_held_behind_a_held_keyframe_reach_a_waiting_cursor() {
+    let mut store = FrameStore::new(config(4096));
+    let cursor = store.add_cursor(Bounds::default(), 0).unwrap();
+    // The cursor waits for a keyframe (a new connection): the keyframe and the frames after it
+    // come while the audio of their time has not, and are held.
+    let hold = |store: &mut FrameStore, nal: [u8; 3], at: u64| {
+        store.hold_copy_nals(at, nal[0] == 0x65, [&nal[..]].into_iter(), at)
+    };
+    hold(&mut store, [0x65, 0x80, 1], 0).unwrap();
+    hold(&mut store, [0x41, 0x80, 2], 33).unwrap();
+    hold(&mut store, [0x41, 0x80, 3], 66).unwrap();
+    // Audio before the keyframe is of no use to a cursor that waits for it.
+    assert_eq!(audio(&mut store, 10, 0, 40), Err(NotStored::NotNeeded));
+    store.admit_composed(0, 0, true).unwrap();
+    store.admit_composed(33, 0, false).unwrap();
+    audio(&mut store, 11, 42, 40).unwrap();
+    store.admit_composed(66, 0, false).unwrap();
+    assert_eq!(send_all(&mut store, cursor, 70), ["V1", "V2", "A11", "V3"]);
+}

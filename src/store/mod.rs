@@ -1010,7 +1010,9 @@ impl FrameStore {
                 && !sent.contains(id)
                 && (video_key || track == Track::Audio || !self.blocked(id))
         });
-        if !retain && !wanted {
+        // A held frame is kept whatever the cursors want now: a keyframe held before it may
+        // end a cursor's wait once admitted, and the frame is needed then.
+        if admit && !retain && !wanted {
             if track == Track::Video {
                 // Not stored: the retained chain (if any) is broken.
                 self.retain_from = None;

@@ -217,8 +217,8 @@ pub struct AudioGate {
     live: bool,
     /// The end of the last audio frame that came.
     covered_until: Option<u64>,
-    /// The time of the last video frame admitted.
-    last_video_at: Option<u64>,
+    /// The stream timestamp of the last video frame admitted.
+    last_video_ts: Option<u64>,
     /// Audio frames dropped as late.
     late: u64,
 }
@@ -226,10 +226,15 @@ pub struct AudioGate {
 /// What to do with a captured audio frame.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AudioVerdict {
-    Store,
+    /// Store it with this stream timestamp.
+    Store(u64),
     /// Older than video already admitted (the video gave up waiting for it): dropped.
     Late,
 }
+
+/// An audio frame at most this much older than the video before it (a burst of video stamped
+/// a millisecond apart, rounding) is moved up to it rather than dropped.
+pub const AUDIO_CLAMP_MS: u64 = 10;
 
 impl AudioGate {
     /// Whether the track delivers (see [`AudioSupervisor::video_waits`]).
@@ -253,20 +258,34 @@ impl AudioGate {
         self.covered_until = Some(self.covered_until.map_or(at, |until| until.max(at)));
     }
 
-    /// A video frame of time `at` was admitted.
-    pub fn video_admitted(&mut self, at: u64) {
-        self.last_video_at = Some(self.last_video_at.map_or(at, |last| last.max(at)));
+    /// A video frame stamped `timestamp_ms` (stream time) was admitted.
+    pub fn video_admitted(&mut self, timestamp_ms: u64) {
+        self.last_video_ts = Some(
+            self.last_video_ts
+                .map_or(timestamp_ms, |last| last.max(timestamp_ms)),
+        );
     }
 
-    /// An audio frame of time `at`, lasting `duration_ms`, came.
-    pub fn audio(&mut self, at: u64, duration_ms: u64) -> AudioVerdict {
+    /// An audio frame of time `at` (clock), lasting `duration_ms`, came; `timestamp_ms` is its
+    /// stream time (`None` before the first video frame: not stored). Its stream time never
+    /// goes before the last video frame's: a little older is moved up to it, more is late.
+    pub fn audio(
+        &mut self,
+        at: u64,
+        duration_ms: u64,
+        timestamp_ms: Option<u64>,
+    ) -> Option<AudioVerdict> {
         let end = at.saturating_add(duration_ms);
         self.covered_until = Some(self.covered_until.map_or(end, |until| until.max(end)));
-        if self.last_video_at.is_some_and(|video| at < video) {
-            self.late += 1;
-            return AudioVerdict::Late;
+        let timestamp = timestamp_ms?;
+        match self.last_video_ts {
+            Some(video) if timestamp.saturating_add(AUDIO_CLAMP_MS) < video => {
+                self.late += 1;
+                Some(AudioVerdict::Late)
+            }
+            Some(video) => Some(AudioVerdict::Store(timestamp.max(video))),
+            None => Some(AudioVerdict::Store(timestamp)),
         }
-        AudioVerdict::Store
     }
 
     /// Audio frames dropped as late so far.
@@ -353,20 +372,26 @@ mod tests {
         // No captured track delivering: nothing waits.
         assert_eq!(gate.video_due(100, 100, 100), None);
         gate.set_live(true);
-        // A camera frame captured at 100, come at 110; the audio so far ends at 90.
-        assert_eq!(gate.audio(69, 21), AudioVerdict::Store);
+        // A camera frame captured at 100, come at 110; the audio so far ends at 90. Stream
+        // times here are clock times less 50.
+        let store = |ts| Some(AudioVerdict::Store(ts));
+        assert_eq!(gate.audio(69, 21, Some(19)), store(19));
         assert_eq!(gate.video_due(100, 110, 110), Some(110 + AUDIO_WAIT_MAX_MS));
-        assert_eq!(gate.audio(90, 21), AudioVerdict::Store);
+        assert_eq!(gate.audio(90, 21, Some(40)), store(40));
         assert_eq!(gate.video_due(100, 110, 160), None, "covered to 111");
-        gate.video_admitted(100);
+        gate.video_admitted(50);
         // Audio stops coming: the next frame waits the bound, then goes.
         assert_eq!(gate.video_due(133, 140, 140), Some(540));
         assert_eq!(gate.video_due(133, 140, 540), None);
-        gate.video_admitted(133);
-        // The audio of before it comes after all: late, dropped; after it: stored.
-        assert_eq!(gate.audio(111, 21), AudioVerdict::Late);
-        assert_eq!(gate.audio(133, 21), AudioVerdict::Store);
+        gate.video_admitted(83);
+        // The audio of before it comes after all: late, dropped; a little before it (a burst
+        // stamped a millisecond apart): moved up to it; after it: stored.
+        assert_eq!(gate.audio(111, 21, Some(61)), Some(AudioVerdict::Late));
+        assert_eq!(gate.audio(128, 21, Some(78)), store(83));
+        assert_eq!(gate.audio(149, 21, Some(99)), store(99));
         assert_eq!(gate.late(), 1);
+        // Before the first video frame: coverage only.
+        assert_eq!(gate.audio(170, 21, None), None);
         // The track stops delivering (the supervisor says): nothing waits.
         gate.set_live(false);
         assert_eq!(gate.video_due(1_000, 1_000, 1_000), None);

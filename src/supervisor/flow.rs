@@ -368,9 +368,12 @@ impl Flow {
     }
 
     /// The input was opened again: a fresh byte stream, a new timeline for the pipeline.
-    pub fn source_reopened(&mut self, input: &Input, kind: SourceKind) {
+    pub fn source_reopened(&mut self, input: &Input, kind: SourceKind, now: u64) {
+        // What is held belongs to the old stream: admitted first, with its audio, in order.
+        while !self.held.is_empty() {
+            self.merge_step(now);
+        }
         self.store.new_stream();
-        self.held.clear();
         self.video_seen = None;
         self.pipeline.source_restarted();
         self.pipeline
@@ -610,7 +613,7 @@ impl Flow {
                 // The frames before it belong to the old sequence header.
                 self.store.skip_to(self.cursor, seq);
             }
-            self.audio_gate.video_admitted(at);
+            self.audio_gate.video_admitted(muxed.timestamp_ms);
             if !live && !self.pump_or_fail(conn.as_deref_mut(), core, now, on_frame) {
                 return pass;
             }
@@ -751,7 +754,7 @@ impl Flow {
                 now,
                 sent,
             );
-            self.audio_gate.video_admitted(at);
+            self.audio_gate.video_admitted(muxed.timestamp_ms);
             if stored == Err(NotStored::NoRoom) && self.store.room() != Room::Stalled {
                 // A camera's buffer goes back to the driver: the frame cannot wait.
                 self.store.frame_lost(sent);
@@ -771,8 +774,9 @@ impl Flow {
 
     /// Copies a camera frame into the store, held until the audio of its time has come.
     fn hold_device_frame(&mut self, at: u64, now: u64, frame: Frame, au: &AccessUnit<'_>) {
-        if self.held.len() == HELD_FRAMES {
-            self.admit_front_held();
+        while self.held.len() == HELD_FRAMES {
+            // Full: the oldest goes without waiting more, after the audio before it.
+            self.merge_step(now);
         }
         let held = self.store.hold_copy_nals(
             frame.timestamp_ms,
@@ -789,7 +793,21 @@ impl Flow {
             Err(NotStored::NoRoom) if self.store.room() != Room::Stalled => {
                 self.store.frame_lost(CursorSet::EMPTY)
             }
+            // Too large or stalled: the store counted the loss.
             Err(_) => {}
+        }
+    }
+
+    /// One step of the merge, waiting for nothing: the older of the first queued audio frame
+    /// and the first held camera frame goes into the store.
+    fn merge_step(&mut self, now: u64) {
+        let audio = self.audio_queue.front().map(|a| a.at);
+        let video = self.held.front().map(|v| v.at);
+        match (audio, video) {
+            (Some(audio), Some(video)) if audio <= video => self.store_queued_audio(now),
+            (_, Some(_)) => self.admit_front_held(),
+            (Some(_), None) => self.store_queued_audio(now),
+            (None, None) => {}
         }
     }
 
@@ -853,7 +871,7 @@ impl Flow {
                     // The frames before it belong to the old sequence header.
                     self.store.skip_to(self.cursor, seq);
                 }
-                self.audio_gate.video_admitted(held.at);
+                self.audio_gate.video_admitted(frame.timestamp_ms);
             }
             // The store let the stream go (a restart): nothing held is left in it.
             None => self.held.clear(),
@@ -875,14 +893,19 @@ impl Flow {
     /// frame, and when late (older than a video frame already admitted, after the video gave up
     /// waiting for it): counted.
     pub fn audio_frame(&mut self, at: u64, duration_ms: u64, bytes: &[u8], now: u64) {
-        if !self.camera || bytes.len() > QUEUED_AUDIO_SLOT || self.audio_slots.is_empty() {
+        if !self.camera || self.audio_slots.is_empty() {
             // A byte stream's frames are stamped when they are complete, never before the audio
             // that came first: nothing to wait for.
             self.store_audio(at, duration_ms, bytes, now);
             return;
         }
-        if self.audio_queue.len() == QUEUED_AUDIO_FRAMES {
-            self.store_queued_audio(now);
+        if bytes.len() > QUEUED_AUDIO_SLOT {
+            // Larger than AAC-LC allows for two channels: not a frame a decoder takes.
+            return;
+        }
+        while self.audio_queue.len() == QUEUED_AUDIO_FRAMES {
+            // Full: the oldest goes without waiting more, after the video before it.
+            self.merge_step(now);
         }
         let slot = self.audio_slot_next;
         self.audio_slot_next = (slot + 1) % QUEUED_AUDIO_FRAMES;
@@ -905,17 +928,16 @@ impl Flow {
     }
 
     fn store_audio(&mut self, at: u64, duration_ms: u64, bytes: &[u8], now: u64) {
-        if self.audio_gate.audio(at, duration_ms) == AudioVerdict::Late {
-            if self.audio_gate.late() == 1 {
-                warn!(
-                    "an audio frame came after the video of its time had been sent: dropped \
-                     (counted as audio_late in the progress line)"
-                );
+        let timestamp_ms = self.pipeline.stream_time_of(at);
+        match self.audio_gate.audio(at, duration_ms, timestamp_ms) {
+            Some(AudioVerdict::Store(timestamp_ms)) => {
+                let _ = self.store.push_audio(timestamp_ms, bytes, now);
             }
-            return;
-        }
-        if let Some(timestamp_ms) = self.pipeline.stream_time_of(at) {
-            let _ = self.store.push_audio(timestamp_ms, bytes, now);
+            Some(AudioVerdict::Late) if self.audio_gate.late() == 1 => warn!(
+                "an audio frame came after the video of its time had been sent: dropped \
+                 (counted as audio_late in the progress line)"
+            ),
+            Some(AudioVerdict::Late) | None => {}
         }
     }
 

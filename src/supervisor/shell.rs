@@ -135,7 +135,7 @@ pub async fn run(
                     match input.open_again(core.config(), anew).await {
                         Ok(()) => {
                             let kind = input.kind();
-                            flow.source_reopened(&input, kind);
+                            flow.source_reopened(&input, kind, now);
                             info!("started {}", input.name());
                             let name = input.name().to_string();
                             core.handle_source(SourceEvent::Opened { kind, name }, now);
