@@ -18,6 +18,7 @@ use crate::config::{Config, FrameRate};
 use crate::error::{Error, Fault, Result};
 use crate::media::aac::{silent_frame, AudioSpecificConfig, SAMPLES_PER_FRAME};
 use crate::media::annexb::AccessUnit;
+use crate::media::audio_clock::AudioClock;
 use crate::media::flv::{
     aac_sequence_header, write_metadata, AudioInfo, AvcMuxer, FrameDuration, MuxError, Muxed,
     NalPieces, SkipReason, VideoInfo, AAC_SEQUENCE_HEADER_LEN,
@@ -51,6 +52,10 @@ struct Delivered {
     /// The AAC sequence header was sent.
     audio_header: bool,
 }
+
+/// An arrival-stamped frame counts as this many samples for the [`AudioClock`] that smooths
+/// its stamps (its rates are whole samples per second: 29.97 fps is 29970).
+const ARRIVAL_SAMPLES_PER_FRAME: u64 = 1000;
 
 /// Gaps in the video's timeline longer than this (a stalled camera, a source restart) are not
 /// filled with silence frame by frame: the silent track jumps with the video.
@@ -107,6 +112,14 @@ pub struct Pipeline {
     /// stamped by capture or arrival time, never by a frame rate, so that both tracks are on
     /// the one clock.
     captured_audio: bool,
+    /// Beside such a track, a live stream whose SPS gives a frame rate is stamped on the line
+    /// its arrivals follow (the audio clock's model, one frame as 1000 samples): a read delayed
+    /// by a busy scheduler then does not move the video against the audio, which is stamped the
+    /// same way.
+    arrival_clock: Option<AudioClock>,
+    /// The stream time of the last captured audio frame stored: a video frame is never stamped
+    /// before it (the two tracks go out in timestamp order).
+    audio_floor_ms: Option<u64>,
 }
 
 impl Pipeline {
@@ -132,6 +145,8 @@ impl Pipeline {
             warned_unusable: false,
             last_error: None,
             stats: PipelineStats::default(),
+            arrival_clock: None,
+            audio_floor_ms: None,
             captured_audio: config
                 .audio
                 .as_ref()
@@ -207,6 +222,15 @@ impl Pipeline {
         self.delivered.audio_header = false;
         // onMetaData goes again with the next frame.
         self.header_version = self.header_version.wrapping_add(1);
+    }
+
+    /// A captured audio frame stamped `timestamp_ms` was stored: no video frame muxed after it
+    /// is stamped before it.
+    pub fn audio_stored(&mut self, timestamp_ms: u64) {
+        self.audio_floor_ms = Some(
+            self.audio_floor_ms
+                .map_or(timestamp_ms, |f| f.max(timestamp_ms)),
+        );
     }
 
     /// The stream time of an instant on the stream's clock (a captured audio frame's), when
@@ -372,6 +396,9 @@ impl Pipeline {
     /// new sequence header (and clears the queue, whose frames belong to the old one).
     pub fn source_restarted(&mut self) {
         self.muxer.wait_for_idr();
+        if let Some(clock) = self.arrival_clock.as_mut() {
+            clock.discontinuity();
+        }
     }
 
     /// Frames were lost before the next one (a camera skipped some): inter frames could refer
@@ -379,6 +406,9 @@ impl Pipeline {
     /// and so are the frames before the loss that wait to be sent.
     pub fn frames_lost(&mut self) {
         self.muxer.wait_for_idr();
+        if let Some(clock) = self.arrival_clock.as_mut() {
+            clock.discontinuity();
+        }
     }
 
     /// Whether a frame would be sent or dropped (a connection waiting for a keyframe).
@@ -475,7 +505,22 @@ impl Pipeline {
             self.origin_ms = Some(now_ms);
             self.rate = match self.frame_rate {
                 _ if self.source_timestamps => None,
-                _ if self.live && self.captured_audio => None,
+                _ if self.live && self.captured_audio => {
+                    self.arrival_clock = self
+                        .muxer
+                        .sps()
+                        .and_then(|sps| sps.frame_rate())
+                        .filter(|&(n, d)| n > 0 && d > 0)
+                        .map(|(n, d)| {
+                            let per_second =
+                                u64::from(n) * ARRIVAL_SAMPLES_PER_FRAME / u64::from(d);
+                            AudioClock::new(
+                                per_second.min(u64::from(u32::MAX)) as u32,
+                                now_ms * 1_000_000,
+                            )
+                        });
+                    None
+                }
                 FrameRate::Fixed {
                     numerator,
                     denominator,
@@ -500,13 +545,24 @@ impl Pipeline {
                     match self.rate {
                         Some((n, d)) => format!("{:.3} fps", f64::from(n) / f64::from(d)),
                         None if self.source_timestamps => "timestamps from the camera".to_string(),
+                        None if self.arrival_clock.is_some() =>
+                            "timestamps from arrival time, on the line of its arrivals".to_string(),
                         None => "timestamps from arrival time".to_string(),
                     }
                 );
             }
         }
         let origin = self.origin_ms.unwrap_or(now_ms);
-        let offset = match self.offset_ms(self.frame_index) {
+        let smoothed = self.arrival_clock.as_mut().and_then(|clock| {
+            let sample = self.frame_index * ARRIVAL_SAMPLES_PER_FRAME;
+            clock.report(now_ms * 1_000_000, sample);
+            u64::try_from(clock.stamp(sample)?.ms()).ok()
+        });
+        let offset = match self.offset_ms(self.frame_index).or(smoothed) {
+            Some(offset) if smoothed.is_some() => match self.last_offset_ms {
+                Some(last) => offset.max(last + 1),
+                None => offset,
+            },
             Some(offset) => offset,
             // Times of arrival or capture: two frames taken in the same millisecond (a burst
             // after a stall) still get increasing timestamps.
@@ -514,6 +570,10 @@ impl Pipeline {
                 Some(last) => now_ms.saturating_sub(origin).max(last + 1),
                 None => now_ms.saturating_sub(origin),
             },
+        };
+        let offset = match self.audio_floor_ms {
+            Some(floor) => offset.max(floor.saturating_sub(self.start_timestamp_ms)),
+            None => offset,
         };
         self.last_offset_ms = Some(offset);
         self.frame_index += 1;
@@ -636,6 +696,44 @@ mod tests {
             .collect();
         assert_eq!(filled.len(), 9, "{filled:?}");
         assert_eq!(filled[0], 5_013);
+    }
+
+    #[test]
+    fn beside_a_captured_track_live_video_is_stamped_on_its_arrival_line() {
+        // This SPS says 25 fps; the audio comes from a FIFO (a clock of its own).
+        let mut config = config(None);
+        config.audio = Some(crate::config::AudioOptions {
+            source: AudioSource::Adts("audio.fifo".into()),
+            rate: None,
+            channels: 1,
+            bitrate: 64_000,
+        });
+        let mut pipeline = Pipeline::new(&config, true);
+        let idr = au_bytes(&[SPS, PPS, &[0x65, 0x88]]);
+        let p = au_bytes(&[&[0x41, 0x9a]]);
+        // Frames made every 40 ms from 1000 ms, read 0 to 15 ms late (a busy scheduler), and
+        // frames 100 to 104 held up together until 5200 ms (a stall of the reader).
+        let mut late = 7u64;
+        let mut stamps = vec![mux(&mut pipeline, &idr, 1_000).unwrap().timestamp_ms];
+        for k in 1..200u64 {
+            late = (late * 37 + 11) % 16;
+            let made = 1_000 + 40 * k;
+            let read = if (100..105).contains(&k) {
+                5_200
+            } else {
+                made + late
+            };
+            stamps.push(mux(&mut pipeline, &p, read).unwrap().timestamp_ms);
+        }
+        assert_eq!(pipeline.stream_time_of(1_500), Some(500), "on the clock");
+        for (k, pair) in stamps.windows(2).enumerate() {
+            let step = pair[1] - pair[0];
+            assert!((39..=41).contains(&step), "frame {}: step {step} ms", k + 1);
+        }
+        // Within the read delay of when each frame was made, never later than it was read.
+        for (k, &stamp) in stamps.iter().enumerate().skip(1) {
+            assert!(stamp <= 40 * k as u64 + 15, "frame {k} at {stamp}");
+        }
     }
 
     #[test]

@@ -236,11 +236,35 @@ fn flv_tags(path: &Path) -> Vec<(bool, u32)> {
     tags
 }
 
+/// The first tags of a recording: (is audio, timestamp ms, first bytes of the body).
+fn flv_head(path: &Path) -> Vec<(bool, u32, Vec<u8>)> {
+    let data = std::fs::read(path).unwrap();
+    let mut at = u32::from_be_bytes([data[5], data[6], data[7], data[8]]) as usize + 4;
+    let mut tags = Vec::new();
+    while at + 11 <= data.len() && tags.len() < 12 {
+        let size = usize::from(data[at + 1]) << 16
+            | usize::from(data[at + 2]) << 8
+            | usize::from(data[at + 3]);
+        let timestamp =
+            u32::from(data[at + 4]) << 16 | u32::from(data[at + 5]) << 8 | u32::from(data[at + 6]);
+        let body = &data[at + 11..(at + 11 + size.min(4)).min(data.len())];
+        tags.push((data[at] == 8, timestamp, body.to_vec()));
+        at += 11 + size + 4;
+    }
+    tags
+}
+
 fn check(recording: &Path) {
     let (video_stream, video) = probe(recording, "v");
     let (audio_stream, audio) = probe(recording, "a");
+
     assert!(video_stream.starts_with("h264"), "{video_stream}");
-    assert_eq!(audio_stream, "aac,48000,1");
+    assert_eq!(
+        audio_stream,
+        "aac,48000,1",
+        "the recording's first tags (audio, timestamp, first body bytes): {:?}",
+        flv_head(recording)
+    );
     assert!(video.len() >= 100, "{} video packets", video.len());
     let end = |packets: &[(f64, f64)]| packets.last().map(|(p, d)| p + d).unwrap();
     let (video_end, audio_end) = (end(&video), end(&audio));

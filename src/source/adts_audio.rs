@@ -4,9 +4,9 @@
 //! - A live stream (FIFO, pipe, `exec:`) is stamped by arrival: each frame's end arrived no
 //!   earlier than it was made, so the [`AudioClock`] fits its line through the earliest
 //!   arrivals of the frames counted by their samples, as it does with a sound card's reports.
-//!   Of frames that arrive together (a backlog, a burst), only the last is reported: it alone
-//!   says when the others were made at the latest. The others are stamped from the line, and
-//!   those of a first burst, before there is a line, are dropped.
+//!   Of frames that arrive together (a backlog, a burst), the last says when the others were
+//!   made at the latest: each of them is reported with the last one's samples, and stamped
+//!   back from it on the line.
 //! - A regular file is played in real time from its opening: frame n is given out, and stamped,
 //!   at n × 1024 samples after it.
 //! - The configuration (rate, channels) is the stream's: the first frame and every change are
@@ -24,6 +24,10 @@ use crate::error::{Error, Fault, Result};
 use crate::media::aac::{AudioSpecificConfig, SAMPLES_PER_FRAME};
 use crate::media::adts::{AdtsEvent, AdtsHeader, AdtsSplitter, MAX_FRAME_LEN};
 use crate::media::audio_clock::AudioClock;
+
+/// Frames of one arrival looked ahead through, to report the newest (a burst longer than this
+/// is reported a little late: the line follows the earliest reports).
+const BURST_LOOK_AHEAD: u64 = 64;
 
 /// Bytes read at a time: several frames (a frame is at most 8191 bytes).
 const BUFFER_BYTES: usize = 4 * MAX_FRAME_LEN + 4096;
@@ -62,9 +66,8 @@ pub struct AdtsAudio {
     ready: Ready,
     /// A file was read to its end.
     ended: bool,
-    /// Another whole frame follows the one just found in what was read: not the last of its
-    /// arrival.
-    burst: bool,
+    /// Whole frames that follow the one just found in what was read (the same arrival).
+    after: u64,
 }
 
 fn monotonic_ns() -> u64 {
@@ -92,7 +95,7 @@ impl AdtsAudio {
             frame: Vec::new(),
             ready: Ready::None,
             ended: false,
-            burst: false,
+            after: 0,
         }
     }
 
@@ -193,7 +196,7 @@ impl AdtsAudio {
                     self.frame.clear();
                     self.frame.extend_from_slice(&self.buf[from..to]);
                     self.samples += u64::from(SAMPLES_PER_FRAME);
-                    self.burst = self.complete_frame_at(frame.end);
+                    self.after = self.complete_frames_after(frame.end);
                     if frame.new_config || self.format != Some(frame.config) {
                         if self.paced && self.format.is_some() {
                             // A file goes on where the frames given so far end.
@@ -231,9 +234,9 @@ impl AdtsAudio {
                 at: Duration::from_nanos(at),
             };
         }
-        if !self.burst {
-            self.clock.report(self.arrival_ns, self.samples);
-        }
+        // The newest frame of this arrival was made by then.
+        let newest = self.samples + self.after * u64::from(SAMPLES_PER_FRAME);
+        self.clock.report(self.arrival_ns, newest);
         match self.clock.stamp(first).map(|s| s.ns()) {
             Some(ns) if ns >= 0 => Ready::Frame {
                 at: Duration::from_nanos(ns as u64),
@@ -242,13 +245,23 @@ impl AdtsAudio {
         }
     }
 
-    /// Whether a whole frame lies in the buffer at logical position `at`.
-    fn complete_frame_at(&self, at: u64) -> bool {
-        let from = (at - self.base) as usize;
-        match self.buf.get(from..self.end).map(AdtsHeader::parse) {
-            Some(Ok(header)) => from + header.frame_len() <= self.end,
-            _ => false,
+    /// Whole frames that lie in the buffer from logical position `at` on (at most
+    /// [`BURST_LOOK_AHEAD`]).
+    fn complete_frames_after(&self, at: u64) -> u64 {
+        let mut from = (at - self.base) as usize;
+        let mut count = 0;
+        while count < BURST_LOOK_AHEAD {
+            match self.buf.get(from..self.end).map(AdtsHeader::parse) {
+                Some(Ok(header))
+                    if header.frame_len() > 0 && from + header.frame_len() <= self.end =>
+                {
+                    from += header.frame_len();
+                    count += 1;
+                }
+                _ => break,
+            }
         }
+        count
     }
 
     /// Keeps the bytes still needed at the front of the buffer and reads more after them.

@@ -23,6 +23,8 @@ use crate::error::{Error, Fault};
 /// The longest a video frame waits for the audio of its time. The audio path's own latency (a
 /// period of capture, and the AAC encoder's look-ahead: about 55 ms at 48 kHz) is well within.
 pub const AUDIO_WAIT_MAX_MS: u64 = 400;
+/// How long after opening the video waits for a track's first frame.
+pub const AUDIO_FIRST_FRAME_MS: u64 = 1_000;
 /// Reopening a failed microphone: the first retry within this, doubling up to the cap.
 const REOPEN_FIRST: Duration = Duration::from_millis(500);
 const REOPEN_CAP: Duration = Duration::from_secs(30);
@@ -199,12 +201,21 @@ impl AudioSupervisor {
     }
 
     /// Whether the video should wait for the audio of its time: the track has delivered
-    /// within [`AUDIO_WAIT_MAX_MS`].
+    /// within [`AUDIO_WAIT_MAX_MS`], or opened less than [`AUDIO_FIRST_FRAME_MS`] ago (so that
+    /// the video does not run ahead of a track about to start, whose first frames would then
+    /// all be late).
     pub fn video_waits(&self, now: u64) -> bool {
-        self.is_open()
-            && self
-                .last_frame
-                .is_some_and(|at| now.saturating_sub(at) < AUDIO_WAIT_MAX_MS)
+        match self.state {
+            State::Open { since, last_frame } => {
+                let delivered = self.last_frame.is_some_and(|at| at >= since);
+                if delivered {
+                    now.saturating_sub(last_frame) < AUDIO_WAIT_MAX_MS
+                } else {
+                    now.saturating_sub(since) < AUDIO_FIRST_FRAME_MS
+                }
+            }
+            _ => false,
+        }
     }
 }
 
@@ -403,7 +414,11 @@ mod tests {
         audio.poll_action();
         assert!(!audio.video_waits(0), "not open");
         audio.handle_opened(0);
-        assert!(!audio.video_waits(10), "open, nothing delivered yet");
+        assert!(audio.video_waits(10), "open, about to deliver");
+        assert!(
+            !audio.video_waits(AUDIO_FIRST_FRAME_MS),
+            "open, nothing delivered for too long"
+        );
         audio.handle_frame(100);
         assert!(audio.video_waits(100 + AUDIO_WAIT_MAX_MS - 1));
         assert!(!audio.video_waits(100 + AUDIO_WAIT_MAX_MS), "stalled");

@@ -931,6 +931,11 @@ impl Flow {
         let timestamp_ms = self.pipeline.stream_time_of(at);
         match self.audio_gate.audio(at, duration_ms, timestamp_ms) {
             Some(AudioVerdict::Store(timestamp_ms)) => {
+                if !self.camera {
+                    // A byte stream's next frame, stamped on the line of its arrivals, may come
+                    // out a little before this one: it is moved up to it.
+                    self.pipeline.audio_stored(timestamp_ms);
+                }
                 let _ = self.store.push_audio(timestamp_ms, bytes, now);
             }
             Some(AudioVerdict::Late) if self.audio_gate.late() == 1 => warn!(

@@ -211,8 +211,9 @@ pub async fn run(
             biased;
             signal = signals.next() => signal,
             wake = link_wait(&mut link) => wake,
-            event = wait_input(&mut input, &mut flow, now), if plan.read_input => Wake::Input(event),
+            // Before the input: audio frames are small, and each one lets video through.
             event = wait_audio(&mut audio) => Wake::Audio(event),
+            event = wait_input(&mut input, &mut flow, now), if plan.read_input => Wake::Input(event),
             _ = sleep_until_option(deadline) => Wake::Deadline,
             _ = std::future::ready(()), if plan.again => Wake::More,
         };
