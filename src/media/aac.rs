@@ -24,6 +24,13 @@ use std::fmt;
 /// Samples per channel in one AAC-LC frame (frameLengthFlag 0).
 pub const SAMPLES_PER_FRAME: u32 = 1024;
 
+/// How long one AAC frame lasts at `rate` Hz (0 is taken as 1).
+pub fn frame_duration(rate: u32) -> std::time::Duration {
+    std::time::Duration::from_nanos(
+        u64::from(SAMPLES_PER_FRAME) * 1_000_000_000 / u64::from(rate.max(1)),
+    )
+}
+
 /// Audio object type of AAC-LC (Low Complexity).
 pub const OBJECT_TYPE_LC: u8 = 2;
 

@@ -143,9 +143,7 @@ impl AdtsAudio {
 
     /// Duration of one AAC frame at the stream's rate.
     pub fn frame_duration(&self) -> Duration {
-        Duration::from_nanos(
-            u64::from(SAMPLES_PER_FRAME) * 1_000_000_000 / u64::from(self.clock.rate()),
-        )
+        crate::media::aac::frame_duration(self.clock.rate())
     }
 
     /// Waits for the next frame (its format first, when it is new). Never completes while the

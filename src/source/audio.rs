@@ -202,9 +202,7 @@ impl AudioCapture {
 
     /// Duration of one AAC frame at the device's rate.
     pub fn frame_duration(&self) -> Duration {
-        Duration::from_nanos(
-            u64::from(SAMPLES_PER_FRAME) * 1_000_000_000 / u64::from(self.clock.rate()),
-        )
+        crate::media::aac::frame_duration(self.clock.rate())
     }
 
     /// Waits for the next AAC frame. Never completes while the device is closed.
