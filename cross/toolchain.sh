@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # The C and C++ toolchain of each target v4l2rtmp is built for on a Debian host without Docker
 # (sourced, not run: by cross/lib.sh, tests/vm/run and the tests/vm/*/host scripts). The C and C++
 # inside the dependency tree are ring's C (TLS) and, with the feature aac-encoder (on by default),
@@ -28,7 +29,7 @@ toolchain_packages() {
   for triple in "$@"; do
     case $triple in
       x86_64-unknown-linux-gnu) echo gcc g++ ;;
-      x86_64-unknown-linux-musl) echo musl-tools musl-dev g++ ;;
+      x86_64-unknown-linux-musl) echo musl-tools g++ ;;
       aarch64-unknown-linux-musl) echo clang llvm musl-dev:arm64 ;;
       armv7-unknown-linux-gnueabihf) echo gcc-arm-linux-gnueabihf g++-arm-linux-gnueabihf libc6-dev-armhf-cross ;;
       *) echo "toolchain.sh: no C/C++ toolchain known for $triple" >&2; return 1 ;;
@@ -46,19 +47,19 @@ toolchain_missing() {
 }
 
 toolchain_install() {
-  local missing sudo=()
+  local missing root=()
   missing=$(toolchain_missing "$@") || return 1
   [ -n "$missing" ] || return 0
-  [ "$(id -u)" = 0 ] || sudo=(sudo)
+  [ "$(id -u)" = 0 ] || root=(sudo)
   if grep -q ':arm64$' <<<"$missing" && ! dpkg --print-foreign-architectures | grep -qx arm64 &&
      [ "$(dpkg --print-architecture)" != arm64 ]; then
     echo "toolchain.sh: dpkg --add-architecture arm64 (for musl's arm64 headers)"
-    "${sudo[@]}" dpkg --add-architecture arm64
+    "${root[@]}" dpkg --add-architecture arm64
   fi
-  echo "toolchain.sh: installing" $missing
-  "${sudo[@]}" apt-get update -qq
+  echo "toolchain.sh: installing ${missing//$'\n'/ }"
+  "${root[@]}" apt-get update -qq
   # shellcheck disable=SC2086 # one package a word
-  "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  "${root[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
     $missing >/dev/null
 }
 
@@ -66,7 +67,8 @@ toolchain_env() {
   local triple=$1 missing
   missing=$(toolchain_missing "$triple") || return 1
   if [ -n "$missing" ]; then
-    echo "missing for $triple's C/C++:" $missing "(scripts/install-test-deps or cross/build-arm installs them)" >&2
+    echo "missing for $triple's C/C++: ${missing//$'\n'/ } (scripts/install-test-deps or" \
+      "cross/build-arm installs them)" >&2
     return 1
   fi
   local no_cxx_runtime="-fno-exceptions -fno-rtti"

@@ -84,8 +84,9 @@ fn splitting_describing_and_stamping_audio_frames_allocates_nothing() {
 
 /// The AAC encoder in steady state: 200 frames of a stereo tone, after 20 to fill its look-ahead,
 /// allocate nothing in Rust (the output goes into the buffer `AacEncoder::new` allocated). FDK's
-/// own C++ calls malloc directly, which this allocator does not see: bench/aac/REPORT.md counted
-/// those with an LD_PRELOAD library (set-up only, none per frame).
+/// own C++ calls malloc directly, which this allocator does not see: counted with the LD_PRELOAD
+/// library bench/aac/tools/count_allocs.c around a program that encodes through `AacEncoder`, 126
+/// allocations in all, for 100 frames as for 1,100 (all of them set-up).
 #[cfg(feature = "aac-encoder")]
 #[test]
 fn encoding_aac_frames_allocates_nothing() {

@@ -17,7 +17,9 @@
 //!   [`AudioSpecificConfig::lc`] of the settings: the sequence header says what the frames are.
 //! - [`AacEncoder::encode`] takes exactly one frame ([`AacEncoder::samples_per_frame`]) and gives
 //!   at most one frame, written into a buffer allocated once by [`AacEncoder::new`]: no heap
-//!   allocation per frame, here or (measured in bench/aac/REPORT.md) inside FDK.
+//!   allocation per frame, here or inside FDK (whose C++ calls malloc directly: counted with
+//!   bench/aac/tools/count_allocs.c, a program of this encoder made 126 allocations in all for
+//!   100 frames and for 1,100).
 //! - Nothing here panics. A failure of FDK while encoding, or a frame of the wrong length, is a
 //!   [`Fault::Ours`] error: the settings were checked, so it is a bug, not the user's doing.
 //! - Output frame k starts [`AacEncoder::delay_samples`] samples before input sample k × 1024 (per
