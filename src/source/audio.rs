@@ -25,6 +25,9 @@ use crate::media::aac::{AudioSpecificConfig, SAMPLES_PER_FRAME};
 use crate::media::aac_encoder::AacEncoder;
 use crate::media::audio_clock::AudioClock;
 
+/// Periods of about 1024 frames in the capture buffer.
+const CAPTURE_PERIODS: u32 = 16;
+
 /// What a wait on the audio source gave.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum AudioEvent {
@@ -134,6 +137,9 @@ impl AudioCapture {
             wanted: Wanted {
                 channels: Some(u32::from(options.channels)),
                 rate: options.rate,
+                // A buffer of about 340 ms at 48 kHz: a reader held up by a busy board loses
+                // nothing; it costs no latency (frames are read as soon as a period is in).
+                periods: CAPTURE_PERIODS,
                 ..Wanted::default()
             },
             channels: options.channels,
