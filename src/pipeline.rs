@@ -200,12 +200,16 @@ impl Pipeline {
         Some((due, frame))
     }
 
-    /// The audio track's format changed (a device opened at another rate than the track
-    /// announced): each connection gets the new sequence header and onMetaData.
+    /// The audio track (re)started with this format (a device opened, an ADTS stream's first
+    /// frame): the connection gets the sequence header again before the next audio frame, and
+    /// onMetaData too when the format changed (another rate than the track announced).
     pub fn set_audio_format(&mut self, asc: &AudioSpecificConfig) {
         let Some(track) = self.audio.as_mut() else {
             return;
         };
+        // The track (re)starts (a device opened again, a fresh encoder): it resumes with its
+        // sequence header, as a decoder expects after a break.
+        self.delivered.audio_header = false;
         let header = aac_sequence_header(asc);
         if header == track.sequence_header {
             return;
