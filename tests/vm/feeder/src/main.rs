@@ -65,7 +65,8 @@ fn clock() -> i128 {
 }
 
 /// Sleeps until CLOCK_MONOTONIC reaches `at` (ns); with `spin`, sleeps until 2 ms before and
-/// polls the clock for the rest, for a write on time under a slow, loaded guest.
+/// polls the clock for the rest, for a write on time under a slow, loaded guest. (A margin of
+/// 5 ms did worse on the arm64 guest: writes 3.8 ms late, about a timer tick, half the time.)
 fn sleep_until(at: i128, spin: bool) {
     let margin = if spin { 2_000_000 } else { 0 };
     let now = clock();
@@ -108,7 +109,7 @@ Writes the Annex-B clip's access units into a v4l2loopback device, one write() p
                   a 440 Hz tone at peak 0.1 and, for every --flash frame, a 1 kHz beep at peak 0.5
                   for 100 ms starting at the sample played when that frame is written
   --flash N,N,..  the clip's flash frames (0-based access unit indices), for --audio
-  --period N      --audio's period in frames (default 240: 5 ms); --buffer N its buffer (1920)
+  --period N      --audio's period in frames (default 480: 10 ms); --buffer N its buffer (4800)
   --realtime      run the writers with SCHED_FIFO
   --listen DEVICE capture DEVICE (the loopback's other side, hw:Loopback,1,0) and print each
                   beep's onset, dated by ALSA's timestamps, against its flash instant";
@@ -283,8 +284,8 @@ fn parse_args() -> Result<Options, String> {
         clip: String::new(),
         audio: None,
         flashes: Vec::new(),
-        period: 240,
-        buffer: 1920,
+        period: 480,
+        buffer: 4800,
         realtime: false,
         listen: None,
     };
@@ -478,7 +479,13 @@ fn main() {
         };
         if let Some(other) = o.listen.clone() {
             let (signal, flash_at) = (signal.clone(), flash_at.clone());
-            thread::spawn(move || audio::listen(&other, &signal, period, buffer, flash_at));
+            // A buffer of 200 ms: a busy guest must not make the check overrun.
+            thread::spawn(move || {
+                if rt {
+                    realtime();
+                }
+                audio::listen(&other, &signal, 960, 9600, flash_at)
+            });
         }
         thread::spawn(move || {
             if rt {
