@@ -163,6 +163,18 @@ pub struct Signal {
     pub beep_frames: u64,
 }
 
+/// The feeder's signal: 48 kHz stereo S16_LE, a 440 Hz tone at peak 0.1 (whole cycles in 1200
+/// frames), a 1 kHz beep at peak 0.5 for 100 ms. tests/vm/avsync/analyse expects these.
+pub const SIGNAL: Signal = Signal {
+    rate: 48000,
+    channels: 2,
+    tone_hz: 440.0,
+    tone_level: 0.1,
+    beep_hz: 1000.0,
+    beep_level: 0.5,
+    beep_frames: 4800,
+};
+
 impl Signal {
     /// The sample of frame `k` of the tone, `beep` frames into a beep if one is playing.
     pub fn sample(&self, k: u64, beep: Option<u64>) -> i16 {
@@ -289,12 +301,13 @@ impl Playback {
         Ok(pb)
     }
 
-    fn prepare(&self) -> std::io::Result<()> {
-        // SAFETY: PREPARE takes no argument.
+    /// An ioctl without argument (PREPARE, START).
+    fn bare(&self, request: c_ulong) -> std::io::Result<()> {
+        // SAFETY: `request` is one that takes no argument; the null pointer is ignored.
         let r = unsafe {
             ioctl(
                 self.file.as_raw_fd(),
-                SNDRV_PCM_IOCTL_PREPARE,
+                request,
                 std::ptr::null_mut::<c_void>(),
             )
         };
@@ -302,6 +315,32 @@ impl Playback {
             Ok(())
         } else {
             Err(std::io::Error::last_os_error())
+        }
+    }
+
+    fn prepare(&self) -> std::io::Result<()> {
+        self.bare(SNDRV_PCM_IOCTL_PREPARE)
+    }
+
+    /// WRITEI_FRAMES or READI_FRAMES of the whole frames in `buf` (blocking); the frames moved.
+    fn transfer(&self, request: c_ulong, buf: &mut [u8]) -> std::io::Result<usize> {
+        let mut x = snd_xferi {
+            result: 0,
+            buf: buf.as_mut_ptr().cast(),
+            frames: (buf.len() / self.frame_bytes) as c_ulong,
+        };
+        loop {
+            // SAFETY: `x` points into `buf`, borrowed exclusively for the call, for no more
+            // frames of the configured frame size than it holds; `request` is one of the two
+            // transfers, whose argument is a snd_xferi.
+            let r = unsafe { ioctl(self.file.as_raw_fd(), request, &mut x as *mut snd_xferi) };
+            if r == 0 {
+                return Ok(x.result as usize);
+            }
+            let e = std::io::Error::last_os_error();
+            if e.kind() != std::io::ErrorKind::Interrupted {
+                return Err(e);
+            }
         }
     }
 
@@ -309,70 +348,19 @@ impl Playback {
     fn write(&self, buf: &mut [u8]) -> std::io::Result<()> {
         let mut done = 0;
         while done < buf.len() {
-            let rest = &mut buf[done..];
-            let mut x = snd_xferi {
-                result: 0,
-                buf: rest.as_mut_ptr().cast(),
-                frames: (rest.len() / self.frame_bytes) as c_ulong,
-            };
-            // SAFETY: `x` points into `rest`, borrowed for the call, for as many frames of the
-            // configured frame size as it holds; the kernel only reads them.
-            let r = unsafe {
-                ioctl(
-                    self.file.as_raw_fd(),
-                    SNDRV_PCM_IOCTL_WRITEI_FRAMES,
-                    &mut x as *mut snd_xferi,
-                )
-            };
-            if r != 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            done += x.result as usize * self.frame_bytes;
+            let frames = self.transfer(SNDRV_PCM_IOCTL_WRITEI_FRAMES, &mut buf[done..])?;
+            done += frames * self.frame_bytes;
         }
         Ok(())
     }
 
     /// Reads `buf.len() / frame_bytes` frames (blocking), returns how many.
     fn read(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let mut x = snd_xferi {
-            result: 0,
-            buf: buf.as_mut_ptr().cast(),
-            frames: (buf.len() / self.frame_bytes) as c_ulong,
-        };
-        // SAFETY: `x` points into `buf`, borrowed exclusively for the call, and asks for no more
-        // frames of the configured frame size than it holds.
-        let r = unsafe {
-            ioctl(
-                self.file.as_raw_fd(),
-                SNDRV_PCM_IOCTL_READI_FRAMES,
-                &mut x as *mut snd_xferi,
-            )
-        };
-        if r == 0 {
-            Ok(x.result as usize)
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        self.transfer(SNDRV_PCM_IOCTL_READI_FRAMES, buf)
     }
 
     fn start(&self) -> std::io::Result<()> {
-        // SAFETY: START takes no argument.
-        let r = unsafe {
-            ioctl(
-                self.file.as_raw_fd(),
-                SNDRV_PCM_IOCTL_START,
-                std::ptr::null_mut::<c_void>(),
-            )
-        };
-        if r == 0 {
-            Ok(())
-        } else {
-            Err(std::io::Error::last_os_error())
-        }
+        self.bare(SNDRV_PCM_IOCTL_START)
     }
 
     fn status(&self) -> std::io::Result<snd_pcm_status> {
@@ -630,15 +618,7 @@ mod tests {
 
     #[test]
     fn the_signal_is_the_tone_plus_the_beep() {
-        let s = Signal {
-            rate: 48000,
-            channels: 2,
-            tone_hz: 440.0,
-            tone_level: 0.1,
-            beep_hz: 1000.0,
-            beep_level: 0.5,
-            beep_frames: 4800,
-        };
+        let s = SIGNAL;
         assert_eq!(s.sample(0, None), 0);
         // A quarter cycle of the beep (12 frames at 1 kHz) is its peak.
         let tone12 = s.sample(12, None);

@@ -458,15 +458,7 @@ fn main() {
     let frame_ns = 1_000_000_000 / i128::from(o.fps);
     let flashes = o.flashes.clone();
     if let Some(device) = o.audio.clone() {
-        let signal = audio::Signal {
-            rate: 48000,
-            channels: 2,
-            tone_hz: 440.0,
-            tone_level: 0.1,
-            beep_hz: 1000.0,
-            beep_level: 0.5,
-            beep_frames: 4800,
-        };
+        let signal = audio::SIGNAL;
         let (period, buffer, rt, clip_len) = (o.period, o.buffer, o.realtime, owned.len());
         // The i-th flash of the whole run: its frame's instant on the video schedule.
         let flash_at = {
