@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # The two targets built here without Docker (see cross/README.md for why these two):
-#   aarch64-unknown-linux-musl     static musl, linked by rust-lld (no C cross compiler)
+#   aarch64-unknown-linux-musl     static musl, linked by rust-lld (C and C++ compiled by clang)
 #   armv7-unknown-linux-gnueabihf  static glibc 2.36 (Debian 12's), linked by arm-linux-gnueabihf-gcc
 ARM_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
 
@@ -14,9 +14,10 @@ ARM_TARGETS=(aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf)
 export CARGO_TARGET_ARMV7_UNKNOWN_LINUX_GNUEABIHF_RUSTFLAGS="-C target-feature=+crt-static"
 # Shipped binaries are stripped whatever Cargo.toml's release profile says.
 export CARGO_PROFILE_RELEASE_STRIP=true
-# ring and other cc-built C (none in the tree yet): clang for aarch64-musl needs an archiver that
-# knows AArch64 objects; the host's GNU ar does not build their symbol index.
-export AR_aarch64_unknown_linux_musl="${AR_aarch64_unknown_linux_musl:-llvm-ar}"
+# The C and C++ of the dependency tree (ring's C; FDK AAC's C++ with the default feature
+# aac-encoder): compilers, archivers and flags per target, and the packages that hold them.
+# shellcheck source=cross/toolchain.sh
+source cross/toolchain.sh
 
 note() { printf '\n== %s\n' "$*"; }
 
@@ -25,21 +26,11 @@ as_root() {
     echo "need root (or sudo) to run: $*" >&2; return 1; fi
 }
 
-# True when the dependency tree contains C built by the cc crate (ring, for RTMPS): then clang
-# and llvm-ar are needed for aarch64-musl.
-tree_has_c() { grep -qE '^name = "(cc|cmake)"$' Cargo.lock 2>/dev/null; }
-
 ensure_arm_tools() {
   local missing=()
   command -v qemu-aarch64-static >/dev/null || missing+=(qemu-user-static)
   command -v qemu-arm-static >/dev/null || missing+=(qemu-user-static)
-  command -v arm-linux-gnueabihf-gcc >/dev/null || missing+=(gcc-arm-linux-gnueabihf)
-  [ -f /usr/arm-linux-gnueabihf/lib/libc.a ] || missing+=(libc6-dev-armhf-cross)
   command -v file >/dev/null || missing+=(file)
-  if tree_has_c; then
-    command -v clang >/dev/null || missing+=(clang)
-    command -v llvm-ar >/dev/null || missing+=(llvm)
-  fi
   if [ ${#missing[@]} -gt 0 ]; then
     mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
     note "installing ${missing[*]}"
@@ -47,6 +38,9 @@ ensure_arm_tools() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
       "${missing[@]}" >/dev/null
   fi
+  toolchain_install "${ARM_TARGETS[@]}"
+  local target
+  for target in "${ARM_TARGETS[@]}"; do toolchain_env "$target"; done
   local installed
   installed="$(rustup target list --installed)"
   for target in "${ARM_TARGETS[@]}"; do
@@ -67,3 +61,20 @@ qemu_for() {
 }
 
 binary_for() { echo "target/$1/release/v4l2rtmp"; }
+
+# FDK AAC's licence asks that whoever gets the binary can get the library's complete source free of
+# charge: put the exact fdk-aac-sys source archive the build used (cargo's registry cache, checked
+# against Cargo.lock's sha256) and the licence beside the binary in DIR.
+fdk_source_beside() {
+  local dir=$1 version checksum crate
+  version=$(awk '/^name = "fdk-aac-sys"$/ { getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
+  [ -n "$version" ] || return 0
+  checksum=$(awk '/^name = "fdk-aac-sys"$/ { getline; getline; getline; gsub(/"/, "", $3); print $3 }' Cargo.lock)
+  crate=$(ls "${CARGO_HOME:-$HOME/.cargo}"/registry/cache/*/"fdk-aac-sys-$version.crate" 2>/dev/null | head -n 1)
+  [ -n "$crate" ] || { echo "fdk-aac-sys-$version.crate is not in cargo's registry cache" >&2; return 1; }
+  [ "$(sha256sum "$crate" | cut -d' ' -f1)" = "$checksum" ] ||
+    { echo "$crate does not match Cargo.lock's checksum $checksum" >&2; return 1; }
+  cp "$crate" "$dir/"
+  cp LICENSES/FDK-AAC.txt "$dir/"
+  echo "FDK AAC: $dir/$(basename "$crate") (sha256 $checksum) and $dir/FDK-AAC.txt"
+}

@@ -91,10 +91,13 @@ OPTIONS:
                               overrides)
 
 AUDIO:
-        --audio <SOURCE>      Add an AAC-LC audio track. SOURCE: silence, a silent track for
-                              ingests that want one (YouTube). Capture from a microphone is
-                              being built
-        --audio-rate <HZ>     Sample rate: 48000, 44100, 32000, 22050 or 16000 (default 48000)
+        --audio <SOURCE>      Add an AAC-LC audio track. SOURCE: an ALSA capture device
+                              (hw:1,0, hw:CARD=Device,DEV=0 or /dev/snd/pcmC1D0c; `v4l2rtmp
+                              devices` lists them); silence, a silent track for ingests that
+                              want one (YouTube); or ADTS AAC from a file, a FIFO or exec:CMD,
+                              sent as it is
+        --audio-rate <HZ>     Sample rate: 48000, 44100, 32000, 22050 or 16000 (default: the
+                              device's, 48000 when it takes it; 48000 for silence)
         --audio-channels <N>  1 or 2 (default 1)
         --audio-bitrate <BITS>
                               Announced in onMetaData; k suffix (default 64k mono, 128k stereo)
@@ -248,22 +251,44 @@ pub struct Config {
 }
 
 /// Where the audio track comes from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AudioSource {
     /// Silent AAC-LC frames, paced by the video's timeline: no device.
     Silence,
+    /// An ALSA capture device, as the user named it: `hw:CARD,DEV`, `hw:CARD=Name,DEV=0` or
+    /// `/dev/snd/pcmC1D0c`. Captured, stamped on CLOCK_MONOTONIC and encoded to AAC-LC.
+    Device(String),
+    /// ADTS AAC from a file, a FIFO, a pipe or `exec:CMD`, sent as it is.
+    Adts(String),
+}
+
+impl AudioSource {
+    /// Whether the track's frames come from a clock of their own (a capture), which the video's
+    /// timeline must follow, rather than from the video's timeline.
+    pub fn is_captured(&self) -> bool {
+        matches!(self, AudioSource::Device(_) | AudioSource::Adts(_))
+    }
 }
 
 /// The audio track: `--audio` and the options that go with it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AudioOptions {
     pub source: AudioSource,
-    /// Samples per second: one of [`AUDIO_RATES`].
-    pub rate: u32,
+    /// Samples per second, one of [`AUDIO_RATES`]; `None`: the device's (the first of
+    /// [`AUDIO_RATES`] it takes), 48000 for a silent track.
+    pub rate: Option<u32>,
     /// 1 or 2.
     pub channels: u8,
     /// Bits per second.
     pub bitrate: u32,
+}
+
+impl AudioOptions {
+    /// The sample rate the track starts with: the one asked for, else 48000 (a device that
+    /// gives another rate changes it when it opens).
+    pub fn initial_rate(&self) -> u32 {
+        self.rate.unwrap_or(AUDIO_RATES[0])
+    }
 }
 
 /// The sample rates `--audio-rate` takes: what USB microphones and the AAC-LC encoders offer.
@@ -683,15 +708,23 @@ fn parse_token_stream(
             }
             "--bitrate" => device.bitrate = Some(parse_bitrate(&name, &value("bits per second")?)?),
             "--audio" => {
-                let text = value("a source, such as silence")?;
+                let text = value("a source, such as hw:1,0 or silence")?;
                 audio_source = Some(match text.as_str() {
                     "silence" => AudioSource::Silence,
-                    _ => {
-                        return Err(Error::config(format!(
-                            "--audio: {text:?} is not a source this version takes: silence \
-                             (a silent track); capture from a microphone is not in this version"
-                        )))
+                    _ if text.starts_with("hw:") || text.starts_with("/dev/snd/") => {
+                        // Checked now: a typo is an error at start, not a device never found.
+                        crate::alsa::PcmName::parse(&text)
+                            .map_err(|e| Error::config(format!("--audio: {e}")))?;
+                        AudioSource::Device(text)
                     }
+                    "" | "-" => {
+                        return Err(Error::config(
+                            "--audio: an ALSA capture device (hw:1,0, hw:CARD=Device,DEV=0, \
+                             /dev/snd/pcmC1D0c; `v4l2rtmp devices` lists them), silence, or ADTS \
+                             AAC from a file, a FIFO or exec:CMD (stdin is the video's)",
+                        ))
+                    }
+                    _ => AudioSource::Adts(text),
                 })
             }
             "--audio-rate" => {
@@ -759,7 +792,7 @@ fn parse_token_stream(
             let channels = audio_channels.unwrap_or(1);
             Some(AudioOptions {
                 source,
-                rate: audio_rate.unwrap_or(48_000),
+                rate: audio_rate,
                 channels,
                 bitrate: audio_bitrate.unwrap_or(64_000 * u32::from(channels)),
             })
@@ -1042,7 +1075,7 @@ mod tests {
             with(&["--audio", "silence"]).audio,
             Some(AudioOptions {
                 source: AudioSource::Silence,
-                rate: 48_000,
+                rate: None,
                 channels: 1,
                 bitrate: 64_000,
             })
@@ -1056,15 +1089,34 @@ mod tests {
         let audio = stereo.audio.unwrap();
         assert_eq!(
             (audio.rate, audio.channels, audio.bitrate),
-            (44_100, 2, 128_000)
+            (Some(44_100), 2, 128_000)
         );
+        let mic = with(&["--audio", "hw:CARD=Device,DEV=0"]).audio.unwrap();
+        assert_eq!(
+            mic.source,
+            AudioSource::Device("hw:CARD=Device,DEV=0".into())
+        );
+        assert!(mic.source.is_captured());
+        assert_eq!((mic.rate, mic.initial_rate()), (None, 48_000));
+        assert_eq!(
+            with(&["--audio", "/dev/snd/pcmC1D0c"])
+                .audio
+                .unwrap()
+                .source,
+            AudioSource::Device("/dev/snd/pcmC1D0c".into())
+        );
+        let adts = with(&["--audio", "exec:arecord -f S16_LE | fdkaac -f 2 -"]);
+        let adts = adts.audio.unwrap().source;
+        assert_eq!(
+            adts,
+            AudioSource::Adts("exec:arecord -f S16_LE | fdkaac -f 2 -".into())
+        );
+        assert!(adts.is_captured());
         let rated = with(&["--audio", "silence", "--audio-bitrate", "96k"]);
         assert_eq!(rated.audio.unwrap().bitrate, 96_000);
         for (extra, message) in [
-            (
-                &["--audio", "hw:1,0"][..],
-                "is not a source this version takes",
-            ),
+            (&["--audio", "-"][..], "stdin is the video's"),
+            (&["--audio", "hw:one,two"], "--audio: "),
             (
                 &["--audio", "silence", "--audio-rate", "8000"],
                 "is not one of 48000",

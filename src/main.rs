@@ -35,6 +35,7 @@ fn try_main() -> Result<()> {
         }
         Command::Version => {
             println!("v4l2rtmp {}", env!("CARGO_PKG_VERSION"));
+            println!("{}", v4l2rtmp::media::aac_encoder::ENCODER_DESCRIPTION);
             return Ok(());
         }
         Command::DevicesHelp => {

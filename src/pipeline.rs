@@ -103,6 +103,10 @@ pub struct Pipeline {
     last_error: Option<String>,
     stats: PipelineStats,
     audio: Option<AudioTrack>,
+    /// The audio track is captured on a clock of its own: a live input's frames are then
+    /// stamped by capture or arrival time, never by a frame rate, so that both tracks are on
+    /// the one clock.
+    captured_audio: bool,
 }
 
 impl Pipeline {
@@ -128,20 +132,26 @@ impl Pipeline {
             warned_unusable: false,
             last_error: None,
             stats: PipelineStats::default(),
-            audio: config.audio.and_then(|audio| {
+            captured_audio: config
+                .audio
+                .as_ref()
+                .is_some_and(|audio| audio.source.is_captured()),
+            audio: config.audio.as_ref().and_then(|audio| {
                 // The configuration took only rates and channel counts that AAC-LC has.
-                let asc = AudioSpecificConfig::lc(audio.rate, audio.channels).ok()?;
+                let rate = audio.initial_rate();
+                let asc = AudioSpecificConfig::lc(rate, audio.channels).ok()?;
                 Some(AudioTrack {
                     info: AudioInfo {
-                        sample_rate: audio.rate,
+                        sample_rate: rate,
                         channels: audio.channels,
                         data_rate_kbps: Some(f64::from(audio.bitrate) / 1000.0),
                     },
                     sequence_header: aac_sequence_header(&asc),
                     silence: match audio.source {
                         AudioSource::Silence => silent_frame(audio.channels),
+                        AudioSource::Device(_) | AudioSource::Adts(_) => None,
                     },
-                    rate: audio.rate,
+                    rate,
                     silence_origin_ms: None,
                     next_silent: 0,
                 })
@@ -173,6 +183,41 @@ impl Pipeline {
         }
         track.next_silent += 1;
         Some((due, frame))
+    }
+
+    /// The audio track's format changed (a device opened at another rate than the track
+    /// announced): each connection gets the new sequence header and onMetaData.
+    pub fn set_audio_format(&mut self, asc: &AudioSpecificConfig) {
+        let Some(track) = self.audio.as_mut() else {
+            return;
+        };
+        let header = aac_sequence_header(asc);
+        if header == track.sequence_header {
+            return;
+        }
+        info!(
+            "the audio track is {} Hz, {} channel(s): sending its new sequence header",
+            asc.sample_rate(),
+            asc.channels()
+        );
+        track.sequence_header = header;
+        track.info.sample_rate = asc.sample_rate();
+        track.info.channels = asc.channels();
+        track.rate = asc.sample_rate();
+        self.delivered.audio_header = false;
+        // onMetaData goes again with the next frame.
+        self.header_version = self.header_version.wrapping_add(1);
+    }
+
+    /// The stream time of an instant on the stream's clock (a captured audio frame's), when
+    /// the video is stamped on that clock: `None` before the first video frame, for an instant
+    /// before it, or when the video is stamped by a frame rate.
+    pub fn stream_time_of(&self, at_ms: u64) -> Option<u64> {
+        let origin = self.origin_ms?;
+        if self.rate.is_some() || at_ms < origin {
+            return None;
+        }
+        Some(self.start_timestamp_ms.saturating_add(at_ms - origin))
     }
 
     /// Queues a stored audio frame whose body is `parts` (the tag header inline, the frame in the
@@ -430,6 +475,7 @@ impl Pipeline {
             self.origin_ms = Some(now_ms);
             self.rate = match self.frame_rate {
                 _ if self.source_timestamps => None,
+                _ if self.live && self.captured_audio => None,
                 FrameRate::Fixed {
                     numerator,
                     denominator,
@@ -537,7 +583,7 @@ mod tests {
         let mut config = config(None);
         config.audio = Some(crate::config::AudioOptions {
             source: AudioSource::Silence,
-            rate,
+            rate: Some(rate),
             channels: 1,
             bitrate: 64_000,
         });

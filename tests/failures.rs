@@ -415,7 +415,11 @@ fn subcommands_do_not_ask_for_a_url() {
         assert_success(&output);
         assert_eq!(
             String::from_utf8_lossy(&output.stdout),
-            format!("v4l2rtmp {}\n", env!("CARGO_PKG_VERSION")),
+            format!(
+                "v4l2rtmp {}\n{}\n",
+                env!("CARGO_PKG_VERSION"),
+                v4l2rtmp::media::aac_encoder::ENCODER_DESCRIPTION
+            ),
             "{version:?}"
         );
     }

@@ -45,7 +45,32 @@ fn steady_state_publishing_allocates_nothing_per_frame() {
 #[test]
 fn an_audio_track_allocates_nothing_per_frame() {
     let clip = clip_1080p30_60s();
-    publish_and_count_with(clip.to_str().unwrap(), false, true);
+    publish_and_count_with(
+        clip.to_str().unwrap(),
+        false,
+        Some(v4l2rtmp::config::AudioSource::Silence),
+    );
+}
+
+/// With a track of its own clock: ADTS from an `exec:` encoder, beside live video from another
+/// (both FFmpeg, in real time), interleaved by time through the audio gate. 1,300 frames of
+/// video in real time: 43 s.
+#[test]
+fn an_adts_track_beside_live_video_allocates_nothing_per_frame() {
+    require_tool("ffmpeg");
+    let clip = clip_1080p30_60s();
+    let video = format!(
+        "exec:ffmpeg -v error -nostdin -re -i {} -c copy -f h264 -",
+        clip.to_str().unwrap()
+    );
+    let audio =
+        "exec:ffmpeg -v error -nostdin -re -f lavfi -i sine=frequency=1000:sample_rate=48000 \
+                 -ac 2 -c:a aac -b:a 128k -f adts -";
+    publish_and_count_with(
+        &video,
+        true,
+        Some(v4l2rtmp::config::AudioSource::Adts(audio.into())),
+    );
 }
 
 /// A FIFO (live: read at its own pace into the frame store, frames held for the socket while
@@ -89,20 +114,20 @@ fn an_exec_input_allocates_nothing_per_frame() {
 /// Publishes `input` through the throttled link and asserts that the counted frames allocated
 /// nothing. A live input is stopped with SIGTERM once the window closed.
 fn publish_and_count(input: &str, live: bool) {
-    publish_and_count_with(input, live, false)
+    publish_and_count_with(input, live, None)
 }
 
-/// [`publish_and_count`], with a silent audio track when `audio`.
-fn publish_and_count_with(input: &str, live: bool, audio: bool) {
+/// [`publish_and_count`], with an audio track from `audio`.
+fn publish_and_count_with(input: &str, live: bool, audio: Option<v4l2rtmp::config::AudioSource>) {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let nginx = Nginx::start();
     let proxy = Proxy::to_port_with_link_buffer(nginx.port, LINK_BUFFER);
     let url = RtmpUrl::parse(&proxy.url("live", "alloc")).unwrap();
     let mut config = Config::new(input, url);
-    if audio {
+    if let Some(source) = audio {
         config.audio = Some(v4l2rtmp::config::AudioOptions {
-            source: v4l2rtmp::config::AudioSource::Silence,
-            rate: 48_000,
+            source,
+            rate: Some(48_000),
             channels: 2,
             bitrate: 128_000,
         });

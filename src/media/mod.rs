@@ -12,10 +12,13 @@
 //! - [`adts`]: splits an ADTS byte stream (AAC frames from a file, FIFO or `exec:` child) into
 //!   frames by reference, resynchronising after garbage.
 //! - [`aac`]: the AAC-LC AudioSpecificConfig (built and checked), and silent raw frames.
+//! - [`aac_encoder`]: encodes captured PCM to raw AAC-LC frames (FDK AAC, feature
+//!   `aac-encoder`), one frame in, at most one out, with no allocation per frame.
 //! - [`audio_clock`]: stamps AAC frames on the video's CLOCK_MONOTONIC timeline from capture
 //!   reports, following the sound card's actual rate.
 
 pub mod aac;
+pub mod aac_encoder;
 pub mod adts;
 pub mod annexb;
 pub mod audio_clock;

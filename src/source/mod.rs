@@ -24,6 +24,8 @@
 //! intermediate copy; a camera's frame is borrowed from the driver's buffer until the next one is
 //! taken; the end of a byte stream is reported once, with what it means for its kind.
 
+pub mod adts_audio;
+pub mod audio;
 pub mod camera;
 pub mod encoder;
 pub mod exec;

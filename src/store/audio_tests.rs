@@ -250,3 +250,33 @@ fn admitting_says_the_sequence_number_audio_before_it_gave_the_frame() {
     store.skip_to(cursor, admitted);
     assert_eq!(send_all(&mut store, cursor, 40), ["V8"]);
 }
+
+#[test]
+fn held_camera_frames_wait_for_the_audio_of_their_time() {
+    let mut store = FrameStore::new(config(4096));
+    let cursor = store.add_cursor(Bounds::default(), 0).unwrap();
+    video(&mut store, 1, true, 0);
+    // Two camera frames come before the audio of their time: copied in, held.
+    let held = |store: &mut FrameStore, n: u8, at: u64| {
+        let nal = [0x41, 0x80, n];
+        store.hold_copy_nals(at, false, [&nal[..]].into_iter(), at)
+    };
+    held(&mut store, 2, 33).unwrap();
+    held(&mut store, 3, 66).unwrap();
+    assert!(store.holds_unadmitted());
+    // Nothing held is sent.
+    assert_eq!(send_all(&mut store, cursor, 70), ["V1"]);
+    audio(&mut store, 10, 21, 40).unwrap();
+    audio(&mut store, 11, 42, 40).unwrap();
+    assert_eq!(store.admit_composed(33, 0, false), Some(3));
+    audio(&mut store, 12, 64, 40).unwrap();
+    assert_eq!(store.admit_composed(66, 0, false), Some(5));
+    assert!(!store.holds_unadmitted());
+    assert_eq!(
+        send_all(&mut store, cursor, 90),
+        ["A10", "A11", "V2", "A12", "V3"]
+    );
+    // Timestamps are in order on the way out, as admitted.
+    video(&mut store, 4, false, 99);
+    assert_eq!(send_all(&mut store, cursor, 100), ["V4"]);
+}

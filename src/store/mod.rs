@@ -939,6 +939,59 @@ impl FrameStore {
     where
         I: Iterator<Item = &'n [u8]> + Clone,
     {
+        self.copy_in(track, timestamp_ms, keyframe, nals, now_ms, sent, true)
+    }
+
+    /// A camera video frame copied in like [`push_copy_nals`](Self::push_copy_nals) but not
+    /// admitted: it waits, as an access unit read from a byte stream does, until
+    /// [`admit_composed`](Self::admit_composed) (with the stamps given there) or
+    /// [`discard`](Self::discard), and audio pushed meanwhile goes before it. For a live audio
+    /// track that lags the camera: the video waits for the audio of its time. Frames held so
+    /// are admitted in order, and none is pushed admitted while one is held.
+    pub fn hold_copy_nals<'n, I>(
+        &mut self,
+        timestamp_ms: u64,
+        keyframe: bool,
+        nals: I,
+        now_ms: u64,
+    ) -> Result<u64, NotStored>
+    where
+        I: Iterator<Item = &'n [u8]> + Clone,
+    {
+        self.copy_in(
+            Track::Video,
+            timestamp_ms,
+            keyframe,
+            nals,
+            now_ms,
+            CursorSet::EMPTY,
+            false,
+        )
+    }
+
+    /// Whether a frame is held, unadmitted (read from a byte stream, or a held camera copy).
+    pub fn holds_unadmitted(&self) -> bool {
+        self.admitted < self.next_seq
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn copy_in<'n, I>(
+        &mut self,
+        track: Track,
+        timestamp_ms: u64,
+        keyframe: bool,
+        nals: I,
+        now_ms: u64,
+        sent: CursorSet,
+        admit: bool,
+    ) -> Result<u64, NotStored>
+    where
+        I: Iterator<Item = &'n [u8]> + Clone,
+    {
+        debug_assert!(
+            !admit || !self.holds_unadmitted(),
+            "an admitted copy would overtake a held frame"
+        );
         let video_key = track == Track::Video && keyframe;
         // A cursor with frames to send first waits for nothing once it reaches them.
         for index in 0..MAX_CURSORS {
@@ -1023,12 +1076,19 @@ impl FrameStore {
             end: self.head,
             nal_first,
             nal_count: (self.nal_head - nal_first) as u32,
-            state: State::Admitted,
+            state: if admit {
+                State::Admitted
+            } else {
+                State::Unadmitted
+            },
             gap,
         });
         self.next_seq += 1;
-        self.admitted = self.next_seq;
         self.stats.frames_stored += 1;
+        if !admit {
+            return Ok(seq);
+        }
+        self.admitted = self.next_seq;
         if video_key && self.retention {
             self.retain_from = Some(seq);
         }

@@ -770,7 +770,7 @@ impl Core {
         new.queue_time_ms = self.config.queue_time_ms;
         new.max_frame_size = self.config.max_frame_size;
         // The audio track is announced in onMetaData and sized into the frame store.
-        new.audio = self.config.audio;
+        new.audio = self.config.audio.clone();
         self.config = new;
         if backoff_changed {
             self.backoff = connection_backoff(&self.config);

@@ -22,13 +22,14 @@
 //! reference it did not get (the pipeline and the store see to it); a switch the server asked
 //! for happens before a keyframe, which then opens the new connection.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use log::{debug, info, trace, warn};
 
 use crate::driver::{Clock, Connection};
 use crate::error::{Error, Fault, Result};
-use crate::media::annexb::NalRef;
+use crate::media::annexb::{AccessUnit, NalRef};
 use crate::media::flv::{aac_frame_parts, avc_frame_header};
 use crate::pipeline::{Frame, Pipeline};
 use crate::rtmp::chunk::Part;
@@ -37,6 +38,7 @@ use crate::store::{
     Bounds, CursorId, CursorSet, FrameStore, InFlight, NotStored, Room, StoreConfig, Track,
 };
 
+use super::audio::{AudioGate, AudioVerdict, AUDIO_WAIT_MAX_MS};
 use super::core::{Core, LinkEvent, LinkState, SourceEvent, SourceKind, Wait};
 use super::{count, Progress};
 
@@ -59,6 +61,13 @@ const STORE_AUDIO_MIN_BYTES: u64 = 64 * 1024;
 /// Most NAL units in one access unit (encoders that cut a picture into one slice per macroblock
 /// row make 68 for 1080p); an access unit with more is dropped.
 const MAX_NALS_PER_FRAME: usize = 256;
+/// Camera frames held at most while they wait for the audio of their time (120 fps for
+/// [`AUDIO_WAIT_MAX_MS`] is 48): when full, the oldest is admitted without waiting more.
+const HELD_FRAMES: usize = 64;
+/// Captured audio frames that wait, beside a camera, for the video of their time: their
+/// slots, each as large as an AAC-LC frame can be (6144 bits per channel, stereo).
+const QUEUED_AUDIO_FRAMES: usize = 32;
+const QUEUED_AUDIO_SLOT: usize = 2 * 768;
 /// How often dropped frames are reported at most.
 const DROP_LOG_INTERVAL_MS: u64 = 10_000;
 
@@ -71,6 +80,8 @@ pub struct Pass {
     pub pacing_due: Option<u64>,
     /// The frame budget ran out: go round again at once.
     pub more: bool,
+    /// A video frame waits for the audio of its time until then at the latest.
+    pub audio_due: Option<u64>,
 }
 
 /// The longest gap between a paced file's frames slept without watching anything else.
@@ -103,7 +114,7 @@ impl WaitPlan {
         held_until: Option<u64>,
         now: u64,
     ) -> WaitPlan {
-        let deadline = [others, pass.pacing_due, held_until]
+        let deadline = [others, pass.pacing_due, held_until, pass.audio_due]
             .into_iter()
             .flatten()
             .min();
@@ -160,6 +171,41 @@ pub struct Flow {
     status_rate: Rate,
     stats_rate: Rate,
     drop_log: DropLog,
+    /// A captured audio track's order with the video: video frames wait for the audio of their
+    /// time, audio older than video already admitted is dropped.
+    audio_gate: AudioGate,
+    /// Camera frames copied into the store and held there for the audio of their time: their
+    /// clock time, arrival and stamps, in order.
+    held: VecDeque<HeldFrame>,
+    /// Beside a camera, captured audio frames wait here until a camera frame of their time or
+    /// later has been taken (a camera frame may come later than the audio of its time), then go
+    /// into the store merged with the held camera frames by time.
+    audio_queue: VecDeque<QueuedAudio>,
+    audio_slots: Vec<u8>,
+    /// Slot of the next frame queued.
+    audio_slot_next: usize,
+    /// The time of the newest camera frame taken.
+    video_seen: Option<u64>,
+    /// The input is a camera (frames come whole, with their capture time).
+    camera: bool,
+}
+
+/// A captured audio frame waiting in [`Flow::audio_slots`].
+#[derive(Clone, Copy, Debug)]
+struct QueuedAudio {
+    at: u64,
+    duration_ms: u64,
+    arrived: u64,
+    slot: usize,
+    len: usize,
+}
+
+/// A camera frame held in the store, unadmitted, until the audio of its time has come.
+#[derive(Clone, Copy, Debug)]
+struct HeldFrame {
+    at: u64,
+    arrived: u64,
+    frame: Frame,
 }
 
 impl Flow {
@@ -177,11 +223,11 @@ impl Flow {
             max_frames: (config.queue_time_ms.saturating_mul(STORE_MAX_FPS) / 1000)
                 .saturating_add(STORE_SPARE_FRAMES)
                 .min(STORE_MAX_FRAMES)
-                .saturating_add(config.audio.map_or(0, |_| {
+                .saturating_add(config.audio.as_ref().map_or(0, |_| {
                     config.queue_time_ms.saturating_mul(STORE_AUDIO_FPS) / 1000
                 })) as usize,
             max_nals_per_frame: MAX_NALS_PER_FRAME,
-            audio_bytes: config.audio.map_or(0, |audio| {
+            audio_bytes: config.audio.as_ref().map_or(0, |audio| {
                 (u64::from(audio.bitrate) / 8)
                     .saturating_mul(config.queue_time_ms / 1000 + 1)
                     .saturating_mul(2)
@@ -211,6 +257,21 @@ impl Flow {
             status_rate: Rate::default(),
             stats_rate: Rate::default(),
             drop_log: DropLog::default(),
+            audio_gate: AudioGate::default(),
+            held: VecDeque::with_capacity(HELD_FRAMES),
+            audio_queue: VecDeque::with_capacity(QUEUED_AUDIO_FRAMES),
+            audio_slots: if config
+                .audio
+                .as_ref()
+                .is_some_and(|a| a.source.is_captured())
+            {
+                vec![0; QUEUED_AUDIO_FRAMES * QUEUED_AUDIO_SLOT]
+            } else {
+                Vec::new()
+            },
+            audio_slot_next: 0,
+            video_seen: None,
+            camera: false,
         };
         flow.set_source(input, core.source_kind());
         flow
@@ -227,6 +288,7 @@ impl Flow {
         // A file is read only as fast as the link takes it, and nothing of it is dropped.
         self.store.set_backpressure(!live);
         self.store.set_input_can_wait(kind != SourceKind::Device);
+        self.camera = !input.reads_bytes();
     }
 
     /// The buffer the connection's queued external pieces refer to: the ring.
@@ -308,6 +370,8 @@ impl Flow {
     /// The input was opened again: a fresh byte stream, a new timeline for the pipeline.
     pub fn source_reopened(&mut self, input: &Input, kind: SourceKind) {
         self.store.new_stream();
+        self.held.clear();
+        self.video_seen = None;
         self.pipeline.source_restarted();
         self.pipeline
             .use_source_timestamps(kind == SourceKind::Device);
@@ -394,11 +458,15 @@ impl Flow {
         let progress = self.progress(core, conn);
         let (fps, kbps) = self.stats_rate.update(now, &progress);
         format!(
-            "frame={} fps={fps:.1} bitrate={kbps:.1}kbits/s dropped={} queue={:.2}s reconnects={}",
+            "frame={} fps={fps:.1} bitrate={kbps:.1}kbits/s dropped={} queue={:.2}s reconnects={}{}",
             progress.frames_sent,
             progress.frames_dropped,
             self.store.backlog(self.cursor).ms as f64 / 1000.0,
-            progress.connections.saturating_sub(1)
+            progress.connections.saturating_sub(1),
+            match self.audio_gate.late() {
+                0 => String::new(),
+                late => format!(" audio_late={late}"),
+            }
         )
     }
 
@@ -451,6 +519,8 @@ impl Flow {
         on_frame: &mut dyn FnMut(&Progress),
     ) -> Pass {
         let now = clock.now_ms();
+        // Camera frames whose audio has come since.
+        self.admit_held(now);
         // What is stored goes first: a file is admitted only once the link is idle.
         if !self.pump_or_fail(conn.as_deref_mut(), core, now, on_frame) {
             return Pass::default();
@@ -458,8 +528,12 @@ impl Flow {
         let pass = if !input.reads_bytes() {
             // A camera's frame borrows this list while the rest of the flow is used.
             let mut nals = std::mem::take(&mut self.device_nals);
-            let pass = self.take_device_frames(input, &mut nals, conn, core, clock, on_frame);
+            let mut pass = self.take_device_frames(input, &mut nals, conn, core, clock, on_frame);
             self.device_nals = nals;
+            let held = self.held.len();
+            pass.audio_due = self.admit_held(clock.now_ms());
+            // Frames admitted now are sent in the next pass, at once.
+            pass.more |= self.held.len() < held;
             pass
         } else {
             self.admit_stream_frames(conn, core, now, on_frame)
@@ -507,9 +581,14 @@ impl Flow {
                 pass.needs_input = true;
                 break;
             };
-            budget -= 1;
             // A live stream is stamped by when its frames arrived, a file by its pacing.
             let at = if live { frame.arrival_ms() } else { now };
+            if let Some(due) = self.audio_gate.video_due(at, frame.arrival_ms(), now) {
+                pass.audio_due = Some(due);
+                pass.needs_input = true;
+                break;
+            }
+            budget -= 1;
             let muxed = self
                 .pipeline
                 .mux_nals(frame.nals().map(|nal| nal.pieces()), at);
@@ -531,6 +610,7 @@ impl Flow {
                 // The frames before it belong to the old sequence header.
                 self.store.skip_to(self.cursor, seq);
             }
+            self.audio_gate.video_admitted(at);
             if !live && !self.pump_or_fail(conn.as_deref_mut(), core, now, on_frame) {
                 return pass;
             }
@@ -604,6 +684,20 @@ impl Flow {
             if muxed.keyframe {
                 core.handle_source(SourceEvent::Ready, now);
             }
+            self.video_seen = Some(self.video_seen.map_or(at, |seen| seen.max(at)));
+            if !self.held.is_empty()
+                || !self.audio_queue.is_empty()
+                || self.audio_gate.video_due(at, now, now).is_some()
+            {
+                // The audio of its time has not come yet: copied in, and held until it has.
+                self.hold_device_frame(at, now, muxed, &frame.au);
+                if muxed.keyframe && core.switch_pending() {
+                    self.switching = true;
+                    core.handle_link(LinkEvent::KeyframeNext, now);
+                    return pass;
+                }
+                continue;
+            }
             if muxed.parameters_changed {
                 self.store.skip_to(self.cursor, self.store.next_seq());
             }
@@ -657,6 +751,7 @@ impl Flow {
                 now,
                 sent,
             );
+            self.audio_gate.video_admitted(at);
             if stored == Err(NotStored::NoRoom) && self.store.room() != Room::Stalled {
                 // A camera's buffer goes back to the driver: the frame cannot wait.
                 self.store.frame_lost(sent);
@@ -672,6 +767,156 @@ impl Flow {
             }
         }
         pass
+    }
+
+    /// Copies a camera frame into the store, held until the audio of its time has come.
+    fn hold_device_frame(&mut self, at: u64, now: u64, frame: Frame, au: &AccessUnit<'_>) {
+        if self.held.len() == HELD_FRAMES {
+            self.admit_front_held();
+        }
+        let held = self.store.hold_copy_nals(
+            frame.timestamp_ms,
+            frame.keyframe,
+            au.nal_bytes().map(|(_, bytes)| bytes),
+            now,
+        );
+        match held {
+            Ok(_) => self.held.push_back(HeldFrame {
+                at,
+                arrived: now,
+                frame,
+            }),
+            Err(NotStored::NoRoom) if self.store.room() != Room::Stalled => {
+                self.store.frame_lost(CursorSet::EMPTY)
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Beside a camera: stores the queued audio and admits the held camera frames, merged by
+    /// time, as far as each has what it waits for (the video, the audio of its time; each
+    /// [`AUDIO_WAIT_MAX_MS`] at most); returns when to look again.
+    fn admit_held(&mut self, now: u64) -> Option<u64> {
+        loop {
+            let audio = self.audio_queue.front().copied();
+            let video = self.held.front().copied();
+            match (audio, video) {
+                // Both known: the older goes first.
+                (Some(audio), Some(video)) if audio.at <= video.at => self.store_queued_audio(now),
+                (Some(_), Some(_)) => self.admit_front_held(),
+                (Some(audio), None) => {
+                    let seen = self.video_seen.is_some_and(|seen| seen >= audio.at);
+                    let give_up = audio.arrived.saturating_add(AUDIO_WAIT_MAX_MS);
+                    if !seen && now < give_up {
+                        return Some(give_up);
+                    }
+                    self.store_queued_audio(now);
+                }
+                (None, Some(video)) => {
+                    if let Some(due) = self.audio_gate.video_due(video.at, video.arrived, now) {
+                        return Some(due);
+                    }
+                    self.admit_front_held();
+                }
+                (None, None) => return None,
+            }
+        }
+    }
+
+    /// Stores the oldest queued audio frame.
+    fn store_queued_audio(&mut self, now: u64) {
+        let Some(queued) = self.audio_queue.pop_front() else {
+            return;
+        };
+        let from = queued.slot * QUEUED_AUDIO_SLOT;
+        let bytes = std::mem::take(&mut self.audio_slots);
+        self.store_audio(
+            queued.at,
+            queued.duration_ms,
+            &bytes[from..from + queued.len],
+            now,
+        );
+        self.audio_slots = bytes;
+    }
+
+    fn admit_front_held(&mut self) {
+        let Some(held) = self.held.pop_front() else {
+            return;
+        };
+        let frame = held.frame;
+        match self
+            .store
+            .admit_composed(frame.timestamp_ms, frame.composition_ms, frame.keyframe)
+        {
+            Some(seq) => {
+                if frame.parameters_changed {
+                    // The frames before it belong to the old sequence header.
+                    self.store.skip_to(self.cursor, seq);
+                }
+                self.audio_gate.video_admitted(held.at);
+            }
+            // The store let the stream go (a restart): nothing held is left in it.
+            None => self.held.clear(),
+        }
+    }
+
+    /// Whether a captured audio track is delivering (the video then waits for its frames).
+    pub fn set_audio_live(&mut self, live: bool) {
+        self.audio_gate.set_live(live);
+    }
+
+    /// The captured audio track's format, known once its device has opened.
+    pub fn set_audio_format(&mut self, asc: &crate::media::aac::AudioSpecificConfig) {
+        self.pipeline.set_audio_format(asc);
+    }
+
+    /// A captured audio frame whose first sample was captured at `at` (clock ms), lasting
+    /// `duration_ms`: stored in timestamp order with the video. Dropped before the first video
+    /// frame, and when late (older than a video frame already admitted, after the video gave up
+    /// waiting for it): counted.
+    pub fn audio_frame(&mut self, at: u64, duration_ms: u64, bytes: &[u8], now: u64) {
+        if !self.camera || bytes.len() > QUEUED_AUDIO_SLOT || self.audio_slots.is_empty() {
+            // A byte stream's frames are stamped when they are complete, never before the audio
+            // that came first: nothing to wait for.
+            self.store_audio(at, duration_ms, bytes, now);
+            return;
+        }
+        if self.audio_queue.len() == QUEUED_AUDIO_FRAMES {
+            self.store_queued_audio(now);
+        }
+        let slot = self.audio_slot_next;
+        self.audio_slot_next = (slot + 1) % QUEUED_AUDIO_FRAMES;
+        let from = slot * QUEUED_AUDIO_SLOT;
+        self.audio_slots[from..from + bytes.len()].copy_from_slice(bytes);
+        self.audio_queue.push_back(QueuedAudio {
+            at,
+            duration_ms,
+            arrived: now,
+            slot,
+            len: bytes.len(),
+        });
+        self.admit_held(now);
+    }
+
+    /// An audio frame of time `at` has come (and will be given with
+    /// [`audio_frame`](Self::audio_frame) after a pass): the video before it need not wait.
+    pub fn audio_arrives(&mut self, at: u64) {
+        self.audio_gate.audio_arrives(at);
+    }
+
+    fn store_audio(&mut self, at: u64, duration_ms: u64, bytes: &[u8], now: u64) {
+        if self.audio_gate.audio(at, duration_ms) == AudioVerdict::Late {
+            if self.audio_gate.late() == 1 {
+                warn!(
+                    "an audio frame came after the video of its time had been sent: dropped \
+                     (counted as audio_late in the progress line)"
+                );
+            }
+            return;
+        }
+        if let Some(timestamp_ms) = self.pipeline.stream_time_of(at) {
+            let _ = self.store.push_audio(timestamp_ms, bytes, now);
+        }
     }
 
     /// Stores the audio frames due at or before `until_ms` (the stream time of the video frame
@@ -943,7 +1188,19 @@ mod tests {
             needs_input: true,
             pacing_due,
             more,
+            audio_due: None,
         }
+    }
+
+    #[test]
+    fn a_frame_waiting_for_its_audio_sets_the_deadline() {
+        let waiting = Pass {
+            audio_due: Some(1_400),
+            ..pass(None, false)
+        };
+        let plan = WaitPlan::new(&waiting, true, Some(5_000), None, 1_000);
+        assert_eq!(plan.deadline, Some(1_400));
+        assert!(plan.read_input, "the input is read meanwhile");
     }
 
     #[test]

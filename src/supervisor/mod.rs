@@ -8,12 +8,15 @@
 //!   now)`, read with `poll_action()` and `poll_timeout()`, and tested on a virtual clock.
 //! - `flow`: the frames' way from the input through the pipeline and the frame store
 //!   ([`crate::store`]) to the socket; it reports what happened to the core.
+//! - [`audio`]: the captured audio track's supervision (open, reopen with backoff, the silent
+//!   device watchdog, whether the video waits for it), sans-IO like the core.
 //! - `shell`: the tokio loop that waits on signals, the input, the socket and one deadline,
 //!   and carries out the core's actions.
 //!
 //! Invariants: every wait also watches the signals; nothing per frame allocates; errors end the
 //! program only when retrying cannot help (configuration, input, a bug) or retries are exhausted.
 
+pub mod audio;
 pub mod core;
 mod flow;
 mod shell;

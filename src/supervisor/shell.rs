@@ -9,14 +9,16 @@ use log::{debug, info, warn};
 
 use crate::config::Config;
 use crate::driver::{sleep_until_option, Clock, Connection};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::notify::Notifier;
+use crate::source::audio::{AudioEvent, AudioInput};
 use crate::source::{Input, InputEvent};
 use crate::url::Scheme;
 
+use super::audio::{AudioAction, AudioSupervisor};
 use super::core::{Action, Core, CoreOptions, Ending, LinkEvent, SourceEvent};
 use super::flow::Flow;
-use super::waits::{link_wait, sleep_until_monotonic, wait_input, Link, Signals, Wake};
+use super::waits::{link_wait, sleep_until_monotonic, wait_audio, wait_input, Link, Signals, Wake};
 use super::{count, stats_interval, Progress, Reload};
 
 /// Runs until the input ends, a signal stops it, or an error that retrying cannot fix.
@@ -37,7 +39,25 @@ pub async fn run(
         stats: stats_interval(&config),
     };
     let mut tls = crate::tls::destination_config(&config)?;
-    let seed = crate::backoff::Jitter::from_entropy().next_u64();
+    let mut jitter = crate::backoff::Jitter::from_entropy();
+    let seed = jitter.next_u64();
+    // A microphone: opened beside the video, supervised on its own.
+    let mut audio = config.audio.as_ref().and_then(AudioInput::new);
+    if audio.is_some() && !kind.is_live() {
+        return Err(Error::config(format!(
+            "--audio {}: a track with a clock of its own needs a live video input (a camera, a pipe, a FIFO or \
+             exec:), not a file read faster than it was recorded",
+            audio.as_ref().map_or("", |a| a.name())
+        )));
+    }
+    let mut audio_supervisor = audio.as_ref().map(|a| {
+        AudioSupervisor::new(
+            a.name(),
+            config.source_timeout_ms,
+            jitter.next_u64(),
+            clock.now_ms(),
+        )
+    });
     let source = (kind, input.name().to_string());
     let mut core = Core::new(config, source, options, seed, clock.now_ms());
     let mut flow = Flow::new(&core, &input);
@@ -59,6 +79,24 @@ pub async fn run(
     ));
     let mut link = Link::None;
     loop {
+        if let (Some(capture), Some(supervisor)) = (audio.as_mut(), audio_supervisor.as_mut()) {
+            let now = clock.now_ms();
+            while let Some(action) = supervisor.poll_action() {
+                match action {
+                    AudioAction::Open => match capture.open().await {
+                        Ok(format) => {
+                            if let Some(format) = format {
+                                flow.set_audio_format(&format);
+                            }
+                            supervisor.handle_opened(now);
+                        }
+                        Err(e) => supervisor.handle_open_failed(&e, now),
+                    },
+                    AudioAction::Close => capture.close(),
+                }
+            }
+            flow.set_audio_live(supervisor.video_waits(now));
+        }
         while let Some(action) = core.poll_action() {
             match action {
                 Action::Connect { url, auth_query } => {
@@ -157,7 +195,8 @@ pub async fn run(
             Link::Up(conn) => conn.session_timeout_ms(),
             _ => None,
         };
-        let others = [core.poll_timeout(), session_due]
+        let audio_due = audio_supervisor.as_ref().and_then(|s| s.poll_timeout());
+        let others = [core.poll_timeout(), session_due, audio_due]
             .into_iter()
             .flatten()
             .min();
@@ -173,6 +212,7 @@ pub async fn run(
             signal = signals.next() => signal,
             wake = link_wait(&mut link) => wake,
             event = wait_input(&mut input, &mut flow, now), if plan.read_input => Wake::Input(event),
+            event = wait_audio(&mut audio) => Wake::Audio(event),
             _ = sleep_until_option(deadline) => Wake::Deadline,
             _ = std::future::ready(()), if plan.again => Wake::More,
         };
@@ -223,7 +263,39 @@ pub async fn run(
                 }
                 Err(e) => core.handle_source(SourceEvent::Failed(e), now),
             },
+            Wake::Audio(event) => {
+                if let (Some(capture), Some(supervisor)) =
+                    (audio.as_ref(), audio_supervisor.as_mut())
+                {
+                    match event {
+                        Ok(AudioEvent::Frame { at }) => {
+                            supervisor.handle_frame(now);
+                            if let Some(at) = clock.ms_from_monotonic(at) {
+                                // The video up to this frame's time goes first, so that this
+                                // one is stored after it: timestamp order.
+                                flow.audio_arrives(at);
+                                flow.pass(&mut input, link.conn(), &mut core, &clock, on_frame);
+                                let duration = capture.frame_duration().as_millis() as u64;
+                                flow.audio_frame(at, duration, capture.frame(), now);
+                            }
+                        }
+                        Ok(AudioEvent::Format(format)) => flow.set_audio_format(&format),
+                        Ok(AudioEvent::Ended) => {
+                            info!("audio: {} ended; the video goes on", capture.name());
+                            supervisor.handle_ended();
+                        }
+                        Ok(AudioEvent::Overrun { overruns }) => warn!(
+                            "audio: {} overran ({overruns} times so far): samples were lost",
+                            capture.name()
+                        ),
+                        Err(e) => supervisor.handle_failed(&e, now),
+                    }
+                }
+            }
             Wake::Deadline => {
+                if let Some(supervisor) = audio_supervisor.as_mut() {
+                    supervisor.handle_timeout(now);
+                }
                 if let Link::Up(conn) = &mut link {
                     if conn.session_timeout_ms().is_some_and(|due| now >= due) {
                         if let Err(e) = conn.session().handle_timeout(now) {

@@ -8,6 +8,7 @@ use std::pin::Pin;
 
 use crate::driver::Connection;
 use crate::error::{Error, Fault, Result};
+use crate::source::audio::{AudioEvent, AudioInput};
 use crate::source::{Input, InputEvent};
 
 use super::flow::Flow;
@@ -41,6 +42,7 @@ pub(super) enum Wake {
         read: bool,
     },
     Input(Result<InputEvent>),
+    Audio(Result<AudioEvent>),
     Deadline,
     More,
 }
@@ -69,6 +71,14 @@ pub(super) async fn wait_input(input: &mut Input, flow: &mut Flow, now: u64) -> 
         &mut []
     };
     input.next_event(buf).await
+}
+
+/// Waits for the microphone's next AAC frame; for ever when there is none (or it is closed).
+pub(super) async fn wait_audio(audio: &mut Option<AudioInput>) -> Result<AudioEvent> {
+    match audio {
+        Some(audio) => audio.next().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// SIGINT/SIGTERM (stop) and SIGHUP (reload).

@@ -723,7 +723,7 @@ fn reload_of_timeouts_applies_at_once_and_fixed_options_stay() {
     new.queue_size = 1;
     new.audio = Some(crate::config::AudioOptions {
         source: crate::config::AudioSource::Silence,
-        rate: 48_000,
+        rate: Some(48_000),
         channels: 1,
         bitrate: 64_000,
     });
