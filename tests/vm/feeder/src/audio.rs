@@ -175,9 +175,46 @@ pub const SIGNAL: Signal = Signal {
     beep_frames: 4800,
 };
 
+/// One second of the tone and one beep, computed once: a sine per sample costs the emulated
+/// guest a good part of a CPU.
+struct Tables {
+    tone: Vec<f64>,
+    beep: Vec<f64>,
+}
+
+impl Tables {
+    fn new(signal: &Signal) -> Tables {
+        Tables {
+            tone: (0..u64::from(signal.rate))
+                .map(|k| signal.value(k, None))
+                .collect(),
+            beep: (0..signal.beep_frames)
+                .map(|b| signal.value(0, Some(b)) - signal.value(0, None))
+                .collect(),
+        }
+    }
+
+    fn sample(&self, k: u64, beep: Option<u64>) -> i16 {
+        let mut v = self.tone[(k % self.tone.len() as u64) as usize];
+        if let Some(b) = beep {
+            v += self.beep[b as usize];
+        }
+        (v * 32767.0).round().clamp(-32768.0, 32767.0) as i16
+    }
+}
+
 impl Signal {
-    /// The sample of frame `k` of the tone, `beep` frames into a beep if one is playing.
-    pub fn sample(&self, k: u64, beep: Option<u64>) -> i16 {
+    /// The sample of frame `k` of the tone, `beep` frames into a beep if one is playing (as
+    /// [`Tables`] gives it, computed directly: the tests' reference).
+    #[cfg(test)]
+    fn sample(&self, k: u64, beep: Option<u64>) -> i16 {
+        (self.value(k, beep) * 32767.0)
+            .round()
+            .clamp(-32768.0, 32767.0) as i16
+    }
+
+    /// The same, full scale 1.
+    fn value(&self, k: u64, beep: Option<u64>) -> f64 {
         let rate = f64::from(self.rate);
         let tau = 2.0 * std::f64::consts::PI;
         // The tone's phase from k modulo a whole number of its cycles' worth of frames when it
@@ -187,7 +224,7 @@ impl Signal {
         if let Some(b) = beep {
             v += self.beep_level * (tau * self.beep_hz * b as f64 / rate).sin();
         }
-        (v * 32767.0).round().clamp(-32768.0, 32767.0) as i16
+        v
     }
 }
 
@@ -414,6 +451,7 @@ pub fn play(
     let mut missed = 0u64;
     let mut total = 0u64; // frames of the tone so far, across reopens (its phase)
     let mut buf = vec![0u8; period as usize * 2 * signal.channels as usize];
+    let tables = Tables::new(signal);
     let mut lost_at: Option<Instant> = None;
     loop {
         let pb = match Playback::open(device, 'p', signal, period, buffer) {
@@ -471,7 +509,7 @@ pub fn play(
                 let into = beep
                     .and_then(|(b, _)| k.checked_sub(b))
                     .filter(|&d| d < signal.beep_frames);
-                let s = signal.sample(total + i as u64, into).to_le_bytes();
+                let s = tables.sample(total + i as u64, into).to_le_bytes();
                 for ch in frame.chunks_exact_mut(2) {
                     ch.copy_from_slice(&s);
                 }
@@ -507,7 +545,15 @@ pub fn play(
             written += frames;
             total += frames;
             match pb.status() {
-                Ok(s) if s.state == STATE_RUNNING && (s.tstamp.sec != 0 || s.tstamp.nsec != 0) => {
+                // A tstamp from before the start is stale: the kernel renews it only once the
+                // position moves (update_audio_tstamp), and after an underrun's restart it still
+                // dates the old stream's last move (the frames written since then make it look
+                // 100 ms early, and beeps came 100 ms late).
+                Ok(s)
+                    if s.state == STATE_RUNNING
+                        && (s.tstamp.sec, s.tstamp.nsec)
+                            > (s.trigger_tstamp.sec, s.trigger_tstamp.nsec) =>
+                {
                     let tstamp = i128::from(s.tstamp.sec) * ns_per_s + i128::from(s.tstamp.nsec);
                     // The next frame written (number `written`) plays `delay` frames after tstamp.
                     let estimate =
@@ -624,6 +670,15 @@ mod tests {
         let tone12 = s.sample(12, None);
         assert!((s.sample(12, Some(12)) - tone12 - 16384).abs() <= 1);
         assert!((0..48000).all(|k| s.sample(k, None).unsigned_abs() <= 3277));
+        let t = Tables::new(&s);
+        for (k, b) in [
+            (0, None),
+            (12, Some(12)),
+            (47999, Some(4799)),
+            (48012, None),
+        ] {
+            assert!((t.sample(k, b) - s.sample(k, b)).abs() <= 1, "frame {k}");
+        }
     }
 
     #[test]
