@@ -321,8 +321,11 @@ impl Playback {
         sw.tstamp_mode = TSTAMP_ENABLE;
         sw.period_step = 1;
         sw.avail_min = period as c_ulong;
-        // Starts once the buffer is full; stops (underrun) when it runs empty.
-        sw.start_threshold = buffer as c_ulong;
+        // Starts with the first period written; stops (underrun) when it runs empty. The buffer
+        // is long (1 s by default): the schedule does not depend on it, and snd-aloop, when its
+        // position runs past what was written (a guest stall longer than the buffer), hands the
+        // capture side the ring's stale contents: a beep of one lap before, a buffer late.
+        sw.start_threshold = period as c_ulong;
         sw.stop_threshold = buffer as c_ulong;
         sw.proto = (proto as u32).min(0x0002_000f);
         if sw.proto >= PROTO_TSTAMP_TYPE {

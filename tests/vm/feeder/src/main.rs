@@ -109,7 +109,7 @@ Writes the Annex-B clip's access units into a v4l2loopback device, one write() p
                   a 440 Hz tone at peak 0.1 and, for every --flash frame, a 1 kHz beep at peak 0.5
                   for 100 ms starting at the sample played when that frame is written
   --flash N,N,..  the clip's flash frames (0-based access unit indices), for --audio
-  --period N      --audio's period in frames (default 480: 10 ms); --buffer N its buffer (4800)
+  --period N      --audio's period in frames (default 480: 10 ms); --buffer N its buffer (48000: 1 s)
   --realtime      run the writers with SCHED_FIFO
   --listen DEVICE capture DEVICE (the loopback's other side, hw:Loopback,1,0) and print each
                   beep's onset, dated by ALSA's timestamps, against its flash instant";
@@ -285,7 +285,7 @@ fn parse_args() -> Result<Options, String> {
         audio: None,
         flashes: Vec::new(),
         period: 480,
-        buffer: 4800,
+        buffer: 48000,
         realtime: false,
         listen: None,
     };
