@@ -10,6 +10,14 @@
 //! each one is byte-identical to an access unit of the clip, and that they come in the clip's
 //! order; it exits 1 otherwise. That is the smoke test of the loopback path.
 //!
+//! With `--audio hw:Loopback,0,0` it is the microphone too (`audio.rs`): it plays a tone into
+//! that ALSA playback device and, for each `--flash` frame of the clip, a beep that starts at the
+//! sample played at the CLOCK_MONOTONIC instant the flash frame is written. v4l2loopback stamps
+//! a buffer with CLOCK_MONOTONIC when it is written (`v4l2_loopback_write` calls
+//! `v4l2l_get_timestamp`, which is `ktime_get_ts64`, after copying the frame), so a reader that
+//! keeps both tracks on their devices' timestamps gets the flash and the beep at the same time.
+//! Each flash frame's write is printed with its error from the planned instant.
+//!
 //! Dependency-free on purpose (raw ioctls through libc's `ioctl`); tests/vm/run builds it static
 //! for the guest. Only the few V4L2 structures it needs are declared, sized for 64-bit guests.
 
@@ -21,12 +29,68 @@ use std::process::exit;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+mod audio;
+
+#[repr(C)]
+struct Timespec {
+    sec: i64,
+    nsec: i64,
+}
+
+#[repr(C)]
+struct SchedParam {
+    priority: c_int,
+}
 
 extern "C" {
     // musl declares the request as int, glibc as unsigned long: both are passed in a 64-bit
     // register and every request number here fits in 32 bits.
     fn ioctl(fd: c_int, request: c_ulong, ...) -> c_int;
+    fn clock_gettime(clock: c_int, ts: *mut Timespec) -> c_int;
+    fn pthread_self() -> c_ulong;
+    fn pthread_setschedparam(thread: c_ulong, policy: c_int, param: *const SchedParam) -> c_int;
+}
+
+const CLOCK_MONOTONIC: c_int = 1;
+const SCHED_FIFO: c_int = 1;
+
+/// CLOCK_MONOTONIC now, in ns (the clock of V4L2 and ALSA timestamps).
+fn clock() -> i128 {
+    let mut ts = Timespec { sec: 0, nsec: 0 };
+    // SAFETY: `ts` is a valid timespec (64-bit time_t on the 64-bit targets the feeder is for).
+    unsafe { clock_gettime(CLOCK_MONOTONIC, &mut ts) };
+    i128::from(ts.sec) * 1_000_000_000 + i128::from(ts.nsec)
+}
+
+/// Sleeps until CLOCK_MONOTONIC reaches `at` (ns); with `spin`, sleeps until 2 ms before and
+/// polls the clock for the rest, for a write on time under a slow, loaded guest. (A margin of
+/// 5 ms did worse on the arm64 guest: writes 3.8 ms late, about a timer tick, half the time.)
+fn sleep_until(at: i128, spin: bool) {
+    let margin = if spin { 2_000_000 } else { 0 };
+    let now = clock();
+    if at - margin > now {
+        thread::sleep(Duration::from_nanos((at - margin - now) as u64));
+    }
+    while spin && clock() < at {
+        std::hint::spin_loop();
+    }
+}
+
+/// SCHED_FIFO for the calling thread, so that a busy guest delays the schedule less. (Through
+/// pthread_setschedparam: musl's sched_setscheduler is ENOSYS by design.)
+fn realtime() {
+    let param = SchedParam { priority: 10 };
+    // SAFETY: `param` is a valid sched_param; pthread_self() is the calling thread (pthread_t
+    // is an unsigned long in glibc and a pointer in musl: one 64-bit register either way).
+    let err = unsafe { pthread_setschedparam(pthread_self(), SCHED_FIFO, &param) };
+    if err != 0 {
+        eprintln!(
+            "v4l2-feeder: SCHED_FIFO: {}; going on without",
+            std::io::Error::from_raw_os_error(err)
+        );
+    }
 }
 
 const USAGE: &str = "\
@@ -40,7 +104,15 @@ Writes the Annex-B clip's access units into a v4l2loopback device, one write() p
   --verify N      also read N frames from the CAPTURE side and check each is byte-identical to an
                   access unit of the clip, in order; exit 1 if not. The writer then waits
                   for the reader before each access unit, so none is dropped
-  --info          only list the clip's access units";
+  --info          only list the clip's access units
+  --audio DEVICE  also play into the ALSA playback DEVICE (hw:CARD,DEV; S16_LE, 48000 Hz, 2 ch):
+                  a 440 Hz tone at peak 0.1 and, for every --flash frame, a 1 kHz beep at peak 0.5
+                  for 100 ms starting at the sample played when that frame is written
+  --flash N,N,..  the clip's flash frames (0-based access unit indices), for --audio
+  --period N      --audio's period in frames (default 480: 10 ms); --buffer N its buffer (48000: 1 s)
+  --realtime      run the writers with SCHED_FIFO
+  --listen DEVICE capture DEVICE (the loopback's other side, hw:Loopback,1,0) and print each
+                  beep's onset, dated by ALSA's timestamps, against its flash instant";
 
 const VIDIOC_QUERYCAP: c_ulong = 0x8068_5600;
 const VIDIOC_G_FMT: c_ulong = 0xc0d0_5604;
@@ -192,6 +264,12 @@ struct Options {
     verify: usize,
     info: bool,
     clip: String,
+    audio: Option<String>,
+    flashes: Vec<usize>,
+    period: u32,
+    buffer: u32,
+    realtime: bool,
+    listen: Option<String>,
 }
 
 fn parse_args() -> Result<Options, String> {
@@ -204,6 +282,12 @@ fn parse_args() -> Result<Options, String> {
         verify: 0,
         info: false,
         clip: String::new(),
+        audio: None,
+        flashes: Vec::new(),
+        period: 480,
+        buffer: 48000,
+        realtime: false,
+        listen: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -233,6 +317,26 @@ fn parse_args() -> Result<Options, String> {
                     .map_err(|e| format!("--verify: {e}"))?
             }
             "--info" => o.info = true,
+            "--audio" => o.audio = Some(value("--audio")?),
+            "--flash" => {
+                o.flashes = value("--flash")?
+                    .split(',')
+                    .map(|n| n.parse().map_err(|e| format!("--flash: {e}")))
+                    .collect::<Result<_, _>>()?;
+                o.flashes.sort_unstable();
+            }
+            "--period" => {
+                o.period = value("--period")?
+                    .parse()
+                    .map_err(|e| format!("--period: {e}"))?
+            }
+            "--buffer" => {
+                o.buffer = value("--buffer")?
+                    .parse()
+                    .map_err(|e| format!("--buffer: {e}"))?
+            }
+            "--realtime" => o.realtime = true,
+            "--listen" => o.listen = Some(value("--listen")?),
             "-h" | "--help" => return Err(String::new()),
             s if s.starts_with('-') => return Err(format!("unknown option {s}")),
             s if o.clip.is_empty() => o.clip = s.into(),
@@ -244,6 +348,9 @@ fn parse_args() -> Result<Options, String> {
     }
     if o.fps == 0 {
         return Err("--fps must be at least 1".into());
+    }
+    if o.audio.is_some() && o.flashes.is_empty() {
+        return Err("--audio needs --flash".into());
     }
     Ok(o)
 }
@@ -346,22 +453,59 @@ fn main() {
     let lockstep = o.verify > 0;
     let consumed = Arc::new(AtomicU64::new(0));
     let loops = o.loops.unwrap_or(if o.verify > 0 { 0 } else { 1 });
+    // With --audio the schedule starts 1.5 s from now, time for the audio to run and be dated.
+    let start = clock() + if o.audio.is_some() { 1_500_000_000 } else { 0 };
+    let frame_ns = 1_000_000_000 / i128::from(o.fps);
+    let flashes = o.flashes.clone();
+    if let Some(device) = o.audio.clone() {
+        let signal = audio::SIGNAL;
+        let (period, buffer, rt, clip_len) = (o.period, o.buffer, o.realtime, owned.len());
+        // The i-th flash of the whole run: its frame's instant on the video schedule.
+        let flash_at = {
+            let flashes = flashes.clone();
+            move |i: u64| {
+                let i = i as usize;
+                let frame = (i / flashes.len()) * clip_len + flashes[i % flashes.len()];
+                start + frame as i128 * frame_ns
+            }
+        };
+        if let Some(other) = o.listen.clone() {
+            let (signal, flash_at) = (signal.clone(), flash_at.clone());
+            // A buffer of 200 ms: a busy guest must not make the check overrun.
+            thread::spawn(move || {
+                if rt {
+                    realtime();
+                }
+                audio::listen(&other, &signal, 960, 9600, flash_at)
+            });
+        }
+        thread::spawn(move || {
+            if rt {
+                realtime();
+            }
+            audio::play(&device, &signal, period, buffer, flash_at)
+        });
+    }
     let writer = {
-        let (units, stop, first_written, consumed, ready) = (
+        let (units, stop, first_written, consumed, ready, rt) = (
             owned.clone(),
             stop.clone(),
             first_written.clone(),
             consumed.clone(),
             o.ready.clone(),
+            o.realtime,
         );
-        let period = Duration::from_secs(1) / o.fps;
+        let timed = o.audio.is_some();
         let mut out = out;
         thread::spawn(move || -> u64 {
-            let start = Instant::now();
+            if rt {
+                realtime();
+            }
             let mut written = 0u64;
             let mut round = 0u64;
+            let mut flashed = 0u64;
             while loops == 0 || round < loops {
-                for unit in &units {
+                for (index, unit) in units.iter().enumerate() {
                     while lockstep && written > 0 && consumed.load(Ordering::Acquire) < written {
                         if stop.load(Ordering::Relaxed) {
                             return written;
@@ -371,10 +515,24 @@ fn main() {
                     if stop.load(Ordering::Relaxed) {
                         return written;
                     }
+                    let flash = timed && flashes.binary_search(&index).is_ok();
+                    let deadline = start + written as i128 * frame_ns;
+                    sleep_until(deadline, flash);
+                    let before = clock();
                     match out.write(unit) {
                         Ok(n) if n == unit.len() => {}
                         Ok(n) => fail(&format!("short write: {n} of {} bytes", unit.len())),
                         Err(e) => fail(&format!("write: {e}")),
+                    }
+                    if flash {
+                        let after = clock();
+                        println!(
+                            "v4l2-feeder: flash {flashed} (frame {written}) written {:+.3} ms from its instant {:.6} s, in {:.3} ms",
+                            (before - deadline) as f64 / 1e6,
+                            deadline as f64 / 1e9,
+                            (after - before) as f64 / 1e6
+                        );
+                        flashed += 1;
                     }
                     written += 1;
                     if written == 1 {
@@ -382,10 +540,6 @@ fn main() {
                         if let Some(path) = &ready {
                             let _ = File::create(path);
                         }
-                    }
-                    let deadline = start + period * written as u32;
-                    if let Some(wait) = deadline.checked_duration_since(Instant::now()) {
-                        thread::sleep(wait);
                     }
                 }
                 round += 1;
