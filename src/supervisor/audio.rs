@@ -44,8 +44,8 @@ enum State {
     Closed { retry_at: u64 },
     /// A file's audio is over: not opened again.
     Ended,
-    /// Open since `since`; its last frame came at `last_frame` (the opening, before the first).
-    Open { since: u64, last_frame: u64 },
+    /// Open since `since`; its last frame came at `last_frame` (none yet: `None`).
+    Open { since: u64, last_frame: Option<u64> },
 }
 
 /// Supervision of one captured audio source.
@@ -57,8 +57,6 @@ pub struct AudioSupervisor {
     jitter: Jitter,
     /// A device that delivers nothing for this long is reopened (0: never).
     stall_ms: u64,
-    /// When the track last delivered a frame, for the video's wait.
-    last_frame: Option<u64>,
     /// Since when the device has been down, for the log line when it is back.
     down_since: Option<u64>,
     /// Openings that failed or ended, for STATUS and the logs.
@@ -75,7 +73,6 @@ impl AudioSupervisor {
             backoff: Backoff::new(REOPEN_FIRST, REOPEN_CAP, REOPEN_STABLE),
             jitter: Jitter::new(seed),
             stall_ms,
-            last_frame: None,
             down_since: None,
             failures: 0,
             label: label.to_string(),
@@ -94,8 +91,8 @@ impl AudioSupervisor {
         }
         match self.state {
             State::Closed { retry_at } => Some(retry_at),
-            State::Open { last_frame, .. } if self.stall_ms > 0 => {
-                Some(last_frame.saturating_add(self.stall_ms))
+            State::Open { since, last_frame } if self.stall_ms > 0 => {
+                Some(last_frame.unwrap_or(since).saturating_add(self.stall_ms))
             }
             State::Open { .. } | State::Ended => None,
         }
@@ -120,7 +117,7 @@ impl AudioSupervisor {
         }
         self.state = State::Open {
             since: now,
-            last_frame: now,
+            last_frame: None,
         };
     }
 
@@ -132,12 +129,8 @@ impl AudioSupervisor {
 
     /// A frame came from the device.
     pub fn handle_frame(&mut self, now: u64) {
-        self.last_frame = Some(now);
-        if let State::Open { since, .. } = self.state {
-            self.state = State::Open {
-                since,
-                last_frame: now,
-            };
+        if let State::Open { last_frame, .. } = &mut self.state {
+            *last_frame = Some(now);
         }
     }
 
@@ -167,8 +160,10 @@ impl AudioSupervisor {
                 self.action = Some(AudioAction::Open);
             }
             State::Open { since, last_frame }
-                if self.stall_ms > 0 && now >= last_frame.saturating_add(self.stall_ms) =>
+                if self.stall_ms > 0
+                    && now >= last_frame.unwrap_or(since).saturating_add(self.stall_ms) =>
             {
+                let last_frame = last_frame.unwrap_or(since);
                 let error = Error::new(
                     Fault::Input,
                     format!(
@@ -206,14 +201,11 @@ impl AudioSupervisor {
     /// all be late).
     pub fn video_waits(&self, now: u64) -> bool {
         match self.state {
-            State::Open { since, last_frame } => {
-                let delivered = self.last_frame.is_some_and(|at| at >= since);
-                if delivered {
-                    now.saturating_sub(last_frame) < AUDIO_WAIT_MAX_MS
-                } else {
-                    now.saturating_sub(since) < AUDIO_FIRST_FRAME_MS
-                }
-            }
+            State::Open {
+                last_frame: Some(at),
+                ..
+            } => now.saturating_sub(at) < AUDIO_WAIT_MAX_MS,
+            State::Open { since, .. } => now.saturating_sub(since) < AUDIO_FIRST_FRAME_MS,
             _ => false,
         }
     }
